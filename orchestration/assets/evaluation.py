@@ -1,0 +1,81 @@
+"""Evaluation stage: every trained model ranked on the test stage, one leaderboard."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import dagster as dg
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import pandas as pd
+from pydantic import Field
+
+from orchestration.assets.models import MODEL_ASSETS
+from orchestration.resources import ArtifactStore
+from recmodels.data.splits import load_split
+from recmodels.evaluation import BeyondAccuracyInputs, evaluate
+from recmodels.features.genres import genre_matrix
+from recmodels.models import Recommender
+
+GROUP = "evaluation"
+
+
+class LeaderboardConfig(dg.Config):
+    ks: list[int] = Field(default_factory=lambda: [10, 20], description="Ranking cutoffs.")
+    sort_by: str = Field(default="ndcg@10", description="Metric the leaderboard is sorted by (higher is better).")
+
+
+@dg.asset(group_name=GROUP, deps=list(MODEL_ASSETS))
+def leaderboard(config: LeaderboardConfig, store: ArtifactStore) -> dg.MaterializeResult:
+    """Full-catalogue test ranking of every model, with beyond-accuracy metrics."""
+    data = load_split(store.folder("split"))
+    items_file = store.folder("validated_interactions") / "items.parquet"
+    features = genre_matrix(pd.read_parquet(items_file), data.train.item_ids)[0] if items_file.exists() else None
+    beyond = BeyondAccuracyInputs(
+        item_popularity=data.train.item_user_counts(),
+        n_train_users=len(data.train.users_with_data()),
+        item_features=features,
+    )
+    rows = []
+    for asset_name in MODEL_ASSETS:
+        model = Recommender.load(store.folder(asset_name))
+        result = evaluate(model, data.test, tuple(config.ks), beyond=beyond)
+        rows.append({"model": asset_name, "users": len(result.users), **result.metrics, "eval_seconds": result.seconds})
+    table = pd.DataFrame(rows).sort_values(config.sort_by, ascending=False).reset_index(drop=True)
+
+    folder = store.fresh_folder("leaderboard")
+    table.to_csv(folder / "leaderboard.csv", index=False)
+    (folder / "leaderboard.json").write_text(json.dumps(table.to_dict(orient="records"), indent=2))
+    chart = folder / "leaderboard.png"
+    _plot(table, [f"recall@{k}" for k in config.ks] + [f"ndcg@{k}" for k in config.ks], chart)
+    version, dvc_metadata = store.version(folder)
+    return dg.MaterializeResult(
+        data_version=version,
+        metadata={
+            "protocol": data.protocol,
+            "leaderboard": dg.MetadataValue.md(table.round(4).to_markdown(index=False)),
+            "best_model": table.loc[0, "model"],
+            "chart": dg.MetadataValue.path(str(chart.relative_to(store.root))),
+            "chart_preview": dg.MetadataValue.md(_inline_png(chart)),
+            **dvc_metadata,
+        },
+    )
+
+
+def _plot(table: pd.DataFrame, columns: list[str], path: Path) -> None:
+    figure, axis = plt.subplots(figsize=(8, 4))
+    table.set_index("model")[columns].plot.bar(ax=axis, rot=0)
+    axis.set_ylabel("test metric (full ranking)")
+    axis.set_title("Leaderboard")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def _inline_png(path: Path) -> str:
+    encoded = base64.b64encode(path.read_bytes()).decode()
+    return f"![leaderboard](data:image/png;base64,{encoded})"

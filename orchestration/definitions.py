@@ -1,0 +1,28 @@
+"""The Dagster code location: every asset, check, resource and the full-pipeline job."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from orchestration import checks
+from orchestration.assets import data, evaluation, models
+from orchestration.resources import ArtifactStore, DatasetResource
+
+all_assets = [
+    data.raw_interactions,
+    data.validate_raw,
+    data.interactions,
+    data.split,
+    *models.baseline_models,
+    evaluation.leaderboard,
+]
+all_checks = [checks.quarantine_share_within_limit, checks.split_is_usable, checks.models_beat_most_popular]
+
+full_pipeline = dg.define_asset_job("full_pipeline", selection=dg.AssetSelection.all(), description="Materialise every asset.")
+
+defs = dg.Definitions(
+    assets=all_assets,
+    asset_checks=all_checks,
+    jobs=[full_pipeline],
+    resources={"dataset": DatasetResource(), "store": ArtifactStore()},
+)

@@ -1,0 +1,228 @@
+"""Train / validation / test splits, each with its own evaluation protocol.
+
+A split says, per evaluation stage, three things: the history a model reads
+(``history``), the items it must find (``targets``) and the items ranking must
+skip (``exclude``). Models train on ``train`` only.
+
+Cold start, the same rule for every protocol: models learn items from ``train``,
+so a target item never seen in ``train`` cannot be ranked meaningfully and is
+dropped from the targets; a user with no history at a stage is not evaluated
+there. Both are counted in ``SplitData.report``, never dropped silently.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Literal
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from recmodels.data.interactions import Interactions, load_interactions, save_interactions
+
+StageName = Literal["valid", "test"]
+
+
+@dataclass(frozen=True)
+class EvalStage:
+    """What a model reads, must find and must skip at one evaluation stage."""
+
+    history: Interactions
+    targets: sp.csr_matrix
+    exclude: sp.csr_matrix
+
+    @property
+    def users(self) -> np.ndarray:
+        """Users with at least one target: the ones metrics average over."""
+        return np.flatnonzero(np.diff(self.targets.indptr) > 0)
+
+    def batches(self, batch_size: int, max_len: int | None = None) -> Iterator["StageBatch"]:
+        sequences = self.history.sequences()
+        users = self.users
+        for start in range(0, len(users), batch_size):
+            chunk = users[start : start + batch_size]
+            items, times = sequences.padded(chunk, max_len)
+            yield StageBatch(chunk, items, times, self.targets[chunk], self.exclude[chunk])
+
+
+@dataclass(frozen=True)
+class StageBatch:
+    users: np.ndarray
+    history_items: np.ndarray
+    history_timestamps: np.ndarray
+    targets: sp.csr_matrix
+    exclude: sp.csr_matrix
+
+
+@dataclass(frozen=True)
+class SplitData:
+    protocol: str
+    train: Interactions
+    valid_rows: Interactions
+    test_rows: Interactions
+    valid: EvalStage
+    test: EvalStage
+    report: dict[str, int] = field(default_factory=dict)
+
+    def stage(self, name: StageName) -> EvalStage:
+        return {"valid": self.valid, "test": self.test}[name]
+
+    @property
+    def n_items(self) -> int:
+        return self.train.n_items
+
+
+def temporal_split(
+    interactions: Interactions, valid_fraction: float = 0.1, test_fraction: float = 0.1
+) -> SplitData:
+    """Global time split: the latest ``test_fraction`` of interactions is test, the
+    ``valid_fraction`` before it validation, the rest train.
+
+    Thresholds are timestamps, so no training interaction is later than any validation
+    or test interaction. The test stage reads train + validation history.
+    """
+    if not (0 < valid_fraction and 0 < test_fraction and valid_fraction + test_fraction < 1):
+        raise ValueError(
+            f"need 0 < valid_fraction, 0 < test_fraction, sum < 1; got {valid_fraction}, {test_fraction}"
+        )
+    times = interactions.frame["timestamp"].to_numpy()
+    valid_start = np.quantile(times, 1 - valid_fraction - test_fraction, method="higher")
+    test_start = np.quantile(times, 1 - test_fraction, method="higher")
+    if not valid_start < test_start:
+        raise ValueError("timestamps too coarse for a temporal split: validation window is empty")
+    train = interactions.subset(times < valid_start)
+    valid = interactions.subset((times >= valid_start) & (times < test_start))
+    test = interactions.subset(times >= test_start)
+    return _assemble("temporal", train, valid, test, test_reads_valid=True)
+
+
+def leave_one_out_split(interactions: Interactions, min_length: int = 3) -> SplitData:
+    """Per user: last interaction is test, second-last validation, the rest train.
+
+    Users with fewer than ``min_length`` interactions stay whole in train and are not
+    evaluated. The test stage reads train + the validation item.
+    """
+    if min_length < 3:
+        raise ValueError(f"leave-one-out needs min_length >= 3, got {min_length}")
+    users = interactions.frame["user"].to_numpy()
+    lengths = np.bincount(users, minlength=interactions.n_users)
+    position_from_end = _position_from_end(users)
+    evaluated = lengths[users] >= min_length
+    test_mask = evaluated & (position_from_end == 0)
+    valid_mask = evaluated & (position_from_end == 1)
+    train = interactions.subset(~(test_mask | valid_mask))
+    valid = interactions.subset(valid_mask)
+    test = interactions.subset(test_mask)
+    split = _assemble("leave_one_out", train, valid, test, test_reads_valid=True)
+    split.report["users_too_short_to_evaluate"] = int(np.sum((lengths > 0) & (lengths < min_length)))
+    return split
+
+
+def predefined_split(interactions: Interactions) -> SplitData:
+    """Split given by the source (a ``split`` column of 'train' / 'valid' / 'test').
+
+    Follows the DiffRec protocol: both stages read the training history; the test stage
+    also skips the validation items.
+    """
+    if "split" not in interactions.frame.columns:
+        raise ValueError("predefined split needs a 'split' column in the interactions")
+    labels = interactions.frame["split"].to_numpy()
+    unknown = set(np.unique(labels)) - {"train", "valid", "test"}
+    if unknown:
+        raise ValueError(f"unknown split labels {sorted(unknown)}; expected train/valid/test")
+    train = interactions.subset(labels == "train")
+    valid = interactions.subset(labels == "valid")
+    test = interactions.subset(labels == "test")
+    return _assemble("predefined", train, valid, test, test_reads_valid=False)
+
+
+def _assemble(
+    protocol: str,
+    train: Interactions,
+    valid: Interactions,
+    test: Interactions,
+    *,
+    test_reads_valid: bool,
+) -> SplitData:
+    report: dict[str, int] = {
+        "train_rows": len(train),
+        "valid_rows": len(valid),
+        "test_rows": len(test),
+    }
+    known_items = np.zeros(train.n_items + 1, dtype=bool)
+    known_items[train.frame["item"].to_numpy()] = True
+    train_matrix = train.csr()
+    valid_matrix = valid.csr()
+
+    valid_stage = _stage(train, valid, known_items, train_matrix, "valid", report)
+    test_history = train.concat(valid) if test_reads_valid else train
+    test_exclude = (train_matrix + valid_matrix).sign().tocsr()
+    test_stage = _stage(test_history, test, known_items, test_exclude, "test", report)
+    return SplitData(protocol, train, valid, test, valid_stage, test_stage, report)
+
+
+def _stage(
+    history: Interactions,
+    held_out: Interactions,
+    known_items: np.ndarray,
+    exclude: sp.csr_matrix,
+    name: str,
+    report: dict[str, int],
+) -> EvalStage:
+    frame = held_out.frame
+    has_history = np.zeros(history.n_users, dtype=bool)
+    has_history[history.frame["user"].to_numpy()] = True
+    cold_item = ~known_items[frame["item"].to_numpy()]
+    cold_user = ~has_history[frame["user"].to_numpy()]
+    report[f"{name}_targets_dropped_cold_item"] = int(np.sum(cold_item))
+    report[f"{name}_targets_dropped_cold_user"] = int(np.sum(cold_user & ~cold_item))
+    targets = held_out.subset(~cold_item & ~cold_user).csr()
+    report[f"{name}_users_evaluated"] = int(np.sum(np.diff(targets.indptr) > 0))
+    return EvalStage(history=history, targets=targets, exclude=exclude.tocsr())
+
+
+def _position_from_end(users: np.ndarray) -> np.ndarray:
+    """0 for each user's last row, 1 for the second-last... (rows sorted by user)."""
+    index = np.arange(len(users))
+    is_last = np.ones(len(users), dtype=bool)
+    is_last[:-1] = users[1:] != users[:-1]
+    last_index = np.flip(np.minimum.accumulate(np.flip(np.where(is_last, index, len(users)))))
+    return last_index - index
+
+
+SPLITTERS: dict[str, Callable[..., SplitData]] = {
+    "temporal": temporal_split,
+    "leave_one_out": leave_one_out_split,
+    "predefined": predefined_split,
+}
+_TEST_READS_VALID = {"temporal": True, "leave_one_out": True, "predefined": False}
+
+
+def make_split(interactions: Interactions, protocol: str, **options: Any) -> SplitData:
+    if protocol not in SPLITTERS:
+        raise ValueError(f"unknown split protocol {protocol!r}; choose one of {sorted(SPLITTERS)}")
+    return SPLITTERS[protocol](interactions, **options)
+
+
+def save_split(split: SplitData, folder: Path) -> None:
+    """The three row sets and the report; stages are rebuilt on load, so they cannot drift."""
+    parts = {"train": split.train, "valid": split.valid_rows, "test": split.test_rows}
+    frame = pd.concat([part.frame.assign(part=name) for name, part in parts.items()], ignore_index=True)
+    save_interactions(Interactions(frame, split.train.user_ids, split.train.item_ids), folder)
+    (folder / "split.json").write_text(json.dumps({"protocol": split.protocol, "report": split.report}, indent=2))
+
+
+def load_split(folder: Path) -> SplitData:
+    meta = json.loads((folder / "split.json").read_text())
+    rows = load_interactions(folder)
+    part = rows.frame["part"].to_numpy()
+    train, valid, test = (
+        Interactions(rows.frame.loc[part == name].drop(columns="part").reset_index(drop=True), rows.user_ids, rows.item_ids)
+        for name in ("train", "valid", "test")
+    )
+    split = _assemble(meta["protocol"], train, valid, test, test_reads_valid=_TEST_READS_VALID[meta["protocol"]])
+    split.report.update({k: v for k, v in meta["report"].items() if k not in split.report})
+    return split

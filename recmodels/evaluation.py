@@ -1,0 +1,105 @@
+"""Full-catalogue ranking evaluation, the same for every model.
+
+Scores come from ``Recommender.score``; masking of the stage's excluded items,
+top-k and metrics happen here once, batched over users.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from recmodels import metrics
+from recmodels.data.splits import EvalStage
+from recmodels.models.base import HistoryBatch, Recommender
+
+
+@dataclass(frozen=True)
+class BeyondAccuracyInputs:
+    """What beyond-accuracy metrics need from the training data."""
+
+    item_popularity: np.ndarray
+    n_train_users: int
+    item_features: sp.csr_matrix | np.ndarray | None = None
+
+
+@dataclass
+class Evaluation:
+    metrics: dict[str, float]
+    users: np.ndarray
+    top_items: np.ndarray
+    seconds: float
+    per_user: dict[str, np.ndarray] = field(repr=False, default_factory=dict)
+
+
+def top_k(scores: torch.Tensor, exclude: sp.csr_matrix, k: int) -> np.ndarray:
+    """Best ``k`` item ids per row, skipping padding and excluded items.
+
+    Ties go to the lower item id (stable sort), so rankings are reproducible.
+    Rows with fewer than ``k`` rankable items are padded with 0.
+    """
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    scores = scores.to(torch.float32).clone()
+    scores[:, 0] = -torch.inf
+    rows, cols = exclude.nonzero()
+    scores[torch.from_numpy(rows), torch.from_numpy(cols.astype(np.int64))] = -torch.inf
+    width = min(k, scores.shape[1])
+    values, items = torch.sort(scores, dim=1, descending=True, stable=True)
+    values, items = values[:, :width], items[:, :width]
+    items[torch.isneginf(values)] = 0
+    result = np.zeros((scores.shape[0], k), dtype=np.int64)
+    result[:, :width] = items.numpy()
+    return result
+
+
+def evaluate(
+    model: Recommender,
+    stage: EvalStage,
+    ks: tuple[int, ...] = (10, 20),
+    *,
+    beyond: BeyondAccuracyInputs | None = None,
+    batch_size: int = 1024,
+    max_len: int | None = None,
+) -> Evaluation:
+    """Rank the whole catalogue for every evaluated user of ``stage``.
+
+    Accuracy metrics average over users with at least one target; beyond-accuracy
+    metrics are computed at the largest cutoff of ``ks``.
+    """
+    if not ks:
+        raise ValueError("ks must name at least one cutoff")
+    max_k = max(ks)
+    started = time.perf_counter()
+    tops, per_user_parts, users = [], [], []
+    with torch.inference_mode():
+        for batch in stage.batches(batch_size, max_len):
+            scores = model.score(HistoryBatch.from_numpy(batch.history_items, batch.history_timestamps))
+            top = top_k(scores, batch.exclude, max_k)
+            tops.append(top)
+            per_user_parts.append(metrics.ranking_metrics(top, batch.targets, ks))
+            users.append(batch.users)
+    if not tops:
+        raise ValueError("the stage has no user with targets to evaluate")
+    top_items = np.concatenate(tops)
+    per_user = {name: np.concatenate([part[name] for part in per_user_parts]) for name in per_user_parts[0]}
+    summary = {name: float(np.nanmean(values)) for name, values in per_user.items()}
+    if beyond is not None:
+        n_items = stage.targets.shape[1] - 1
+        for k in ks:
+            summary[f"coverage@{k}"] = metrics.catalogue_coverage(top_items, n_items, k)
+        summary[f"novelty@{max_k}"] = metrics.novelty(top_items, beyond.item_popularity, beyond.n_train_users, max_k)
+        summary[f"arp@{max_k}"] = metrics.average_popularity(top_items, beyond.item_popularity, max_k)
+        if beyond.item_features is not None:
+            summary[f"ild@{max_k}"] = metrics.intra_list_diversity(top_items, beyond.item_features, max_k)
+    return Evaluation(
+        metrics=summary,
+        users=np.concatenate(users),
+        top_items=top_items,
+        seconds=time.perf_counter() - started,
+        per_user=per_user,
+    )

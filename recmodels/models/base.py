@@ -1,0 +1,145 @@
+"""The model contract: history in, a score for every item out.
+
+No model keeps a user table. ``score`` reads a batch of histories and returns
+``[batch, n_items + 1]`` scores (column 0 is padding). Masking seen items,
+top-k and evaluation live outside the models (``recmodels.evaluation``), so
+every family is ranked, compared and exported the same way.
+
+A model is saved as ``config.json`` (family, typed config, catalogue size) and
+``weights.pt`` (a flat dict of tensors, loaded with ``weights_only=True``):
+never a pickled object.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Self
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from recmodels.data.splits import SplitData
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "weights.pt"
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Base of every model's typed configuration; round-trips through JSON."""
+
+    seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> Self:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise ValueError(f"{cls.__name__} has no fields {sorted(unknown)}")
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class HistoryBatch:
+    """Left-padded histories, most recent item last; 0 is padding."""
+
+    items: torch.Tensor
+    timestamps: torch.Tensor | None = None
+
+    @classmethod
+    def from_numpy(cls, items: np.ndarray, timestamps: np.ndarray | None = None) -> "HistoryBatch":
+        return cls(
+            torch.as_tensor(items, dtype=torch.int64),
+            None if timestamps is None else torch.as_tensor(timestamps, dtype=torch.int64),
+        )
+
+    def to_csr(self, n_columns: int) -> sp.csr_matrix:
+        """Binary multi-hot ``[batch, n_columns]`` of the histories (padding dropped)."""
+        items = self.items.numpy()
+        rows, cols = np.nonzero(items)
+        matrix = sp.csr_matrix(
+            (np.ones(len(rows), dtype=np.float32), (rows, items[rows, cols])),
+            shape=(items.shape[0], n_columns),
+        )
+        matrix.sum_duplicates()
+        matrix.data[:] = 1.0
+        return matrix
+
+
+class Recommender(ABC):
+    """A model family: typed config in, ``fit`` on a split, ``score`` histories."""
+
+    family: ClassVar[str]
+    config_class: ClassVar[type[ModelConfig]] = ModelConfig
+    _families: ClassVar[dict[str, type["Recommender"]]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "family" in cls.__dict__:
+            Recommender._families[cls.family] = cls
+
+    def __init__(self, config: ModelConfig | None = None) -> None:
+        config = config if config is not None else self.config_class()
+        if not isinstance(config, self.config_class):
+            raise TypeError(f"{type(self).__name__} needs a {self.config_class.__name__}, got {type(config).__name__}")
+        self.config = config
+        self.n_items: int | None = None
+
+    @abstractmethod
+    def fit(self, split: SplitData) -> Self:
+        """Learn from ``split.train``; may use ``split.valid`` for early stopping."""
+
+    @abstractmethod
+    def score(self, batch: HistoryBatch) -> torch.Tensor:
+        """Scores ``float32 [batch, n_items + 1]`` for every item given each history."""
+
+    @abstractmethod
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Everything ``score`` needs besides the config, as tensors."""
+
+    @abstractmethod
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None: ...
+
+    @property
+    def is_fitted(self) -> bool:
+        return self.n_items is not None
+
+    def _require_fitted(self) -> int:
+        if self.n_items is None:
+            raise RuntimeError(f"{type(self).__name__} is not fitted: call fit() or load()")
+        return self.n_items
+
+    def save(self, path: Path) -> None:
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        meta = {"family": self.family, "n_items": self._require_fitted(), "config": self.config.to_dict()}
+        (path / CONFIG_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
+        torch.save(self.state_dict(), path / WEIGHTS_FILE)
+
+    @staticmethod
+    def load(path: Path) -> "Recommender":
+        """Rebuild any family from a folder written by ``save``."""
+        path = Path(path)
+        meta = json.loads((path / CONFIG_FILE).read_text())
+        family = meta["family"]
+        if family not in Recommender._families:
+            raise ValueError(f"{path}: unknown model family {family!r}; known: {sorted(Recommender._families)}")
+        cls = Recommender._families[family]
+        model = cls(cls.config_class.from_dict(meta["config"]))
+        model.n_items = int(meta["n_items"])
+        model.load_state_dict(torch.load(path / WEIGHTS_FILE, weights_only=True))
+        return model
+
+
+def model_family(name: str) -> type[Recommender]:
+    if name not in Recommender._families:
+        raise ValueError(f"unknown model family {name!r}; known: {sorted(Recommender._families)}")
+    return Recommender._families[name]
