@@ -1,7 +1,5 @@
 """Asset checks. Blocking ones stop downstream work when a result must not be used."""
 
-from __future__ import annotations
-
 import json
 
 import dagster as dg

@@ -66,14 +66,14 @@ def track(root: Path, output: Path, push: bool = True) -> TrackedOutput:
     """``dvc add`` one output folder or file (and push it when a remote is set)."""
     root = Path(root).resolve()
     output = Path(output).resolve()
-    relative = output.relative_to(root)
+    if not output.is_relative_to(root):
+        raise ValueError(f"{output} is outside the DVC repository {root}")
+    dvc_file = output.with_name(output.name + ".dvc")
     with _repo_lock(root), Repo(str(root)) as repo:
-        repo.add([str(relative)])
-        dvc_file = output.with_name(output.name + ".dvc")
-        pushed = False
-        if push and repo.config["core"].get("remote"):
-            repo.push(targets=[str(dvc_file.relative_to(root))])
-            pushed = True
+        repo.add([str(output)])
+        pushed = bool(push and repo.config["core"].get("remote"))
+        if pushed:
+            repo.push(targets=[str(dvc_file)])
     out = yaml.safe_load(dvc_file.read_text())["outs"][0]
     return TrackedOutput(
         path=output,

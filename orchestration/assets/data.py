@@ -1,7 +1,5 @@
 """Data stage: raw snapshot -> validated rows (+ quarantine) -> interactions -> split."""
 
-from __future__ import annotations
-
 import json
 import shutil
 
@@ -62,13 +60,17 @@ def validate_raw(dataset: DatasetResource, store: ArtifactStore):
 
     valid_folder = store.fresh_folder("validated_interactions")
     result.valid.to_parquet(valid_folder / "interactions.parquet", index=False)
-    if raw.items is not None:
-        validate_items(raw.items).to_parquet(valid_folder / "items.parquet", index=False)
+    items = validate_items(raw.items) if raw.items is not None else None
+    if items is not None:
+        items.valid.to_parquet(valid_folder / "items.parquet", index=False)
     (valid_folder / "dataset.json").write_text(
         json.dumps({"name": raw.name, "has_timestamps": raw.has_timestamps}, indent=2)
     )
     quarantine_folder = store.fresh_folder("quarantined_rows")
     result.quarantined.to_parquet(quarantine_folder / "rows.parquet", index=False)
+    if items is not None:
+        items.quarantined.to_parquet(quarantine_folder / "items.parquet", index=False)
+        summary["items"] = items.summary
     (quarantine_folder / "summary.json").write_text(json.dumps(summary, indent=2, default=int))
 
     counts = {

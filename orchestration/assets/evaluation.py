@@ -1,7 +1,5 @@
 """Evaluation stage: every trained model ranked on the test stage, one leaderboard."""
 
-from __future__ import annotations
-
 import base64
 import json
 from pathlib import Path

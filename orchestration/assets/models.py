@@ -1,13 +1,12 @@
 """Model stage: one asset per model, trained on the split, saved and versioned."""
 
-from __future__ import annotations
-
+import dataclasses
 import json
 import time
-from typing import Any
+import typing
 
 import dagster as dg
-from pydantic import Field
+import pydantic
 
 from orchestration.resources import ArtifactStore
 from recmodels.data.splits import load_split
@@ -18,12 +17,15 @@ GROUP = "models"
 MODEL_ASSETS: dict[str, str] = {}
 
 
-class ModelAssetConfig(dg.Config):
-    params: dict[str, Any] = Field(
-        default_factory=dict,
-        description="Overrides of the model family's typed config (see its dataclass for names and defaults).",
-    )
-    valid_ks: list[int] = Field(default_factory=lambda: [10, 20], description="Cutoffs reported on validation.")
+def asset_config_class(cls: type) -> type[dg.Config]:
+    """A Dagster config class mirroring the family's config dataclass: typed fields in the UI,
+    defaults taken from the dataclass, so each setting has one source of truth."""
+    hints = typing.get_type_hints(cls.config_class)
+    fields = {
+        field.name: (hints[field.name], field.default) for field in dataclasses.fields(cls.config_class)
+    }
+    fields["valid_ks"] = (list[int], pydantic.Field(default=[10, 20], description="Cutoffs reported on validation."))
+    return pydantic.create_model(f"{cls.__name__}AssetConfig", __base__=dg.Config, **fields)
 
 
 def model_asset(family: str) -> dg.AssetsDefinition:
@@ -32,17 +34,9 @@ def model_asset(family: str) -> dg.AssetsDefinition:
     cls = model_family(family)
     MODEL_ASSETS[name] = family
 
-    @dg.asset(
-        name=name,
-        group_name=GROUP,
-        deps=["split"],
-        kinds={"pytorch"},
-        description=f"{cls.__name__}: {(cls.__doc__ or '').strip().splitlines()[0]}",
-    )
-    def train_model(config: ModelAssetConfig, store: ArtifactStore) -> dg.MaterializeResult:
+    def train_model(config, store: ArtifactStore) -> dg.MaterializeResult:
         data = load_split(store.folder("split"))
-        defaults = cls.config_class().to_dict()
-        model = cls(cls.config_class.from_dict({**defaults, **config.params}))
+        model = cls(cls.config_class.from_dict(config.model_dump(exclude={"valid_ks"})))
         started = time.perf_counter()
         model.fit(data)
         train_seconds = time.perf_counter() - started
@@ -62,7 +56,14 @@ def model_asset(family: str) -> dg.AssetsDefinition:
             },
         )
 
-    return train_model
+    train_model.__annotations__["config"] = asset_config_class(cls)
+    return dg.asset(
+        name=name,
+        group_name=GROUP,
+        deps=["split"],
+        kinds={"pytorch"},
+        description=f"{cls.__name__}: {(cls.__doc__ or '').strip().splitlines()[0]}",
+    )(train_model)
 
 
 baseline_models = [model_asset(family) for family in ("most_popular", "item_knn", "ease")]

@@ -1,0 +1,98 @@
+"""What every benchmark shares: the DESIGN option set, data preparation, isolated runs.
+
+Each (dataset, model) run happens in a fresh spawned process so its peak memory
+is its own, and the benchmark ends with exactly one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import resource
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+
+from recmodels.data.interactions import Interactions, k_core  # noqa: E402
+from recmodels.data.readers import RawDataset, load_dataset  # noqa: E402
+from recmodels.data.schemas import validate_interactions  # noqa: E402
+from recmodels.data.splits import SplitData, make_split  # noqa: E402
+
+
+def default_data_dir() -> Path:
+    shared = REPO_ROOT.parent / "shared" / "data"
+    return Path(os.environ.get("RECPIPE_DATA_DIR", shared if shared.exists() else REPO_ROOT / "data" / "raw"))
+
+
+def parser(name: str, datasets: list[str], models: list[str]) -> argparse.ArgumentParser:
+    args = argparse.ArgumentParser(prog=f"benchmarks/{name}.py", description=__doc__)
+    args.add_argument("--data-dir", type=Path, default=default_data_dir())
+    args.add_argument("--dataset", nargs="+", default=datasets, help="paths relative to --data-dir")
+    args.add_argument("--model", nargs="+", default=models, choices=models)
+    args.add_argument("--epochs", type=int, default=None, help="cap on training epochs")
+    args.add_argument("--seed", type=int, default=0)
+    args.add_argument("--quick", action="store_true", help="a small slice, for smoke tests")
+    return args
+
+
+def protocol_for(raw: RawDataset) -> str:
+    """Predefined files keep their split; real time gets a temporal split; order only gets leave-one-out."""
+    if "split" in raw.interactions.columns:
+        return "predefined"
+    return "temporal" if raw.has_timestamps else "leave_one_out"
+
+
+@dataclass(frozen=True)
+class Prepared:
+    split: SplitData
+    protocol: str
+    rows_in: int
+    rows_quarantined: int
+
+
+def prepare(data_dir: Path, dataset: str, quick: bool, min_core: int = 5) -> Prepared:
+    """The pipeline's own path: read, validate, k-core (timestamped data only), split."""
+    raw = load_dataset(data_dir / dataset)
+    frame = raw.interactions
+    if quick:
+        users = sorted(frame["user_id"].unique())[:1000]
+        frame = frame.loc[frame["user_id"].isin(users)].reset_index(drop=True)
+    validated = validate_interactions(frame)
+    rows = validated.valid
+    protocol = protocol_for(raw)
+    if protocol == "temporal":
+        rows, _ = k_core(rows, min_core, min_core)
+    split = make_split(Interactions.from_frame(rows), protocol)
+    return Prepared(split, protocol, len(frame), len(validated.quarantined))
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_isolated(function: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
+    """Run ``function(*args)`` in a fresh process; its result dict gains ``peak_rss_mb``."""
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(1) as pool:
+        return pool.apply(_measured, (function, *args))
+
+
+def _measured(function: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
+    result = function(*args)
+    result["peak_rss_mb"] = round(peak_rss_mb(), 1)
+    return result
+
+
+def progress(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def finish(name: str, results: list[dict[str, Any]]) -> None:
+    print(json.dumps({"benchmark": name, "results": results}))

@@ -1,0 +1,477 @@
+"""Readers that turn every dataset layout the project meets into one canonical interaction table.
+
+Readers only parse: a file that cannot be read as its layout stops with `DataFormatError`
+(naming file, line and reason), while rows with empty fields are kept as missing values so
+that validation can quarantine them with a reason instead of the whole read failing.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import IO
+
+import numpy as np
+import pandas as pd
+import pyarrow
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+RECBOLE_TYPES = ("token", "float", "token_seq", "float_seq")
+SPLITS_IN_TIME_ORDER = ("train", "test", "valid")  # DiffRec files: test precedes valid in time
+MOVIELENS_GENRES = (
+    "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime",
+    "Documentary", "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery",
+    "Romance", "Sci-Fi", "Thriller", "War", "Western",
+)
+ISO_ZONE_OFFSET = r"[T ]\S*?(?:Z|[+-]\d{2}(?::?\d{2})?)$"
+TITLE_WITH_YEAR = r"^(?P<title>.*?)\s*\((?P<year>\d{4})\)\s*$"
+MAX_REPORTED_VALUES = 5
+UNIX_EPOCH = pd.Timestamp(0, tz="UTC")
+ONE_SECOND = pd.Timedelta(seconds=1)
+
+Values = pd.Series | pd.Index | np.ndarray
+
+
+class DataFormatError(ValueError):
+    """A source that cannot be read as the layout it claims; the message names file, line and reason."""
+
+
+@dataclass(frozen=True, eq=False)
+class RawDataset:
+    """A parsed, not yet validated dataset.
+
+    `interactions` columns, in order: user_id (str), item_id (str), timestamp (int64; nullable
+    Int64 only when the source left timestamp fields empty), rating (float64, NaN when absent),
+    source_row (int64: 1-based file line, or 0-based row for .npy/Parquet) and, for predefined
+    splits, split ('train'/'valid'/'test'). `items` columns: item_id, title, year (Int64), genres
+    ('|' joined). `has_timestamps` is False when timestamp is the position in the user's sequence.
+    """
+
+    name: str
+    interactions: pd.DataFrame
+    items: pd.DataFrame | None
+    has_timestamps: bool
+    source: Path
+
+
+@dataclass(frozen=True)
+class ColumnMap:
+    """Source column names of a table; timestamp or rating None means the source has none."""
+
+    user_id: str = "user_id"
+    item_id: str = "item_id"
+    timestamp: str | None = "timestamp"
+    rating: str | None = "rating"
+
+
+@dataclass(frozen=True)
+class _Origin:
+    """Where values came from, so that errors point at a file and a line (text) or row (arrays)."""
+
+    name: str
+    unit: str = "line"
+
+    def error(self, reason: str, row: int | None = None) -> DataFormatError:
+        where = self.name if row is None else f"{self.name}, {self.unit} {row}"
+        return DataFormatError(f"{where}: {reason}")
+
+
+def read_recbole(folder: Path) -> RawDataset:
+    """RecBole atomic files: `<name>.inter` (typed tab-separated header) and optional `<name>.item`."""
+    folder = Path(folder)
+    inter_files = sorted(folder.glob("*.inter"))
+    if len(inter_files) != 1:
+        raise DataFormatError(f"{folder}: expected exactly one *.inter file, found {[f.name for f in inter_files]}")
+    inter_path = inter_files[0]
+    origin = _Origin(str(inter_path))
+    table = _read_atomic_file(inter_path, required=("user_id", "item_id"))
+    has_timestamps = "timestamp" in table
+    if has_timestamps:
+        timestamps = _whole_seconds(_parse_numbers(table["timestamp"], origin, "timestamp"))
+    else:
+        timestamps = _positions_in_user(table["user_id"])
+    ratings = _parse_numbers(table["rating"], origin, "rating") if "rating" in table else np.nan
+    interactions = _interaction_frame(table["user_id"], table["item_id"], timestamps, ratings, table.index)
+    item_path = inter_path.with_suffix(".item")
+    items = _read_recbole_items(item_path) if item_path.exists() else None
+    return RawDataset(inter_path.stem, interactions, items, has_timestamps, folder)
+
+
+def read_sequences(path: Path) -> RawDataset:
+    """One user a line, `user item item ...` in chronological order; timestamp is the position."""
+    path = Path(path)
+    origin = _Origin(str(path))
+    users: list[str] = []
+    user_lines: list[int] = []
+    lengths: list[int] = []
+    items: list[str] = []
+    for line_number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        tokens = line.split()
+        if not tokens:
+            continue
+        if len(tokens) == 1:
+            raise origin.error(f"user {tokens[0]!r} has no items", line_number)
+        users.append(tokens[0])
+        user_lines.append(line_number)
+        lengths.append(len(tokens) - 1)
+        items.extend(tokens[1:])
+    if not users:
+        raise origin.error("file is empty")
+    _reject_repeated_users(pd.Series(users), np.array(user_lines), origin)
+    lengths_array = np.array(lengths, dtype=np.int64)
+    first_index = np.repeat(np.cumsum(lengths_array) - lengths_array, lengths_array)
+    interactions = _interaction_frame(
+        user_id=np.repeat(np.array(users, dtype=object), lengths_array),
+        item_id=np.array(items, dtype=object),
+        timestamp=np.arange(len(items), dtype=np.int64) - first_index,
+        rating=np.nan,
+        source_row=np.repeat(np.array(user_lines, dtype=np.int64), lengths_array),
+    )
+    return RawDataset(path.stem, interactions, None, False, path)
+
+
+def read_predefined(folder: Path) -> RawDataset:
+    """DiffRec splits (`train/valid/test_list.npy`); timestamp is the position in train -> test -> valid."""
+    folder = Path(folder)
+    pair_arrays = [_load_pairs(folder / f"{split}_list.npy") for split in SPLITS_IN_TIME_ORDER]
+    sizes = [len(pairs) for pairs in pair_arrays]
+    pairs = np.concatenate(pair_arrays)
+    time_order = np.argsort(pairs[:, 0], kind="stable")
+    users = pd.Series(pairs[time_order, 0])
+    interactions = _interaction_frame(
+        user_id=users.astype(str),
+        item_id=pd.Series(pairs[time_order, 1]).astype(str),
+        timestamp=_positions_in_user(users),
+        rating=np.nan,
+        source_row=np.concatenate([np.arange(size, dtype=np.int64) for size in sizes])[time_order],
+        split=np.repeat(np.array(SPLITS_IN_TIME_ORDER, dtype=object), sizes)[time_order],
+    )
+    mapping_path = folder / "item_id_to_movielens_id.tsv"
+    movies_path = folder / ".." / ".." / "ml-1m-meta" / "movies.dat"
+    items = _diffrec_items(mapping_path, movies_path) if mapping_path.exists() and movies_path.exists() else None
+    return RawDataset("-".join(folder.resolve().parts[-2:]), interactions, items, False, folder)
+
+
+def read_table(path: Path, columns: ColumnMap = ColumnMap()) -> RawDataset:
+    """CSV or Parquet with configurable column names; timestamps as unix seconds or ISO 8601."""
+    path = Path(path)
+    wanted = [name for name in (columns.user_id, columns.item_id, columns.timestamp, columns.rating) if name]
+    if path.suffix == ".csv":
+        origin = _Origin(str(path))
+        names = _header_names(path, origin)
+        _require_columns(names, wanted, origin, row=1)
+        table = _read_delimited(path, origin, names, has_header=True)
+    elif path.suffix == ".parquet":
+        origin = _Origin(str(path), unit="row")
+        table = _read_parquet(path, wanted, id_columns=(columns.user_id, columns.item_id), origin=origin)
+    else:
+        raise DataFormatError(f"{path}: read_table reads .csv or .parquet, not {path.suffix!r}")
+    if columns.timestamp:
+        timestamps = _parse_timestamps(table[columns.timestamp], origin, columns.timestamp)
+    else:
+        timestamps = _positions_in_user(table[columns.user_id])
+    ratings = _parse_numbers(table[columns.rating], origin, columns.rating) if columns.rating else np.nan
+    interactions = _interaction_frame(
+        table[columns.user_id], table[columns.item_id], timestamps, ratings, table.index
+    )
+    return RawDataset(path.stem, interactions, None, columns.timestamp is not None, path)
+
+
+def read_movielens_zip(path: Path) -> RawDataset:
+    """GroupLens MovieLens-100K as published: `ml-100k.zip` or its unpacked folder (u.data, u.item)."""
+    path = Path(path)
+    ratings_member = _movielens_member(path, "u.data")
+    if ratings_member is None:
+        raise DataFormatError(f"{path}: no u.data found")
+    origin = _Origin(ratings_member[0])
+    table = _read_delimited(
+        io.BytesIO(ratings_member[1]), origin, ["user_id", "item_id", "rating", "timestamp"],
+        has_header=False, sep="\t", quoting=csv.QUOTE_NONE,
+    )
+    interactions = _interaction_frame(
+        table["user_id"], table["item_id"],
+        _whole_seconds(_parse_numbers(table["timestamp"], origin, "timestamp")),
+        _parse_numbers(table["rating"], origin, "rating"),
+        table.index,
+    )
+    items_member = _movielens_member(path, "u.item")
+    items = _movielens_items(*items_member) if items_member else None
+    return RawDataset(path.stem if path.suffix == ".zip" else path.name, interactions, items, True, path)
+
+
+def load_dataset(path: Path) -> RawDataset:
+    """Pick the reader from what the path holds, so pipelines only need a path."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(path)
+    if path.is_dir() and any(path.glob("*.inter")):
+        return read_recbole(path)
+    if path.is_dir() and (path / "train_list.npy").exists():
+        return read_predefined(path)
+    if (path.is_dir() and (path / "u.data").exists()) or path.suffix == ".zip":
+        return read_movielens_zip(path)
+    if path.suffix == ".txt":
+        return read_sequences(path)
+    if path.suffix in (".csv", ".parquet"):
+        return read_table(path)
+    raise DataFormatError(
+        f"{path}: unknown dataset layout; looked for a folder with *.inter (RecBole), a folder with "
+        "train_list.npy (DiffRec splits), a folder or .zip with u.data (MovieLens), "
+        "a .txt of user sequences, or a .csv/.parquet table"
+    )
+
+
+def _read_atomic_file(path: Path, required: tuple[str, ...]) -> pd.DataFrame:
+    """Text columns named by the typed header; the index is the 1-based line number."""
+    origin = _Origin(str(path))
+    with path.open(encoding="utf-8") as file:
+        header = file.readline().rstrip("\r\n")
+    if not header:
+        raise origin.error("file is empty")
+    names = []
+    for field in header.split("\t"):
+        name, _, field_type = field.partition(":")
+        if field_type not in RECBOLE_TYPES:
+            raise origin.error(
+                f"header field {field!r} has no known :type "
+                f"(expected name:type, type one of {', '.join(RECBOLE_TYPES)})",
+                row=1,
+            )
+        names.append(name)
+    _require_columns(names, required, origin, row=1)
+    return _read_delimited(path, origin, names, has_header=True, sep="\t", quoting=csv.QUOTE_NONE)
+
+
+def _read_recbole_items(path: Path) -> pd.DataFrame:
+    """RecBole `.item`; release_year is a free token (ml-100k has 'unkonwn'), so non-years become missing."""
+    table = _read_atomic_file(path, required=("item_id",))
+    missing = pd.Series(None, index=table.index, dtype=object)
+    return _item_frame(
+        item_id=table["item_id"],
+        title=table.get("movie_title", missing),
+        year=pd.to_numeric(table.get("release_year", missing), errors="coerce"),
+        genres=table.get("class", missing).str.split().str.join("|"),
+    )
+
+
+def _read_delimited(
+    source: Path | IO[bytes], origin: _Origin, names: list[str], has_header: bool, **options
+) -> pd.DataFrame:
+    """All fields as text; the index is the 1-based line number.
+
+    Only empty fields are missing; blank lines are skipped but counted. A row with more fields
+    than `names` is an error: pandas would otherwise silently shift it into the index.
+    """
+    first_line = 2 if has_header else 1
+    try:
+        table = pd.read_csv(
+            source, header=None, skiprows=first_line - 1, dtype=str, keep_default_na=False, na_values=[""],
+            skip_blank_lines=False, **options,
+        )
+    except pd.errors.EmptyDataError as error:
+        raise origin.error("file is empty (no data rows)") from error
+    except pd.errors.ParserError as error:
+        raise origin.error(str(error).strip()) from error
+    table.index = pd.RangeIndex(first_line, first_line + len(table))
+    overfull = table.iloc[:, len(names):].notna().any(axis=1)
+    if overfull.any():
+        raise origin.error(f"more than {len(names)} fields ({', '.join(names)})", int(overfull.idxmax()))
+    table = table.reindex(columns=range(len(names))).set_axis(names, axis="columns").dropna(how="all")
+    if table.empty:
+        raise origin.error("file is empty (no data rows)")
+    return table
+
+
+def _header_names(path: Path, origin: _Origin, **options) -> list[str]:
+    """Column names from a header line, read with the same quoting rules as the data."""
+    try:
+        return list(pd.read_csv(path, nrows=0, **options).columns)
+    except pd.errors.EmptyDataError as error:
+        raise origin.error("file is empty") from error
+
+
+def _read_parquet(
+    path: Path, wanted: list[str], id_columns: tuple[str, str], origin: _Origin
+) -> pd.DataFrame:
+    """Selected Parquet columns with ids as strings; the index is the 0-based row."""
+    _require_columns(pq.read_schema(path).names, wanted, origin)
+    table = pq.read_table(path, columns=wanted)
+    for name in id_columns:
+        table = table.set_column(table.schema.get_field_index(name), name, pc.cast(table[name], pyarrow.string()))
+    frame = table.to_pandas().reset_index(drop=True)  # source_row is the position, not a stored index
+    if frame.empty:
+        raise origin.error("file is empty (no data rows)")
+    return frame
+
+
+def _require_columns(
+    present: list[str], required: list[str] | tuple[str, ...], origin: _Origin, row: int | None = None
+) -> None:
+    missing = [name for name in required if name not in present]
+    if missing:
+        raise origin.error(
+            f"missing required column(s) {', '.join(map(repr, missing))} (found {', '.join(map(repr, present))})",
+            row,
+        )
+
+
+def _parse_numbers(raw: pd.Series, origin: _Origin, column: str) -> pd.Series:
+    """Float64 values; empty fields stay NaN, anything else that is not a finite number stops the read."""
+    numbers = pd.to_numeric(raw, errors="coerce").astype("float64")
+    _reject_bad_values(raw, raw.notna() & ~np.isfinite(numbers), origin, column, "numbers")
+    return numbers
+
+
+def _parse_timestamps(raw: pd.Series, origin: _Origin, column: str) -> pd.Series:
+    """Unix seconds from numbers, datetimes or ISO 8601 strings (times without a zone are UTC)."""
+    if pd.api.types.is_datetime64_any_dtype(raw):
+        moments = raw.dt.tz_localize("UTC") if raw.dt.tz is None else raw
+        return _whole_seconds((moments - UNIX_EPOCH) / ONE_SECOND)
+    if _first_value_is_number(raw):
+        return _whole_seconds(_parse_numbers(raw, origin, column))
+    moments = _parse_iso_datetimes(raw)
+    _reject_bad_values(raw, raw.notna() & moments.isna(), origin, column, "ISO 8601 datetimes")
+    return _whole_seconds((moments - UNIX_EPOCH) / ONE_SECOND)
+
+
+def _parse_iso_datetimes(raw: pd.Series) -> pd.Series:
+    """UTC datetimes, NaT where unparsable.
+
+    Values with and without a zone offset are parsed apart: in one pandas call a value without
+    offset silently takes the offset of the value before it (pandas 2.3, format="ISO8601").
+    """
+    has_offset = raw.str.contains(ISO_ZONE_OFFSET, na=False)
+    moments = pd.Series(pd.NaT, index=raw.index, dtype="datetime64[ns, UTC]")
+    for part in (has_offset, ~has_offset):
+        moments[part] = pd.to_datetime(raw[part], utc=True, format="ISO8601", errors="coerce")
+    return moments
+
+
+def _first_value_is_number(raw: pd.Series) -> bool:
+    """Decide the timestamp format by the first value, so one stray value is reported, not the rest."""
+    if pd.api.types.is_numeric_dtype(raw):
+        return True
+    present = raw.dropna()
+    return present.empty or pd.notna(pd.to_numeric(present.iloc[:1], errors="coerce").iloc[0])
+
+
+def _reject_bad_values(raw: pd.Series, bad: pd.Series, origin: _Origin, column: str, expected: str) -> None:
+    """Report the first few offending rows with their values, vectorised over the whole column."""
+    if not bad.any():
+        return
+    offenders = raw[bad]
+    shown = "; ".join(
+        f"{origin.unit} {row}: {value!r}" for row, value in offenders.iloc[:MAX_REPORTED_VALUES].items()
+    )
+    raise DataFormatError(
+        f"{origin.name}: column {column!r} must hold {expected}; {len(offenders)} bad value(s), "
+        f"first {min(len(offenders), MAX_REPORTED_VALUES)}: {shown}"
+    )
+
+
+def _whole_seconds(seconds: pd.Series) -> pd.Series:
+    """Floor to int64, or nullable Int64 when some are missing (validation quarantines those rows)."""
+    floored = np.floor(seconds)
+    return floored.astype("Int64" if floored.isna().any() else "int64")
+
+
+def _positions_in_user(user_ids: pd.Series) -> pd.Series:
+    """0-based position of each row within its user, in row order: time for order-only sources."""
+    return user_ids.groupby(user_ids, dropna=False, sort=False).cumcount().astype("int64")
+
+
+def _reject_repeated_users(users: pd.Series, user_lines: np.ndarray, origin: _Origin) -> None:
+    """A user on two lines would give two sequences the same positions."""
+    repeated = users.duplicated()
+    if repeated.any():
+        user = users[repeated].iloc[0]
+        lines = user_lines[users.eq(user).to_numpy()]
+        raise origin.error(f"user {user!r} already has a sequence on line {lines[0]}", int(lines[1]))
+
+
+def _load_pairs(path: Path) -> np.ndarray:
+    """An (n, 2) integer array of (user, item) pairs; anything else is a format error."""
+    try:
+        pairs = np.load(path, allow_pickle=False)
+    except ValueError as error:
+        raise DataFormatError(f"{path}: not a plain .npy array ({error})") from error
+    if pairs.ndim != 2 or pairs.shape[1] != 2 or not np.issubdtype(pairs.dtype, np.integer):
+        raise DataFormatError(
+            f"{path}: expected integer (user, item) pairs of shape (n, 2), "
+            f"got {pairs.dtype} array of shape {pairs.shape}"
+        )
+    return pairs.astype(np.int64, copy=False)
+
+
+def _diffrec_items(mapping_path: Path, movies_path: Path) -> pd.DataFrame:
+    """Items under DiffRec ids, with title, year and genres joined from MovieLens `movies.dat`."""
+    mapping_origin = _Origin(str(mapping_path))
+    mapping_names = _header_names(mapping_path, mapping_origin, sep="\t", quoting=csv.QUOTE_NONE)
+    _require_columns(mapping_names, ("diffrec_item_id", "movielens_movie_id"), mapping_origin, row=1)
+    mapping = _read_delimited(
+        mapping_path, mapping_origin, mapping_names, has_header=True, sep="\t", quoting=csv.QUOTE_NONE
+    )
+    movies = _read_delimited(
+        movies_path, _Origin(str(movies_path)), ["movie_id", "full_title", "genres"], has_header=False,
+        sep="::", engine="python", encoding="latin-1", quoting=csv.QUOTE_NONE,
+    )
+    joined = mapping.merge(movies, how="left", left_on="movielens_movie_id", right_on="movie_id")
+    title, year = _split_title_year(joined["full_title"])
+    return _item_frame(joined["diffrec_item_id"], title, year, joined["genres"])
+
+
+def _movielens_member(path: Path, member: str) -> tuple[str, bytes] | None:
+    """Display name and bytes of a GroupLens file, from an unpacked folder or from inside the zip."""
+    if path.is_dir():
+        file = path / member
+        return (str(file), file.read_bytes()) if file.exists() else None
+    with zipfile.ZipFile(path) as archive:
+        matches = [name for name in archive.namelist() if PurePosixPath(name).name == member]
+        return (f"{path}:{matches[0]}", archive.read(matches[0])) if matches else None
+
+
+def _movielens_items(name: str, content: bytes) -> pd.DataFrame:
+    """GroupLens `u.item` (latin-1, '|' separated): year from the title, genres from 19 flag columns."""
+    table = _read_delimited(
+        io.BytesIO(content), _Origin(name),
+        ["item_id", "full_title", "release_date", "video_release_date", "url", *MOVIELENS_GENRES],
+        has_header=False, sep="|", encoding="latin-1", quoting=csv.QUOTE_NONE,
+    )
+    title, year = _split_title_year(table["full_title"])
+    flags = table[list(MOVIELENS_GENRES)].eq("1")
+    genres = flags.apply(lambda row: "|".join(row.index[row]), axis=1)
+    return _item_frame(table["item_id"], title, year, genres)
+
+
+def _split_title_year(full_titles: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """'Toy Story (1995)' -> ('Toy Story', 1995); titles without a year keep their text, year missing."""
+    parts = full_titles.str.extract(TITLE_WITH_YEAR)
+    return parts["title"].fillna(full_titles), pd.to_numeric(parts["year"])
+
+
+def _interaction_frame(
+    user_id: Values,
+    item_id: Values,
+    timestamp: Values,
+    rating: Values | float,
+    source_row: Values,
+    split: Values | None = None,
+) -> pd.DataFrame:
+    """The canonical interaction columns in their fixed order, with a fresh 0-based index."""
+    columns = {
+        "user_id": user_id, "item_id": item_id, "timestamp": timestamp, "rating": rating, "source_row": source_row
+    }
+    if split is not None:
+        columns["split"] = split
+    frame = pd.DataFrame(columns).reset_index(drop=True)
+    return frame.astype({"rating": "float64", "source_row": "int64"})
+
+
+def _item_frame(item_id: Values, title: Values, year: Values, genres: Values) -> pd.DataFrame:
+    """The canonical item columns; year is nullable because some sources lack it."""
+    frame = pd.DataFrame({"item_id": item_id, "title": title, "year": year, "genres": genres})
+    return frame.reset_index(drop=True).astype({"year": "Int64"})

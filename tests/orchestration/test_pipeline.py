@@ -1,0 +1,135 @@
+"""The whole asset graph, in process, on a real slice of MovieLens-100K in a throwaway repo."""
+
+import subprocess
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+import pytest
+
+from orchestration import definitions
+from orchestration.resources import ArtifactStore, DatasetResource
+from recmodels.models import Recommender
+
+
+def _materialisations(result) -> dict[str, dg.AssetMaterialization]:
+    return {
+        event.asset_key.to_user_string(): event.event_specific_data.materialization
+        for event in result.get_asset_materialization_events()
+    }
+
+
+def test_definitions_load_every_asset_check_and_job():
+    repository = definitions.defs.get_repository_def()
+    keys = {key.to_user_string() for key in repository.asset_graph.get_all_asset_keys()}
+    assert {
+        "raw_interactions",
+        "validated_interactions",
+        "quarantined_rows",
+        "interactions",
+        "split",
+        "most_popular_model",
+        "item_knn_model",
+        "ease_model",
+        "leaderboard",
+    } <= keys
+    assert definitions.defs.get_job_def("full_pipeline") is not None
+    check_names = {key.name for key in repository.asset_graph.asset_check_keys}
+    assert {"quarantine_share_within_limit", "split_is_usable", "models_beat_most_popular"} <= check_names
+
+
+@pytest.fixture(scope="module")
+def ml100k_slice(tmp_path_factory, data_dir: Path) -> Path:
+    """The earliest 40% of ml-100k by time, as a RecBole folder, with three broken rows appended."""
+    folder = tmp_path_factory.mktemp("data") / "ml-100k-slice"
+    folder.mkdir()
+    source = data_dir / "ml-100k" / "ml-100k.inter"
+    header, *lines = source.read_text().splitlines()
+    rows = sorted(lines, key=lambda line: int(float(line.split("\t")[3])))[: int(len(lines) * 0.4)]
+    broken = ["196\t242\t7\t881250949", "\t302\t3\t891717742", "186\t302\t3\t-5"]
+    (folder / "ml-100k-slice.inter").write_text("\n".join([header, *rows, *broken]) + "\n")
+    (folder / "ml-100k-slice.item").write_text((data_dir / "ml-100k" / "ml-100k.item").read_text())
+    return folder
+
+
+@pytest.fixture(scope="module")
+def materialised(tmp_path_factory, ml100k_slice: Path):
+    root = tmp_path_factory.mktemp("project")
+    subprocess.run(["git", "init", "-q", str(root)], check=True)
+    resources = {
+        "dataset": DatasetResource(
+            data_dir=str(ml100k_slice.parent), dataset=ml100k_slice.name, rating_min=1, rating_max=5
+        ),
+        "store": ArtifactStore(project_root=str(root), dvc_remote=str(root.parent / "remote")),
+    }
+    result = dg.materialize(
+        [*definitions.all_assets, *definitions.all_checks], resources=resources, raise_on_error=True
+    )
+    return result, root
+
+
+def test_every_asset_materialises_with_a_dvc_version(materialised):
+    result, root = materialised
+    assert result.success
+    materialisations = _materialisations(result)
+    expected = {
+        "raw_interactions", "validated_interactions", "quarantined_rows", "interactions", "split",
+        "most_popular_model", "item_knn_model", "ease_model", "leaderboard",
+    }
+    assert set(materialisations) == expected
+    for name, materialisation in materialisations.items():
+        md5 = materialisation.metadata["dvc_md5"].value
+        assert md5.endswith(".dir"), name
+        assert materialisation.tags["dagster/data_version"] == md5, name
+        assert materialisation.metadata["dvc_pushed"].value is True, name
+    assert (root / "data.dvc").exists()
+    assert (root / "artifacts" / "leaderboard.dvc").exists()
+
+
+def test_quarantine_reconciles_and_names_the_broken_rows(materialised):
+    result, root = materialised
+    metadata = _materialisations(result)["quarantined_rows"].metadata
+    assert metadata["rows_in"].value == metadata["rows_kept"].value + metadata["rows_quarantined"].value
+    assert metadata["rows_quarantined"].value == 3
+    quarantined = pd.read_parquet(root / "artifacts" / "quarantined_rows" / "rows.parquet")
+    reasons = " ".join(quarantined["reasons"])
+    assert "rating" in reasons and "user_id" in reasons and "timestamp" in reasons
+
+
+def test_checks_pass_and_leaderboard_ranks_every_model(materialised):
+    result, root = materialised
+    evaluations = {
+        event.event_specific_data.check_name: event.event_specific_data.passed
+        for event in result.all_events
+        if event.event_type_value == "ASSET_CHECK_EVALUATION"
+    }
+    assert evaluations["quarantine_share_within_limit"] is True
+    assert evaluations["split_is_usable"] is True
+    table = pd.read_csv(root / "artifacts" / "leaderboard" / "leaderboard.csv")
+    assert set(table["model"]) == {"most_popular_model", "item_knn_model", "ease_model"}
+    assert table["ndcg@10"].between(0, 1).all() and (table["users"] > 0).all()
+    assert (root / "artifacts" / "leaderboard" / "leaderboard.png").stat().st_size > 1000
+    model = Recommender.load(root / "artifacts" / "ease_model")
+    assert model.family == "ease"
+
+
+def test_blocking_quarantine_check_stops_downstream_assets(tmp_path, ml100k_slice: Path):
+    root = tmp_path / "project"
+    subprocess.run(["git", "init", "-q", str(root)], check=True)
+    resources = {
+        # Every rating is out of range, so the quarantined share is 100%.
+        "dataset": DatasetResource(
+            data_dir=str(ml100k_slice.parent), dataset=ml100k_slice.name, rating_min=10, rating_max=20
+        ),
+        "store": ArtifactStore(project_root=str(root), dvc_remote=None),
+    }
+    result = dg.materialize(
+        [*definitions.all_assets, *definitions.all_checks],
+        resources=resources,
+        selection=["raw_interactions", "validated_interactions", "quarantined_rows", "interactions"],
+        raise_on_error=False,
+    )
+    assert not result.success
+    materialised = {event.asset_key.to_user_string() for event in result.get_asset_materialization_events()}
+    assert "validated_interactions" in materialised
+    assert "interactions" not in materialised
