@@ -12,7 +12,6 @@ never a pickled object.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from recmodels.config import Configurable
 from recmodels.data.splits import SplitData
 
 CONFIG_FILE = "config.json"
@@ -30,21 +30,10 @@ WEIGHTS_FILE = "weights.pt"
 
 
 @dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(Configurable):
     """Base of every model's typed configuration; round-trips through JSON."""
 
     seed: int = 0
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> Self:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(values) - known
-        if unknown:
-            raise ValueError(f"{cls.__name__} has no fields {sorted(unknown)}")
-        return cls(**values)
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ def test_definitions_load_every_asset_check_and_job():
         "ease_model",
         "leaderboard",
     } <= keys
-    assert definitions.defs.get_job_def("full_pipeline") is not None
+    assert definitions.defs.resolve_job_def("full_pipeline").name == "full_pipeline"
     check_names = {key.name for key in repository.asset_graph.asset_check_keys}
     assert {"quarantine_share_within_limit", "split_is_usable", "models_beat_most_popular"} <= check_names
 
