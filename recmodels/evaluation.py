@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.sparse as sp
@@ -15,7 +16,10 @@ import torch
 
 from recmodels import metrics
 from recmodels.data.splits import EvalStage
-from recmodels.models.base import HistoryBatch, Recommender
+from recmodels.data.history import HistoryBatch
+
+if TYPE_CHECKING:
+    from recmodels.models.base import Recommender
 
 
 @dataclass(frozen=True)
@@ -64,7 +68,6 @@ def evaluate(
     *,
     beyond: BeyondAccuracyInputs | None = None,
     batch_size: int = 1024,
-    max_len: int | None = None,
 ) -> Evaluation:
     """Rank the whole catalogue for every evaluated user of ``stage``.
 
@@ -77,7 +80,7 @@ def evaluate(
     started = time.perf_counter()
     tops, per_user_parts, users = [], [], []
     with torch.inference_mode():
-        for batch in stage.batches(batch_size, max_len):
+        for batch in stage.batches(batch_size, model.max_history_length):
             scores = model.score(HistoryBatch.from_numpy(batch.history_items, batch.history_timestamps))
             top = top_k(scores, batch.exclude, max_k)
             tops.append(top)

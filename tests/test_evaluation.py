@@ -156,9 +156,12 @@ def test_evaluate_hand_computed_metrics(fixed_model_class, hand_stage, batch_siz
     assert len(model.seen) == math.ceil(3 / batch_size)
 
 
-def test_evaluate_max_len_truncates_history(fixed_model_class, hand_stage):
-    model = fixed_model(fixed_model_class)
-    evaluate(model, hand_stage, ks=(2,), max_len=1)
+def test_evaluate_reads_only_the_models_history_length(fixed_model_class, hand_stage):
+    class OneItemHistory(fixed_model_class):
+        max_history_length = 1
+
+    model = fixed_model(OneItemHistory)
+    evaluate(model, hand_stage, ks=(2,))
     np.testing.assert_array_equal(np.concatenate(model.seen), [[1], [2], [5]])
 
 

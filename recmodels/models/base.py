@@ -18,11 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
-import numpy as np
-import scipy.sparse as sp
 import torch
 
 from recmodels.config import Configurable
+from recmodels.data.history import HistoryBatch
 from recmodels.data.splits import SplitData
 
 CONFIG_FILE = "config.json"
@@ -34,33 +33,6 @@ class ModelConfig(Configurable):
     """Base of every model's typed configuration; round-trips through JSON."""
 
     seed: int = 0
-
-
-@dataclass(frozen=True)
-class HistoryBatch:
-    """Left-padded histories, most recent item last; 0 is padding."""
-
-    items: torch.Tensor
-    timestamps: torch.Tensor | None = None
-
-    @classmethod
-    def from_numpy(cls, items: np.ndarray, timestamps: np.ndarray | None = None) -> "HistoryBatch":
-        return cls(
-            torch.as_tensor(items, dtype=torch.int64),
-            None if timestamps is None else torch.as_tensor(timestamps, dtype=torch.int64),
-        )
-
-    def to_csr(self, n_columns: int) -> sp.csr_matrix:
-        """Binary multi-hot ``[batch, n_columns]`` of the histories (padding dropped)."""
-        items = self.items.numpy()
-        rows, cols = np.nonzero(items)
-        matrix = sp.csr_matrix(
-            (np.ones(len(rows), dtype=np.float32), (rows, items[rows, cols])),
-            shape=(items.shape[0], n_columns),
-        )
-        matrix.sum_duplicates()
-        matrix.data[:] = 1.0
-        return matrix
 
 
 class Recommender(ABC):
@@ -96,6 +68,11 @@ class Recommender(ABC):
 
     @abstractmethod
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None: ...
+
+    @property
+    def max_history_length(self) -> int | None:
+        """Most recent items ``score`` reads; None reads the whole history."""
+        return None
 
     @property
     def is_fitted(self) -> bool:

@@ -15,6 +15,7 @@ import torch
 
 from recmodels.data.splits import SplitData
 from recmodels.models.base import HistoryBatch, ModelConfig, Recommender
+from recmodels.sparse import top_per_row
 
 
 class MostPopular(Recommender):
@@ -65,7 +66,7 @@ class ItemKNN(Recommender):
         off_diagonal = co_counts.row != co_counts.col
         rows, cols = co_counts.row[off_diagonal], co_counts.col[off_diagonal]
         values = co_counts.data[off_diagonal] / (norms[rows] * norms[cols] + self.config.shrink)
-        self.similarity = _top_per_row(rows, cols, values.astype(np.float32), users_items.shape[1], self.config.neighbours)
+        self.similarity = top_per_row(rows, cols, values.astype(np.float32), users_items.shape[1], self.config.neighbours)
         self.n_items = split.n_items
         return self
 
@@ -134,15 +135,3 @@ class EASE(Recommender):
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         self.weights = state["weights"]
-
-
-def _top_per_row(rows: np.ndarray, cols: np.ndarray, values: np.ndarray, size: int, keep: int) -> sp.csr_matrix:
-    """Sparse ``size x size`` matrix keeping the ``keep`` largest values of each row (vectorised)."""
-    order = np.lexsort((cols, -values, rows))
-    rows, cols, values = rows[order], cols[order], values[order]
-    row_starts = np.searchsorted(rows, rows, side="left")
-    rank_in_row = np.arange(len(rows)) - row_starts
-    kept = rank_in_row < keep
-    matrix = sp.csr_matrix((values[kept], (rows[kept], cols[kept])), shape=(size, size))
-    matrix.sort_indices()
-    return matrix

@@ -1,0 +1,223 @@
+"""SASRec, SASRec with sampled softmax, eSASRec, each optionally with GNNO hard negatives.
+
+One model, composed of swappable parts: the transformer block (SASRec or LiGR),
+the loss (BCE, sampled softmax, full softmax) and the negatives (uniform, or
+neighbourhood-based hard negatives under a curriculum). The variants of the
+papers are config presets (``sasrec``, ``sasrec_ss``, ``esasrec``, ``with_gnno``).
+
+Training follows the authors' protocol: one example per user per epoch, the
+last ``max_len + 1`` items of the training sequence, every position predicting
+the next item.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Self
+
+import numpy as np
+import torch
+
+from recmodels.config import PartConfig
+from recmodels.data.interactions import Sequences
+from recmodels.data.splits import SplitData
+from recmodels.evaluation import evaluate
+from recmodels.graph.curriculum import CurriculumSchedule
+from recmodels.graph.overlap import NeighbourhoodOverlap, neighbourhood_overlap
+from recmodels.graph.sampler import HardNegativeConfig, NeighbourhoodNegativeSampler
+from recmodels.graph.transitions import item_transition_graph
+from recmodels.models.base import HistoryBatch, ModelConfig, Recommender
+from recmodels.nn.layers import BackboneConfig, LiGRBlockConfig, SASRecBlockConfig, SequenceBackbone
+from recmodels.nn.losses import BCELossConfig, FullSoftmaxConfig, NextItemLoss, SampledSoftmaxConfig
+from recmodels.train import Trainer, TrainerConfig, TrainingHistory, resolve_device
+
+
+@dataclass(frozen=True)
+class GNNOConfig(PartConfig):
+    """Neighbourhood-based hard negatives (GNNO, SIGIR 2023) with their curriculum.
+
+    Defaults are the paper's for Beauty: hardness 0 until epoch 19, then +0.04 per
+    epoch up to 0.5; neighbourhoods from a WITG over distances 1..3.
+    """
+
+    kind = "gnno"
+    max_distance: int = 3
+    top_m: int = 100
+    n_negatives: int = 16
+    uniform_share: float = 0.5
+    temperature: float = 1.0
+    start_epoch: int = 19
+    pace: float = 0.04
+    max_hardness: float = 0.5
+
+    @property
+    def schedule(self) -> CurriculumSchedule:
+        return CurriculumSchedule(self.start_epoch, self.pace, self.max_hardness)
+
+    @property
+    def sampler_config(self) -> HardNegativeConfig:
+        return HardNegativeConfig(self.n_negatives, self.uniform_share, self.temperature)
+
+
+@dataclass(frozen=True)
+class SASRecConfig(ModelConfig):
+    backbone: BackboneConfig = BackboneConfig()
+    loss: BCELossConfig | SampledSoftmaxConfig | FullSoftmaxConfig = SampledSoftmaxConfig()
+    hard_negatives: GNNOConfig | None = None
+    trainer: TrainerConfig = TrainerConfig()
+    valid_metric: str = "ndcg@10"
+
+
+def sasrec(**backbone: object) -> SASRecConfig:
+    """Original SASRec: SASRec blocks, BCE with one negative per position."""
+    return SASRecConfig(backbone=BackboneConfig(block=SASRecBlockConfig(), **backbone), loss=BCELossConfig())
+
+
+def sasrec_ss(**backbone: object) -> SASRecConfig:
+    """SASRec blocks trained with sampled softmax over 256 uniform negatives."""
+    return SASRecConfig(backbone=BackboneConfig(block=SASRecBlockConfig(), **backbone), loss=SampledSoftmaxConfig())
+
+
+def esasrec(**backbone: object) -> SASRecConfig:
+    """eSASRec (RecSys 2025): LiGR blocks with sampled softmax."""
+    return SASRecConfig(backbone=BackboneConfig(block=LiGRBlockConfig(), **backbone), loss=SampledSoftmaxConfig())
+
+
+def with_gnno(config: SASRecConfig, hard_negatives: GNNOConfig | None = None) -> SASRecConfig:
+    """Any variant "+GNNO": the same model trained with curriculum hard negatives."""
+    return dataclasses.replace(config, hard_negatives=hard_negatives or GNNOConfig())
+
+
+@dataclass(frozen=True)
+class _Batch:
+    inputs: torch.Tensor
+    targets: torch.Tensor
+    histories: torch.Tensor | None
+
+
+@dataclass
+class _NextItemTask:
+    """What the shared training loop needs to train a sequential model on a split."""
+
+    module: SequenceBackbone
+    model: "SASRec"
+    split: SplitData
+    sequences: Sequences
+    users: np.ndarray
+    loss_fn: NextItemLoss
+    sampler: NeighbourhoodNegativeSampler | None
+    schedule: CurriculumSchedule | None
+    device: torch.device
+    batch_size: int
+    figures: dict[str, float] = field(default_factory=dict)
+
+    def batches(self, epoch: int, generator: torch.Generator) -> Iterator[_Batch]:
+        order = self.users[torch.randperm(len(self.users), generator=generator).numpy()]
+        max_len = self.module.config.max_len
+        for start in range(0, len(order), self.batch_size):
+            users = order[start : start + self.batch_size]
+            items, _ = self.sequences.padded(users, max_len + 1)
+            items = torch.from_numpy(items)
+            histories = None
+            if self.sampler is not None:
+                histories = torch.from_numpy(self.sequences.padded(users)[0])
+            yield _Batch(items[:, :-1].to(self.device), items[:, 1:].to(self.device), histories)
+
+    def loss(self, batch: _Batch, epoch: int, generator: torch.Generator) -> torch.Tensor:
+        hidden = self.module(batch.inputs)
+        positions = batch.targets > 0
+        extra = None
+        if self.sampler is not None:
+            threshold = self.schedule.threshold(epoch)
+            negatives = self.sampler.sample(batch.targets.cpu(), batch.histories, threshold, generator)
+            extra = negatives.select(positions.cpu()).to(self.device)
+        return self.loss_fn(
+            hidden[positions], batch.targets[positions], self.module.item_embeddings.weight, generator, extra
+        )
+
+    def validation_score(self) -> float:
+        metric = self.model.config.valid_metric
+        k = int(metric.split("@")[1])
+        return evaluate(self.model, self.split.valid, (k,)).metrics[metric]
+
+    def epoch_figures(self, epoch: int) -> dict[str, float]:
+        return {} if self.schedule is None else {"hardness": self.schedule.threshold(epoch)}
+
+
+class SASRec(Recommender):
+    """Self-attentive sequential recommender; history in, next-item scores out."""
+
+    family = "sasrec"
+    config_class = SASRecConfig
+    config: SASRecConfig
+
+    def __init__(self, config: SASRecConfig | None = None) -> None:
+        super().__init__(config)
+        self.module: SequenceBackbone | None = None
+        self.history = TrainingHistory()
+
+    @property
+    def max_history_length(self) -> int:
+        return self.config.backbone.max_len
+
+    def fit(
+        self,
+        split: SplitData,
+        *,
+        overlap: NeighbourhoodOverlap | None = None,
+        checkpoint_dir: Path | None = None,
+        max_epochs: int | None = None,
+    ) -> Self:
+        """Train on ``split.train``, early-stopping on ``split.valid``.
+
+        ``overlap`` (the pipeline's ``item_neighbourhood_overlap``) is built from the
+        training sequences when hard negatives are on and none is given.
+        """
+        config = self.config
+        torch.manual_seed(config.seed)
+        device = resolve_device(config.trainer.device)
+        self.n_items = split.n_items
+        self.module = SequenceBackbone(split.n_items, config.backbone).to(device)
+        sequences = split.train.sequences()
+        users = np.flatnonzero(sequences.lengths >= 2)
+        sampler, schedule = None, None
+        if config.hard_negatives is not None:
+            gnno = config.hard_negatives
+            if overlap is None:
+                graph = item_transition_graph(sequences, split.n_items, gnno.max_distance)
+                overlap = neighbourhood_overlap(graph, gnno.top_m)
+            sampler = NeighbourhoodNegativeSampler(overlap, split.n_items, gnno.sampler_config)
+            schedule = gnno.schedule
+        task = _NextItemTask(
+            module=self.module,
+            model=self,
+            split=split,
+            sequences=sequences,
+            users=users,
+            loss_fn=config.loss.build(),
+            sampler=sampler,
+            schedule=schedule,
+            device=device,
+            batch_size=config.trainer.batch_size,
+        )
+        trainer = Trainer(config.trainer, config.seed, checkpoint_dir)
+        self.history = trainer.fit(task, max_epochs)
+        return self
+
+    @torch.inference_mode()
+    def score(self, batch: HistoryBatch) -> torch.Tensor:
+        self._require_fitted()
+        module = self.module
+        device = next(module.parameters()).device
+        hidden = module(batch.items.to(device))[:, -1]
+        return (hidden @ module.item_embeddings.weight.T).float().cpu()
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {name: tensor.cpu() for name, tensor in self.module.state_dict().items()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.module = SequenceBackbone(self._require_fitted(), self.config.backbone)
+        self.module.load_state_dict(state)
+        self.module.eval()

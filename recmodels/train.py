@@ -1,0 +1,164 @@
+"""One training loop for every torch model: seeded, early-stopped, checkpointed, resumable.
+
+A model hands the loop a ``TrainingTask``: its module, how to make an epoch's
+batches, the loss of a batch and a validation score (higher is better). The
+loop owns the optimiser, the random generator, early stopping on the
+validation score, checkpoints after every epoch and resuming from them.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Protocol
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+CHECKPOINT_FILE = "checkpoint.pt"
+
+
+@dataclass(frozen=True)
+class TrainerConfig:
+    epochs: int = 200
+    patience: int = 10
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    batch_size: int = 128
+    device: str = "auto"
+    progress: bool = False
+
+
+@dataclass
+class TrainingHistory:
+    """Per-epoch figures; plotted as training curves in the model asset's metadata."""
+
+    loss: list[float] = field(default_factory=list)
+    valid_score: list[float] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
+    extra: dict[str, list[float]] = field(default_factory=dict)
+    best_epoch: int = -1
+    best_score: float = float("-inf")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "loss": self.loss,
+            "valid_score": self.valid_score,
+            "seconds": self.seconds,
+            "extra": self.extra,
+            "best_epoch": self.best_epoch,
+            "best_score": self.best_score,
+        }
+
+
+class TrainingTask(Protocol):
+    module: nn.Module
+
+    def batches(self, epoch: int, generator: torch.Generator) -> Iterable[Any]:
+        """The epoch's training batches, shuffled with ``generator``."""
+
+    def loss(self, batch: Any, epoch: int, generator: torch.Generator) -> torch.Tensor: ...
+
+    def validation_score(self) -> float:
+        """Higher is better; computed with the module in eval mode."""
+
+    def epoch_figures(self, epoch: int) -> dict[str, float]:
+        """Extra per-epoch values worth plotting (e.g. a curriculum threshold)."""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+class Trainer:
+    """Adam, early stopping with patience, the best weights restored at the end."""
+
+    def __init__(
+        self,
+        config: TrainerConfig,
+        seed: int,
+        checkpoint_dir: Path | None = None,
+        on_epoch: Callable[[int, TrainingHistory], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.seed = seed
+        self.checkpoint_dir = checkpoint_dir
+        self.on_epoch = on_epoch
+
+    def fit(self, task: TrainingTask, max_epochs: int | None = None) -> TrainingHistory:
+        config = self.config
+        epochs = config.epochs if max_epochs is None else min(config.epochs, max_epochs)
+        module = task.module
+        optimiser = torch.optim.Adam(module.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        generator = torch.Generator().manual_seed(self.seed)
+        torch.manual_seed(self.seed)  # dropout draws from the global generator
+        history = TrainingHistory()
+        best_state = copy.deepcopy(module.state_dict())
+        start = 0
+        checkpoint = None if self.checkpoint_dir is None else self.checkpoint_dir / CHECKPOINT_FILE
+        if checkpoint is not None and checkpoint.exists():
+            start, history, best_state = self._resume(checkpoint, module, optimiser, generator)
+
+        for epoch in range(start, epochs):
+            if history.best_epoch >= 0 and epoch - history.best_epoch > config.patience:
+                break
+            started = time.perf_counter()
+            module.train()
+            total, count = 0.0, 0
+            batches = task.batches(epoch, generator)
+            for batch in tqdm(batches, desc=f"epoch {epoch}", disable=not config.progress, leave=False):
+                optimiser.zero_grad(set_to_none=True)
+                loss = task.loss(batch, epoch, generator)
+                loss.backward()
+                optimiser.step()
+                total += float(loss.detach())
+                count += 1
+            seconds = time.perf_counter() - started
+            module.eval()
+            with torch.inference_mode():
+                score = task.validation_score()
+            history.loss.append(total / max(count, 1))
+            history.valid_score.append(score)
+            history.seconds.append(seconds)
+            for name, value in task.epoch_figures(epoch).items():
+                history.extra.setdefault(name, []).append(value)
+            if score > history.best_score:
+                history.best_score, history.best_epoch = score, epoch
+                best_state = copy.deepcopy(module.state_dict())
+            if checkpoint is not None:
+                self._save(checkpoint, epoch + 1, module, optimiser, generator, history, best_state)
+            if self.on_epoch is not None:
+                self.on_epoch(epoch, history)
+        module.load_state_dict(best_state)
+        module.eval()
+        return history
+
+    @staticmethod
+    def _save(path, next_epoch, module, optimiser, generator, history, best_state) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        state = {
+            "next_epoch": next_epoch,
+            "module": module.state_dict(),
+            "optimiser": optimiser.state_dict(),
+            "generator": generator.get_state(),
+            "global_rng": torch.get_rng_state(),
+            "history": history.as_dict(),
+            "best_state": best_state,
+        }
+        torch.save(state, path.with_suffix(".tmp"))
+        path.with_suffix(".tmp").replace(path)
+
+    @staticmethod
+    def _resume(path, module, optimiser, generator) -> tuple[int, TrainingHistory, dict]:
+        state = torch.load(path, weights_only=True)
+        module.load_state_dict(state["module"])
+        optimiser.load_state_dict(state["optimiser"])
+        generator.set_state(state["generator"])
+        torch.set_rng_state(state["global_rng"])
+        history = TrainingHistory(**state["history"])
+        return int(state["next_epoch"]), history, state["best_state"]

@@ -1,0 +1,155 @@
+"""The contract every model must pass: score shape, save/load, config round trip, determinism.
+
+Every registered family must appear in ``CASES`` (a test fails otherwise), each
+variant with a configuration small enough for a quick real fit.
+"""
+
+import dataclasses
+import json
+
+import pytest
+import torch
+
+import recmodels.models  # noqa: F401  (registers every family)
+from recmodels.data.interactions import Interactions
+from recmodels.data.splits import SplitData, leave_one_out_split
+from recmodels.models.base import CONFIG_FILE, HistoryBatch, ModelConfig, Recommender, model_family
+from recmodels.models.baselines import MostPopular
+from recmodels.models.sasrec import GNNOConfig, esasrec, sasrec, sasrec_ss, with_gnno
+from recmodels.nn.losses import FullSoftmaxConfig
+from recmodels.train import TrainerConfig
+
+SMALL_BACKBONE = {"dim": 16, "max_len": 20, "ff_mult": 2}
+SHORT_TRAINING = TrainerConfig(epochs=2, batch_size=64)
+QUICK_GNNO = GNNOConfig(top_m=20, n_negatives=4, start_epoch=0, pace=0.5)
+
+
+def _short(config):
+    return dataclasses.replace(config, trainer=SHORT_TRAINING)
+
+
+CASES = {
+    "most_popular": ("most_popular", None),
+    "item_knn": ("item_knn", None),
+    "ease": ("ease", None),
+    "sasrec": ("sasrec", _short(sasrec(**SMALL_BACKBONE))),
+    "sasrec_ss": ("sasrec", _short(sasrec_ss(**SMALL_BACKBONE))),
+    "sasrec_full_softmax": ("sasrec", _short(dataclasses.replace(sasrec(**SMALL_BACKBONE), loss=FullSoftmaxConfig()))),
+    "esasrec": ("sasrec", _short(esasrec(**SMALL_BACKBONE))),
+    "esasrec_gnno": ("sasrec", _short(with_gnno(esasrec(**SMALL_BACKBONE), QUICK_GNNO))),
+    "sasrec_gnno": ("sasrec", _short(with_gnno(sasrec(**SMALL_BACKBONE), QUICK_GNNO))),
+}
+CASE_IDS = sorted(CASES)
+
+
+def test_every_family_has_a_contract_case():
+    families = {name for name in Recommender._families if not name.startswith("test_")}
+    assert families <= {family for family, _ in CASES.values()}
+
+
+@pytest.fixture(scope="module")
+def small_split(ml100k_small_raw) -> SplitData:
+    return leave_one_out_split(Interactions.from_frame(ml100k_small_raw))
+
+
+@pytest.fixture(scope="module")
+def small_batch(small_split) -> HistoryBatch:
+    batch = next(small_split.test.batches(batch_size=64, max_len=200))
+    return HistoryBatch.from_numpy(batch.history_items, batch.history_timestamps)
+
+
+def _model(case: str) -> Recommender:
+    family, config = CASES[case]
+    cls = model_family(family)
+    return cls(config) if config is not None else cls()
+
+
+@pytest.fixture(scope="module")
+def fitted(small_split):
+    """Each case fitted once; tests that need a fresh fit make their own."""
+    cache: dict[str, Recommender] = {}
+
+    def get(case: str) -> Recommender:
+        if case not in cache:
+            cache[case] = _model(case).fit(small_split)
+        return cache[case]
+
+    return get
+
+
+@pytest.mark.parametrize("case", CASE_IDS)
+def test_score_shape_and_dtype(case, fitted, small_split, small_batch):
+    model = fitted(case)
+    assert model.is_fitted
+    assert model.n_items == small_split.n_items
+    scores = model.score(small_batch)
+    assert isinstance(scores, torch.Tensor)
+    assert scores.shape == (64, small_split.n_items + 1)
+    assert scores.dtype == torch.float32
+    assert torch.isfinite(scores).all()
+    # scores are informative: not constant over the catalogue
+    assert (scores[:, 1:].max(dim=1).values > scores[:, 1:].min(dim=1).values).all()
+
+
+@pytest.mark.parametrize("case", CASE_IDS)
+def test_save_load_round_trip_gives_identical_scores(case, fitted, small_split, small_batch, tmp_path):
+    model = fitted(case)
+    model.save(tmp_path / "model")
+    meta = json.loads((tmp_path / "model" / CONFIG_FILE).read_text())
+    assert meta["family"] == model.family
+    assert meta["n_items"] == small_split.n_items
+
+    loaded = Recommender.load(tmp_path / "model")
+    assert type(loaded) is type(model)
+    assert loaded.config == model.config
+    assert loaded.n_items == model.n_items
+    assert torch.equal(loaded.score(small_batch), model.score(small_batch))
+
+
+@pytest.mark.parametrize("case", CASE_IDS)
+def test_config_round_trips_through_dict_and_json(case):
+    model = _model(case)
+    config = dataclasses.replace(model.config, seed=17)
+    assert isinstance(config, ModelConfig)
+    restored = type(config).from_dict(json.loads(json.dumps(config.to_dict())))
+    assert restored == config
+    assert restored.seed == 17
+    assert type(restored) is type(config)
+    with pytest.raises(ValueError, match="no fields"):
+        type(config).from_dict({**config.to_dict(), "not_a_field": 1})
+
+
+@pytest.mark.parametrize("case", CASE_IDS)
+def test_refit_is_deterministic(case, fitted, small_split, small_batch):
+    first = fitted(case).score(small_batch)
+    second = _model(case).fit(small_split).score(small_batch)
+    assert torch.equal(first, second)
+
+
+@pytest.mark.parametrize("case", CASE_IDS)
+def test_unfitted_model_refuses_to_score_or_save(case, small_batch, tmp_path):
+    model = _model(case)
+    assert not model.is_fitted
+    with pytest.raises(RuntimeError, match="not fitted"):
+        model.score(small_batch)
+    with pytest.raises(RuntimeError, match="not fitted"):
+        model.save(tmp_path)
+
+
+@pytest.mark.parametrize("family", sorted({family for family, _ in CASES.values()}))
+def test_wrong_config_type_is_rejected(family):
+    @dataclasses.dataclass(frozen=True)
+    class NotAModelConfig:
+        seed: int = 0
+
+    with pytest.raises(TypeError, match="needs a"):
+        model_family(family)(NotAModelConfig())
+
+
+def test_load_unknown_family_raises(small_split, tmp_path):
+    MostPopular().fit(small_split).save(tmp_path)
+    meta = json.loads((tmp_path / CONFIG_FILE).read_text())
+    meta["family"] = "no_such_family"
+    (tmp_path / CONFIG_FILE).write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="unknown model family 'no_such_family'"):
+        Recommender.load(tmp_path)
