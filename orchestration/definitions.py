@@ -5,7 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from orchestration import checks
-from orchestration.assets import data, evaluation, models
+from orchestration.assets import data, evaluation, graph, models
 from orchestration.resources import ArtifactStore, DatasetResource
 
 all_assets = [
@@ -13,7 +13,9 @@ all_assets = [
     data.validate_raw,
     data.interactions,
     data.split,
-    *models.baseline_models,
+    graph.item_transition_graph,
+    graph.item_neighbourhood_overlap,
+    *models.model_assets,
     evaluation.leaderboard,
 ]
 all_checks = [checks.quarantine_share_within_limit, checks.split_is_usable, checks.models_beat_most_popular]

@@ -88,8 +88,9 @@ def evaluate(
             users.append(batch.users)
     if not tops:
         raise ValueError("the stage has no user with targets to evaluate")
-    top_items = np.concatenate(tops)
-    per_user = {name: np.concatenate([part[name] for part in per_user_parts]) for name in per_user_parts[0]}
+    order = np.argsort(np.concatenate(users))
+    top_items = np.concatenate(tops)[order]
+    per_user = {name: np.concatenate([part[name] for part in per_user_parts])[order] for name in per_user_parts[0]}
     summary = {name: float(np.nanmean(values)) for name, values in per_user.items()}
     if beyond is not None:
         n_items = stage.targets.shape[1] - 1
@@ -101,7 +102,7 @@ def evaluate(
             summary[f"ild@{max_k}"] = metrics.intra_list_diversity(top_items, beyond.item_features, max_k)
     return Evaluation(
         metrics=summary,
-        users=np.concatenate(users),
+        users=np.concatenate(users)[order],
         top_items=top_items,
         seconds=time.perf_counter() - started,
         per_user=per_user,

@@ -150,9 +150,10 @@ def test_evaluate_hand_computed_metrics(fixed_model_class, hand_stage, batch_siz
     np.testing.assert_allclose(result.per_user["ndcg@3"], [ndcg_u0, 1.0, D3])
     assert result.seconds >= 0
 
-    # the model read each evaluated user's left-padded chronological history, in batches
+    # the model read each evaluated user's left-padded chronological history, in batches,
+    # shortest histories first (users 0 and 2 before user 1)
     seen = np.concatenate([np.pad(h, ((0, 0), (2 - h.shape[1], 0))) for h in model.seen])
-    np.testing.assert_array_equal(seen, [[0, 1], [4, 2], [0, 5]])
+    np.testing.assert_array_equal(seen, [[0, 1], [0, 5], [4, 2]])
     assert len(model.seen) == math.ceil(3 / batch_size)
 
 
@@ -162,7 +163,7 @@ def test_evaluate_reads_only_the_models_history_length(fixed_model_class, hand_s
 
     model = fixed_model(OneItemHistory)
     evaluate(model, hand_stage, ks=(2,))
-    np.testing.assert_array_equal(np.concatenate(model.seen), [[1], [2], [5]])
+    np.testing.assert_array_equal(np.concatenate(model.seen), [[1], [5], [2]])
 
 
 def test_evaluate_beyond_accuracy(fixed_model_class, hand_stage):

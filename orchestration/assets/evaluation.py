@@ -1,18 +1,13 @@
 """Evaluation stage: every trained model ranked on the test stage, one leaderboard."""
 
-import base64
 import json
-from pathlib import Path
 
 import dagster as dg
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import pandas as pd
 from pydantic import Field
 
 from orchestration.assets.models import MODEL_ASSETS
+from orchestration.plots import bar_chart, inline_png
 from orchestration.resources import ArtifactStore
 from recmodels.data.splits import load_split
 from recmodels.evaluation import BeyondAccuracyInputs, evaluate
@@ -49,8 +44,8 @@ def leaderboard(config: LeaderboardConfig, store: ArtifactStore) -> dg.Materiali
     folder = store.fresh_folder("leaderboard")
     table.to_csv(folder / "leaderboard.csv", index=False)
     (folder / "leaderboard.json").write_text(json.dumps(table.to_dict(orient="records"), indent=2))
-    chart = folder / "leaderboard.png"
-    _plot(table, [f"recall@{k}" for k in config.ks] + [f"ndcg@{k}" for k in config.ks], chart)
+    columns = [f"recall@{k}" for k in config.ks] + [f"ndcg@{k}" for k in config.ks]
+    chart = bar_chart(table, "model", columns, "test metric (full ranking)", "Leaderboard", folder / "leaderboard.png")
     version, dvc_metadata = store.version(folder)
     return dg.MaterializeResult(
         data_version=version,
@@ -60,22 +55,7 @@ def leaderboard(config: LeaderboardConfig, store: ArtifactStore) -> dg.Materiali
             "best_model": table.loc[0, "model"],
             "eval_seconds": dg.MetadataValue.json(eval_seconds),
             "chart": dg.MetadataValue.path(str(chart.relative_to(store.root))),
-            "chart_preview": dg.MetadataValue.md(_inline_png(chart)),
+            "chart_preview": dg.MetadataValue.md(inline_png(chart, "leaderboard")),
             **dvc_metadata,
         },
     )
-
-
-def _plot(table: pd.DataFrame, columns: list[str], path: Path) -> None:
-    figure, axis = plt.subplots(figsize=(8, 4))
-    table.set_index("model")[columns].plot.bar(ax=axis, rot=0)
-    axis.set_ylabel("test metric (full ranking)")
-    axis.set_title("Leaderboard")
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-
-
-def _inline_png(path: Path) -> str:
-    encoded = base64.b64encode(path.read_bytes()).decode()
-    return f"![leaderboard](data:image/png;base64,{encoded})"

@@ -1,69 +1,95 @@
-"""Model stage: one asset per model, trained on the split, saved and versioned."""
+"""Model stage: one asset per model variant, trained on the split, saved and versioned."""
 
-import dataclasses
 import json
 import time
-import typing
+from dataclasses import dataclass
 
 import dagster as dg
 import pydantic
 
+from orchestration.assets.graph import load_overlap
+from orchestration.config_bridge import dataclass_values, launchpad_config
+from orchestration.plots import inline_png, training_curves
 from orchestration.resources import ArtifactStore
 from recmodels.data.splits import load_split
 from recmodels.evaluation import evaluate
-from recmodels.models import model_family
+from recmodels.models import ModelConfig, model_family
+from recmodels.models.baselines import EASEConfig, ItemKNNConfig
+from recmodels.models.sasrec import esasrec, sasrec, sasrec_ss, with_gnno
 
 GROUP = "models"
-MODEL_ASSETS: dict[str, str] = {}
 
 
-def asset_config_class(cls: type) -> type[dg.Config]:
-    """A Dagster config class mirroring the family's config dataclass: typed fields in the UI,
-    defaults taken from the dataclass, so each setting has one source of truth."""
-    hints = typing.get_type_hints(cls.config_class)
-    fields = {
-        field.name: (hints[field.name], field.default) for field in dataclasses.fields(cls.config_class)
-    }
-    fields["valid_ks"] = (list[int], pydantic.Field(default=[10, 20], description="Cutoffs reported on validation."))
-    return pydantic.create_model(f"{cls.__name__}AssetConfig", __base__=dg.Config, **fields)
+@dataclass(frozen=True)
+class ModelSpec:
+    """One trained model in the pipeline: a family and the preset its asset starts from."""
+
+    asset: str
+    family: str
+    preset: ModelConfig
+    uses_overlap: bool = False
 
 
-def model_asset(family: str) -> dg.AssetsDefinition:
-    """A training asset for ``family``: fit on train, report validation metrics, save, version."""
-    name = f"{family}_model"
-    cls = model_family(family)
-    MODEL_ASSETS[name] = family
+MODEL_SPECS = [
+    ModelSpec("most_popular_model", "most_popular", ModelConfig()),
+    ModelSpec("item_knn_model", "item_knn", ItemKNNConfig()),
+    ModelSpec("ease_model", "ease", EASEConfig()),
+    ModelSpec("sasrec_model", "sasrec", sasrec()),
+    ModelSpec("sasrec_ss_model", "sasrec", sasrec_ss()),
+    ModelSpec("esasrec_model", "sasrec", esasrec()),
+    ModelSpec("sasrec_ss_gnno_model", "sasrec", with_gnno(sasrec_ss()), uses_overlap=True),
+    ModelSpec("esasrec_gnno_model", "sasrec", with_gnno(esasrec()), uses_overlap=True),
+]
+MODEL_ASSETS = [spec.asset for spec in MODEL_SPECS]
 
-    def train_model(config, store: ArtifactStore) -> dg.MaterializeResult:
+
+def model_asset(spec: ModelSpec) -> dg.AssetsDefinition:
+    """Fit on train (early-stopping on validation where the family trains), report, save, version."""
+    cls = model_family(spec.family)
+    config_class = launchpad_config(
+        spec.asset,
+        spec.preset,
+        extra={"valid_ks": (list[int], pydantic.Field(default=[10, 20], description="Cutoffs reported on validation."))},
+    )
+    deps = ["split", "item_neighbourhood_overlap"] if spec.uses_overlap else ["split"]
+
+    def train_model(context: dg.AssetExecutionContext, config, store: ArtifactStore) -> dg.MaterializeResult:
         data = load_split(store.folder("split"))
-        model = cls(cls.config_class.from_dict(config.model_dump(exclude={"valid_ks"})))
+        model = cls(type(spec.preset).from_dict(dataclass_values(type(spec.preset), config)))
+        fit_options = {"overlap": load_overlap(store)} if spec.uses_overlap else {}
         started = time.perf_counter()
-        model.fit(data)
+        model.fit(data, **fit_options)
         train_seconds = time.perf_counter() - started
         valid = evaluate(model, data.valid, tuple(config.valid_ks))
-        folder = store.fresh_folder(name)
+        folder = store.fresh_folder(spec.asset)
         model.save(folder)
         (folder / "valid_metrics.json").write_text(json.dumps(valid.metrics, indent=2))
+        metadata: dict = {
+            "family": spec.family,
+            "config": dg.MetadataValue.json(model.config.to_dict()),
+            "train_seconds": round(train_seconds, 3),
+            **{f"valid_{metric}": round(value, 5) for metric, value in valid.metrics.items()},
+        }
+        history = getattr(model, "history", None)
+        if history is not None and history.loss:
+            curves = history.as_dict()
+            (folder / "training_history.json").write_text(json.dumps(curves, indent=2))
+            chart = training_curves(curves, model.config.valid_metric, folder / "training_curves.png")
+            metadata["epochs"] = len(history.loss)
+            metadata["best_epoch"] = history.best_epoch
+            metadata["seconds_per_epoch"] = round(sum(history.seconds) / len(history.seconds), 3)
+            metadata["training_curves"] = dg.MetadataValue.md(inline_png(chart, "training curves"))
         version, dvc_metadata = store.version(folder)
-        return dg.MaterializeResult(
-            data_version=version,
-            metadata={
-                "family": family,
-                "config": dg.MetadataValue.json(model.config.to_dict()),
-                "train_seconds": round(train_seconds, 3),
-                **{f"valid_{metric}": round(value, 5) for metric, value in valid.metrics.items()},
-                **dvc_metadata,
-            },
-        )
+        return dg.MaterializeResult(data_version=version, metadata={**metadata, **dvc_metadata})
 
-    train_model.__annotations__["config"] = asset_config_class(cls)
+    train_model.__annotations__["config"] = config_class
     return dg.asset(
-        name=name,
+        name=spec.asset,
         group_name=GROUP,
-        deps=["split"],
+        deps=deps,
         kinds={"pytorch"},
         description=f"{cls.__name__}: {(cls.__doc__ or '').strip().splitlines()[0]}",
     )(train_model)
 
 
-baseline_models = [model_asset(family) for family in ("most_popular", "item_knn", "ease")]
+model_assets = [model_asset(spec) for spec in MODEL_SPECS]

@@ -40,8 +40,9 @@ class EvalStage:
         return np.flatnonzero(np.diff(self.targets.indptr) > 0)
 
     def batches(self, batch_size: int, max_len: int | None = None) -> Iterator["StageBatch"]:
+        """Users in order of history length, so a batch carries little padding."""
         sequences = self.history.sequences()
-        users = self.users
+        users = self.users[np.argsort(sequences.lengths[self.users], kind="stable")]
         for start in range(0, len(users), batch_size):
             chunk = users[start : start + batch_size]
             items, times = sequences.padded(chunk, max_len)

@@ -13,7 +13,7 @@ the next item.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Self
 
@@ -68,6 +68,7 @@ class SASRecConfig(ModelConfig):
     hard_negatives: GNNOConfig | None = None
     trainer: TrainerConfig = TrainerConfig()
     valid_metric: str = "ndcg@10"
+    group_by_length: bool = True
 
 
 def sasrec(**backbone: object) -> SASRecConfig:
@@ -111,19 +112,35 @@ class _NextItemTask:
     schedule: CurriculumSchedule | None
     device: torch.device
     batch_size: int
-    figures: dict[str, float] = field(default_factory=dict)
+    group_by_length: bool
 
     def batches(self, epoch: int, generator: torch.Generator) -> Iterator[_Batch]:
-        order = self.users[torch.randperm(len(self.users), generator=generator).numpy()]
         max_len = self.module.config.max_len
-        for start in range(0, len(order), self.batch_size):
-            users = order[start : start + self.batch_size]
+        for users in self._user_batches(generator):
             items, _ = self.sequences.padded(users, max_len + 1)
             items = torch.from_numpy(items)
             histories = None
             if self.sampler is not None:
                 histories = torch.from_numpy(self.sequences.padded(users)[0])
             yield _Batch(items[:, :-1].to(self.device), items[:, 1:].to(self.device), histories)
+
+    def _user_batches(self, generator: torch.Generator) -> list[np.ndarray]:
+        """Shuffled batches; with ``group_by_length`` users of similar length share a batch
+        (sorted within windows of 64 batches, batch order shuffled), so little compute goes
+        to padding."""
+        order = self.users[torch.randperm(len(self.users), generator=generator).numpy()]
+        if self.group_by_length:
+            window = 64 * self.batch_size
+            lengths = self.sequences.lengths[order]
+            order = np.concatenate(
+                [
+                    order[start : start + window][np.argsort(-lengths[start : start + window], kind="stable")]
+                    for start in range(0, len(order), window)
+                ]
+            )
+        batches = [order[start : start + self.batch_size] for start in range(0, len(order), self.batch_size)]
+        shuffled = torch.randperm(len(batches), generator=generator).numpy()
+        return [batches[index] for index in shuffled]
 
     def loss(self, batch: _Batch, epoch: int, generator: torch.Generator) -> torch.Tensor:
         hidden = self.module(batch.inputs)
@@ -201,6 +218,7 @@ class SASRec(Recommender):
             schedule=schedule,
             device=device,
             batch_size=config.trainer.batch_size,
+            group_by_length=config.group_by_length,
         )
         trainer = Trainer(config.trainer, config.seed, checkpoint_dir)
         self.history = trainer.fit(task, max_epochs)

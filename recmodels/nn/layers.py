@@ -1,6 +1,8 @@
 """Transformer layers for next-item models, swappable through their configs.
 
-Histories are left-padded (0 = padding, most recent item last). Attention is
+Histories are left-padded (0 = padding, most recent item last). Dropout on the
+attention weights is its own knob (``attention_dropout``, default 0): on a CPU it
+costs a mask the size of the attention matrix per layer. Attention is
 causal through an additive float mask buffer (a boolean ``tril`` mask breaks
 ONNX Runtime); each position may always attend to itself, so rows that are all
 padding never turn into NaN.
@@ -69,11 +71,11 @@ class SASRecBlock(TransformerBlock):
     the normalised queries; a ReLU point-wise feed-forward with its own residual.
     """
 
-    def __init__(self, dim: int, heads: int, dropout: float, ff_mult: int) -> None:
+    def __init__(self, dim: int, heads: int, dropout: float, attention_dropout: float, ff_mult: int) -> None:
         super().__init__()
         self.attention_norm = nn.LayerNorm(dim, eps=1e-8)
-        self.attention = SelfAttention(dim, heads, dropout)
-        self.attention_dropout = nn.Dropout(dropout)
+        self.attention = SelfAttention(dim, heads, attention_dropout)
+        self.output_dropout = nn.Dropout(dropout)
         self.feed_forward_norm = nn.LayerNorm(dim, eps=1e-8)
         self.feed_forward = nn.Sequential(
             nn.Linear(dim, ff_mult * dim), nn.ReLU(), nn.Dropout(dropout), nn.Linear(ff_mult * dim, dim), nn.Dropout(dropout)
@@ -81,7 +83,7 @@ class SASRecBlock(TransformerBlock):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         queries = self.attention_norm(x)
-        h = queries + self.attention_dropout(self.attention(queries, x, mask))
+        h = queries + self.output_dropout(self.attention(queries, x, mask))
         h = self.feed_forward_norm(h)
         return h + self.feed_forward(h)
 
@@ -107,10 +109,10 @@ class LiGRBlock(TransformerBlock):
     un-normalised input, so a block can learn to pass its input through.
     """
 
-    def __init__(self, dim: int, heads: int, dropout: float, ff_mult: int) -> None:
+    def __init__(self, dim: int, heads: int, dropout: float, attention_dropout: float, ff_mult: int) -> None:
         super().__init__()
         self.attention_norm = nn.LayerNorm(dim)
-        self.attention = SelfAttention(dim, heads, dropout)
+        self.attention = SelfAttention(dim, heads, attention_dropout)
         self.attention_gate = nn.Linear(dim, dim, bias=False)
         self.feed_forward_norm = nn.LayerNorm(dim)
         self.feed_forward = SwiGLU(dim, ff_mult * dim)
@@ -128,16 +130,16 @@ class LiGRBlock(TransformerBlock):
 class SASRecBlockConfig(PartConfig):
     kind = "sasrec_block"
 
-    def build(self, dim: int, heads: int, dropout: float, ff_mult: int) -> TransformerBlock:
-        return SASRecBlock(dim, heads, dropout, ff_mult)
+    def build(self, dim: int, heads: int, dropout: float, attention_dropout: float, ff_mult: int) -> TransformerBlock:
+        return SASRecBlock(dim, heads, dropout, attention_dropout, ff_mult)
 
 
 @dataclass(frozen=True)
 class LiGRBlockConfig(PartConfig):
     kind = "ligr_block"
 
-    def build(self, dim: int, heads: int, dropout: float, ff_mult: int) -> TransformerBlock:
-        return LiGRBlock(dim, heads, dropout, ff_mult)
+    def build(self, dim: int, heads: int, dropout: float, attention_dropout: float, ff_mult: int) -> TransformerBlock:
+        return LiGRBlock(dim, heads, dropout, attention_dropout, ff_mult)
 
 
 @dataclass(frozen=True)
@@ -147,6 +149,7 @@ class BackboneConfig:
     heads: int = 1
     max_len: int = 200
     dropout: float = 0.2
+    attention_dropout: float = 0.0
     ff_mult: int = 4
     block: SASRecBlockConfig | LiGRBlockConfig = SASRecBlockConfig()
 
@@ -165,7 +168,8 @@ class SequenceBackbone(nn.Module):
         self.position_embeddings = nn.Embedding(config.max_len, config.dim)
         self.embedding_dropout = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(
-            config.block.build(config.dim, config.heads, config.dropout, config.ff_mult) for _ in range(config.blocks)
+            config.block.build(config.dim, config.heads, config.dropout, config.attention_dropout, config.ff_mult)
+            for _ in range(config.blocks)
         )
         self.final_norm = nn.LayerNorm(config.dim)
         self.register_buffer("causal", causal_mask(config.max_len), persistent=False)
