@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import multiprocessing
 import os
 import resource
@@ -85,6 +86,7 @@ def run_isolated(function: Callable[..., dict[str, Any]], *args: Any) -> dict[st
 
 
 def _measured(function: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
     result = function(*args)
     result["peak_rss_mb"] = round(peak_rss_mb(), 1)
     return result

@@ -9,6 +9,7 @@ validation score, checkpoints after every epoch and resuming from them.
 from __future__ import annotations
 
 import copy
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 CHECKPOINT_FILE = "checkpoint.pt"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -130,6 +132,10 @@ class Trainer:
             if score > history.best_score:
                 history.best_score, history.best_epoch = score, epoch
                 best_state = copy.deepcopy(module.state_dict())
+            log.info(
+                "epoch %d: loss %.4f, valid %.4f (best %.4f at %d), %.1f s",
+                epoch, history.loss[-1], score, history.best_score, history.best_epoch, seconds,
+            )
             if checkpoint is not None:
                 self._save(checkpoint, epoch + 1, module, optimiser, generator, history, best_state)
             if self.on_epoch is not None:
