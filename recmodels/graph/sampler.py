@@ -23,10 +23,6 @@ class SampledNegatives:
     log_q: torch.Tensor  # float32 [..., n]: log probability each negative was drawn with (logQ correction)
     valid: torch.Tensor  # bool [..., n]: False where no admissible negative was drawn; the loss ignores those
 
-    def select(self, positions: torch.Tensor) -> "SampledNegatives":
-        """The rows of the positions where ``positions`` (a bool mask over the leading dims) holds."""
-        return SampledNegatives(self.items[positions], self.log_q[positions], self.valid[positions])
-
     def to(self, device: torch.device) -> "SampledNegatives":
         return SampledNegatives(self.items.to(device), self.log_q.to(device), self.valid.to(device))
 

@@ -144,15 +144,11 @@ class _NextItemTask:
 
     def loss(self, batch: _Batch, epoch: int, generator: torch.Generator) -> torch.Tensor:
         hidden = self.module(batch.inputs)
-        positions = batch.targets > 0
         extra = None
         if self.sampler is not None:
             threshold = self.schedule.threshold(epoch)
-            negatives = self.sampler.sample(batch.targets.cpu(), batch.histories, threshold, generator)
-            extra = negatives.select(positions.cpu()).to(self.device)
-        return self.loss_fn(
-            hidden[positions], batch.targets[positions], self.module.item_embeddings.weight, generator, extra
-        )
+            extra = self.sampler.sample(batch.targets.cpu(), batch.histories, threshold, generator).to(self.device)
+        return self.loss_fn(hidden, batch.targets, self.module.item_embeddings.weight, generator, extra)
 
     def validation_score(self) -> float:
         metric = self.model.config.valid_metric

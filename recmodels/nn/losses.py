@@ -1,7 +1,7 @@
 """Next-item losses over the shared item embedding table, swappable by config type.
 
-Every loss reads the hidden states of the positions that have a target
-(``hidden [N, d]``, ``targets [N]``) and may take extra per-position negatives
+Every loss reads padded hidden states and targets (``hidden [B, L, d]``,
+``targets [B, L]``, 0 where a position has no target) and may take extra per-position negatives
 from a hard-negative sampler (``SampledNegatives``: items, log-probabilities,
 validity). Invalid and accidental-hit negatives never contribute.
 """
@@ -29,11 +29,18 @@ class NextItemLoss(ABC):
         generator: torch.Generator,
         extra: SampledNegatives | None = None,
     ) -> torch.Tensor:
-        """Mean loss over the N positions."""
+        """Mean loss over the positions with a target.
+
+        ``hidden [B, L, d]``, ``targets [B, L]`` (0 = no target), ``extra`` negatives ``[B, L, k]``.
+        """
 
 
 def _uniform_items(shape: tuple[int, ...], n_items: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
     return torch.randint(1, n_items + 1, shape, generator=generator).to(device)
+
+
+def _positive_logits(hidden: torch.Tensor, targets: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor:
+    return (hidden * F.embedding(targets, embeddings)).sum(-1)
 
 
 class BinaryCrossEntropy(NextItemLoss):
@@ -46,25 +53,26 @@ class BinaryCrossEntropy(NextItemLoss):
         n_items = embeddings.shape[0] - 1
         negatives = _uniform_items(targets.shape, n_items, generator, hidden.device)
         if extra is not None:
-            usable = extra.valid[:, 0]
-            negatives = torch.where(usable, extra.items[:, 0], negatives)
-        positive_logits = (hidden * F.embedding(targets, embeddings)).sum(-1)
-        negative_logits = (hidden * F.embedding(negatives, embeddings)).sum(-1)
-        not_hit = negatives != targets
-        positive_loss = F.softplus(-positive_logits)
-        negative_loss = F.softplus(negative_logits) * not_hit
-        return (positive_loss + negative_loss).mean()
+            usable = extra.valid.any(dim=-1)
+            first_valid = extra.valid.to(torch.int8).argmax(dim=-1, keepdim=True)  # argmax returns the first maximum
+            negatives = torch.where(usable, extra.items.gather(-1, first_valid).squeeze(-1), negatives)
+        positions = targets > 0
+        positive_loss = F.softplus(-_positive_logits(hidden, targets, embeddings))
+        negative_loss = F.softplus(_positive_logits(hidden, negatives, embeddings)) * (negatives != targets)
+        return (positive_loss + negative_loss)[positions].mean()
 
 
 class SampledSoftmax(NextItemLoss):
     """Softmax over the positive and sampled negatives (eSASRec, gSASRec lineage).
 
-    ``n_negatives`` uniform negatives are shared by every position of a batch, so
-    their logits are one matrix product; per-position negatives from a sampler are
-    appended. With ``logq_correction`` each negative logit is reduced by the log of
-    its sampling probability (``log 1/n`` for the uniform ones), which turns the
-    loss into an estimate of the full softmax; leave it off to keep the emphasis
-    hard negatives are drawn for (eSASRec trains uncorrected with uniform negatives).
+    Each sequence draws its own ``n_negatives`` uniform negatives, shared by its
+    positions (as in gSASRec): the logits are one batched matrix product, and a
+    batch still sees ``batch x n_negatives`` distinct negatives. Per-position
+    negatives from a sampler are appended. With ``logq_correction`` each negative
+    logit is reduced by the log of its sampling probability (``log 1/n`` for the
+    uniform ones), which turns the loss into an estimate of the full softmax;
+    leave it off to keep the emphasis hard negatives are drawn for (eSASRec
+    trains uncorrected with uniform negatives).
     """
 
     def __init__(self, n_negatives: int, logq_correction: bool) -> None:
@@ -73,30 +81,33 @@ class SampledSoftmax(NextItemLoss):
 
     def __call__(self, hidden, targets, embeddings, generator, extra=None):
         n_items = embeddings.shape[0] - 1
-        shared = _uniform_items((self.n_negatives,), n_items, generator, hidden.device)
-        positive_logits = (hidden * F.embedding(targets, embeddings)).sum(-1, keepdim=True)
-        shared_logits = hidden @ F.embedding(shared, embeddings).T
-        shared_logits = shared_logits.masked_fill(shared[None, :] == targets[:, None], float("-inf"))
-        parts = [positive_logits, shared_logits]
+        batch = targets.shape[0]
+        negatives = _uniform_items((batch, self.n_negatives), n_items, generator, hidden.device)
+        negative_logits = torch.bmm(hidden, F.embedding(negatives, embeddings).transpose(1, 2))
+        accidental = negatives[:, None, :] == targets[:, :, None]
+        negative_logits = negative_logits.masked_fill(accidental, float("-inf"))
         if self.logq_correction:
-            parts[1] = shared_logits + math.log(n_items)
+            negative_logits = negative_logits + math.log(n_items)
+        parts = [_positive_logits(hidden, targets, embeddings).unsqueeze(-1), negative_logits]
         if extra is not None:
-            extra_logits = torch.einsum("nd,nkd->nk", hidden, F.embedding(extra.items, embeddings))
-            blocked = ~extra.valid | (extra.items == targets[:, None])
+            extra_logits = torch.einsum("bld,blkd->blk", hidden, F.embedding(extra.items, embeddings))
+            blocked = ~extra.valid | (extra.items == targets[..., None])
             if self.logq_correction:
                 extra_logits = extra_logits - extra.log_q
             parts.append(extra_logits.masked_fill(blocked, float("-inf")))
-        logits = torch.cat(parts, dim=1)
-        return F.cross_entropy(logits, torch.zeros_like(targets))
+        positions = targets > 0
+        logits = torch.cat(parts, dim=-1)[positions]
+        return F.cross_entropy(logits, torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device))
 
 
 class FullSoftmax(NextItemLoss):
     """Cross-entropy over the whole catalogue: exact, affordable for small catalogues."""
 
     def __call__(self, hidden, targets, embeddings, generator, extra=None):
-        logits = hidden @ embeddings.T
+        positions = targets > 0
+        logits = hidden[positions] @ embeddings.T
         logits[:, 0] = float("-inf")
-        return F.cross_entropy(logits, targets)
+        return F.cross_entropy(logits, targets[positions])
 
 
 @dataclass(frozen=True)
