@@ -1,0 +1,291 @@
+"""Transformer layers: masks, causality, left padding, the LiGR gating formula, SwiGLU, SASRec blocks."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from recmodels.nn.layers import (
+    BackboneConfig,
+    LiGRBlock,
+    LiGRBlockConfig,
+    SASRecBlock,
+    SASRecBlockConfig,
+    SelfAttention,
+    SequenceBackbone,
+    SwiGLU,
+    attention_mask,
+    causal_mask,
+)
+
+N_ITEMS = 30
+BLOCKS = {"sasrec": SASRecBlockConfig(), "ligr": LiGRBlockConfig()}
+INF = float("inf")
+
+
+def _backbone(block: str, max_len: int = 10, seed: int = 0) -> SequenceBackbone:
+    torch.manual_seed(seed)
+    config = BackboneConfig(dim=8, blocks=2, heads=2, max_len=max_len, dropout=0.0, ff_mult=2, block=BLOCKS[block])
+    return SequenceBackbone(N_ITEMS, config).eval()
+
+
+def _plain_mask(length: int) -> torch.Tensor:
+    return attention_mask(causal_mask(length), torch.zeros(1, length, dtype=torch.bool))
+
+
+# --- masks -------------------------------------------------------------------------------------
+
+
+def test_causal_mask_values():
+    mask = causal_mask(4)
+    expected = torch.tensor(
+        [
+            [0.0, -INF, -INF, -INF],
+            [0.0, 0.0, -INF, -INF],
+            [0.0, 0.0, 0.0, -INF],
+            [0.0, 0.0, 0.0, 0.0],
+        ]
+    )
+    assert mask.dtype == torch.float32
+    assert torch.equal(mask, expected)
+
+
+def test_attention_mask_blocks_padded_keys_and_keeps_the_diagonal_open():
+    causal = causal_mask(6)
+    padding = torch.tensor(
+        [
+            [True, True, False, False, False],  # left-padded
+            [False, False, False, False, False],  # no padding
+            [True, True, True, True, False],  # a single real item
+        ]
+    )
+    mask = attention_mask(causal, padding)
+    assert mask.shape == (3, 1, 5, 5)
+    mask = mask[:, 0]
+    for b in range(3):
+        for q in range(5):
+            for k in range(5):
+                if q == k:
+                    expected = 0.0  # diagonal always open, even on padded rows
+                elif k > q or padding[b, k]:
+                    expected = -INF
+                else:
+                    expected = 0.0
+                assert mask[b, q, k].item() == expected, (b, q, k)
+    # no row is all -inf (softmax would give NaN)
+    assert torch.isfinite(mask).any(dim=-1).all()
+    # the causal buffer is cut to the batch length, not used whole
+    assert torch.equal(mask[1], causal[:5, :5])
+
+
+def test_attention_mask_on_fully_padded_rows_is_finite_somewhere():
+    padding = torch.ones(2, 3, dtype=torch.bool)
+    mask = attention_mask(causal_mask(3), padding)[:, 0]
+    expected = torch.full((3, 3), -INF).fill_diagonal_(0.0)
+    assert torch.equal(mask[0], expected) and torch.equal(mask[1], expected)
+
+
+# --- self-attention against a hand computation ----------------------------------------------------
+
+
+def test_self_attention_matches_manual_multi_head_attention():
+    torch.manual_seed(1)
+    dim, heads, length = 6, 2, 4
+    attention = SelfAttention(dim, heads, dropout=0.0).eval()
+    queries, keys = torch.randn(2, length, dim), torch.randn(2, length, dim)
+    padding = torch.tensor([[True, False, False, False], [False, False, False, False]])
+    mask = attention_mask(causal_mask(length), padding)
+    got = attention(queries, keys, mask)
+
+    q = queries @ attention.query.weight.T + attention.query.bias
+    kv = keys @ attention.key_value.weight.T + attention.key_value.bias
+    k, v = kv[..., :dim], kv[..., dim:]
+    head = dim // heads
+    outputs = []
+    for h in range(heads):
+        part = slice(h * head, (h + 1) * head)
+        logits = q[..., part] @ k[..., part].transpose(1, 2) / math.sqrt(head) + mask[:, 0]
+        outputs.append(torch.softmax(logits, dim=-1) @ v[..., part])
+    expected = torch.cat(outputs, dim=-1) @ attention.output.weight.T + attention.output.bias
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_self_attention_rejects_indivisible_heads():
+    with pytest.raises(ValueError, match="not divisible"):
+        SelfAttention(10, 3, 0.0)
+
+
+# --- causality and left padding, end to end -------------------------------------------------------
+
+
+@pytest.mark.parametrize("block", sorted(BLOCKS))
+@pytest.mark.parametrize("j", [0, 3, 7, 9])
+def test_changing_an_item_never_changes_earlier_positions(block, j):
+    backbone = _backbone(block)
+    generator = torch.Generator().manual_seed(j)
+    items = torch.randint(1, N_ITEMS + 1, (3, 10), generator=generator)
+    items[2, :2] = 0  # one left-padded row; j >= 2 changes a real item there, j = 0 keeps a padded one
+    changed = items.clone()
+    changed[:2, j] = changed[:2, j] % N_ITEMS + 1  # a different real item
+    if j >= 2:
+        changed[2, j] = changed[2, j] % N_ITEMS + 1
+    with torch.no_grad():
+        before, after = backbone(items), backbone(changed)
+    assert torch.allclose(before[:, :j], after[:, :j], atol=1e-6, rtol=0)
+    difference = (before[:2, j:] - after[:2, j:]).abs().amax(dim=(1, 2))
+    assert (difference > 1e-3).all()  # position j itself (and later) does see the change
+
+
+@pytest.mark.parametrize("block", sorted(BLOCKS))
+def test_extra_left_padding_does_not_change_the_scores(block):
+    backbone = _backbone(block)
+    history = torch.tensor([[4, 17, 9, 22, 3]])
+    padded = torch.cat([torch.zeros(1, 4, dtype=torch.int64), history], dim=1)  # length 9 < max_len 10
+    with torch.no_grad():
+        short, long = backbone(history), backbone(padded)
+    assert long.shape == (1, 9, 8)
+    torch.testing.assert_close(long[:, 4:], short, atol=1e-5, rtol=0)
+    # in a batch with a longer history, too
+    other = torch.tensor([[5, 6, 7, 8, 9, 10, 11, 12, 13]])
+    with torch.no_grad():
+        batch = backbone(torch.cat([padded, other]))
+        alone = backbone(other)
+    torch.testing.assert_close(batch[0, 4:], short[0], atol=1e-5, rtol=0)
+    torch.testing.assert_close(batch[1], alone[0], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("block", sorted(BLOCKS))
+def test_histories_longer_than_max_len_keep_their_most_recent_items(block):
+    backbone = _backbone(block, max_len=6)
+    items = torch.arange(1, 10).unsqueeze(0)  # 9 items, max_len 6
+    with torch.no_grad():
+        full, recent = backbone(items), backbone(items[:, -6:])
+    assert full.shape == (1, 6, 8)
+    assert torch.equal(full, recent)
+
+
+@pytest.mark.parametrize("block", sorted(BLOCKS))
+def test_padded_positions_are_zeroed_before_the_final_norm(block):
+    backbone = _backbone(block)
+    with torch.no_grad():
+        backbone.final_norm.bias.copy_(torch.linspace(-1.0, 1.0, 8))
+    captured = {}
+    backbone.final_norm.register_forward_hook(lambda module, inputs, output: captured.update(x=inputs[0]))
+    items = torch.tensor([[0, 0, 0, 5, 6, 7], [0, 1, 2, 3, 4, 5]])
+    with torch.no_grad():
+        out = backbone(items)
+    hidden = captured["x"]
+    assert torch.equal(hidden[0, :3], torch.zeros(3, 8))
+    assert torch.equal(hidden[1, :1], torch.zeros(1, 8))
+    assert (hidden[0, 3:].abs().sum(-1) > 0).all() and (hidden[1, 1:].abs().sum(-1) > 0).all()
+    # LayerNorm of a zero vector is its bias
+    assert torch.allclose(out[0, :3], backbone.final_norm.bias.expand(3, 8))
+    assert torch.isfinite(out).all()
+
+
+def test_padding_embedding_is_zero():
+    backbone = _backbone("sasrec")
+    assert torch.equal(backbone.item_embeddings.weight[0], torch.zeros(8))
+    assert backbone.item_embeddings.weight.shape == (N_ITEMS + 1, 8)
+
+
+# --- blocks ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cls", [SASRecBlock, LiGRBlock])
+def test_block_output_shape(cls):
+    torch.manual_seed(0)
+    block = cls(8, 2, 0.0, 0.0, 2).eval()
+    x = torch.randn(3, 5, 8)
+    out = block(x, _plain_mask(5).expand(3, 1, 5, 5))
+    assert out.shape == (3, 5, 8)
+    assert torch.isfinite(out).all()
+
+
+def test_sasrec_block_matches_its_formula():
+    """Normalised queries, raw keys/values, residual from the normalised queries, ReLU feed-forward."""
+    torch.manual_seed(3)
+    block = SASRecBlock(6, 2, 0.0, 0.0, 2).eval()
+    x = torch.randn(2, 4, 6)
+    mask = _plain_mask(4).expand(2, 1, 4, 4)
+    with torch.no_grad():
+        got = block(x, mask)
+        queries = F.layer_norm(x, (6,), block.attention_norm.weight, block.attention_norm.bias, eps=1e-8)
+        h = queries + block.attention(queries, x, mask)
+        h = F.layer_norm(h, (6,), block.feed_forward_norm.weight, block.feed_forward_norm.bias, eps=1e-8)
+        first, second = block.feed_forward[0], block.feed_forward[3]
+        expected = h + F.relu(h @ first.weight.T + first.bias) @ second.weight.T + second.bias
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+def _ligr(seed: int = 0) -> LiGRBlock:
+    torch.manual_seed(seed)
+    block = LiGRBlock(6, 2, 0.0, 0.0, 2).eval()
+    with torch.no_grad():  # non-trivial norms so normalised and raw inputs really differ
+        for norm in (block.attention_norm, block.feed_forward_norm):
+            norm.weight.copy_(torch.rand(6) + 0.5)
+            norm.bias.copy_(torch.randn(6) * 0.3)
+    return block
+
+
+def _swiglu_by_hand(module: SwiGLU, x: torch.Tensor) -> torch.Tensor:
+    hidden = module.down.weight.shape[1]
+    w_gate, w_value = module.gate_and_value.weight[:hidden], module.gate_and_value.weight[hidden:]
+    return (F.silu(x @ w_gate.T) * (x @ w_value.T)) @ module.down.weight.T
+
+
+def test_ligr_block_gates_read_the_unnormalised_input():
+    block = _ligr()
+    x = torch.randn(2, 5, 6) * 2 + 1  # far from normalised
+    mask = _plain_mask(5).expand(2, 1, 5, 5)
+    with torch.no_grad():
+        got = block(x, mask)
+        ln1 = F.layer_norm(x, (6,), block.attention_norm.weight, block.attention_norm.bias)
+        h = x + torch.sigmoid(x @ block.attention_gate.weight.T) * block.attention(ln1, ln1, mask)
+        ln2 = F.layer_norm(h, (6,), block.feed_forward_norm.weight, block.feed_forward_norm.bias)
+        expected = h + torch.sigmoid(h @ block.feed_forward_gate.weight.T) * _swiglu_by_hand(block.feed_forward, ln2)
+        # the same formula with gates on the normalised inputs is measurably different
+        h_wrong = x + torch.sigmoid(ln1 @ block.attention_gate.weight.T) * block.attention(ln1, ln1, mask)
+        ln2_wrong = F.layer_norm(h_wrong, (6,), block.feed_forward_norm.weight, block.feed_forward_norm.bias)
+        wrong = h_wrong + torch.sigmoid(ln2_wrong @ block.feed_forward_gate.weight.T) * _swiglu_by_hand(
+            block.feed_forward, ln2_wrong
+        )
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    assert (got - wrong).abs().max() > 1e-2
+
+
+def test_ligr_block_with_closed_gates_is_the_identity():
+    block = _ligr(seed=1)
+    x = torch.rand(2, 5, 6) + 0.5  # positive inputs: an all-negative gate matrix gives a very negative pre-activation
+    mask = _plain_mask(5).expand(2, 1, 5, 5)
+    with torch.no_grad():
+        block.attention_gate.weight.fill_(-50.0)
+        block.feed_forward_gate.weight.fill_(-50.0)
+        closed = block(x, mask)
+        block.attention_gate.weight.fill_(50.0)
+        block.feed_forward_gate.weight.fill_(50.0)
+        open_ = block(x, mask)
+    torch.testing.assert_close(closed, x, atol=1e-5, rtol=0)
+    assert (open_ - x).abs().max() > 0.1  # with open gates the sub-layers do contribute
+
+
+def test_swiglu_has_no_biases_and_matches_its_formula():
+    torch.manual_seed(2)
+    module = SwiGLU(4, 6)
+    assert module.gate_and_value.bias is None and module.down.bias is None
+    assert all(not name.endswith("bias") for name, _ in module.named_parameters())
+    assert sum(p.numel() for p in module.parameters()) == 4 * 12 + 6 * 4
+    x = torch.randn(3, 4)
+    torch.testing.assert_close(module(x), _swiglu_by_hand(module, x), atol=1e-6, rtol=1e-6)
+    # no bias: zero in, zero out
+    assert torch.equal(module(torch.zeros(1, 4)), torch.zeros(1, 4))
+
+
+def test_block_configs_build_their_blocks():
+    assert isinstance(SASRecBlockConfig().build(8, 2, 0.1, 0.0, 2), SASRecBlock)
+    ligr = LiGRBlockConfig().build(8, 2, 0.1, 0.0, 3)
+    assert isinstance(ligr, LiGRBlock)
+    assert ligr.feed_forward.down.weight.shape == (8, 24)

@@ -1,0 +1,178 @@
+"""The shared training loop on a tiny linear-regression task: learning, early stopping,
+best-weight restore, checkpoint/resume and seeding."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from recmodels.train import CHECKPOINT_FILE, Trainer, TrainerConfig, TrainingHistory, resolve_device
+
+TRUE_WEIGHTS = torch.tensor([[1.5, -2.0, 0.5, 3.0]])
+
+
+class RegressionTask:
+    """Fit ``y = x W* + 1`` with a linear layer behind dropout.
+
+    Exercises both random sources the loop owns: batches are shuffled and the
+    targets jittered with the loop's generator; dropout draws from the global one.
+    ``scripted`` replaces the validation score by a fixed sequence (by epoch).
+    """
+
+    def __init__(self, init_seed: int = 0, scripted: list[float] | None = None, batch_size: int = 16) -> None:
+        data = torch.Generator().manual_seed(123)
+        self.x = torch.randn(96, 4, generator=data)
+        self.y = self.x @ TRUE_WEIGHTS.T + 1.0
+        self.x_valid = torch.randn(32, 4, generator=data)
+        self.y_valid = self.x_valid @ TRUE_WEIGHTS.T + 1.0
+        torch.manual_seed(init_seed)
+        self.module = nn.Sequential(nn.Dropout(0.1), nn.Linear(4, 1))
+        self.batch_size = batch_size
+        self.scripted = scripted
+        self.validations = 0
+        self.snapshots: dict[int, dict[str, torch.Tensor]] = {}
+
+    def batches(self, epoch, generator):
+        order = torch.randperm(len(self.x), generator=generator)
+        return [order[start : start + self.batch_size] for start in range(0, len(order), self.batch_size)]
+
+    def loss(self, batch, epoch, generator):
+        jitter = 0.01 * torch.randn(len(batch), 1, generator=generator)
+        return nn.functional.mse_loss(self.module(self.x[batch]), self.y[batch] + jitter)
+
+    def validation_score(self):
+        assert not self.module.training and torch.is_inference_mode_enabled()
+        epoch = self.validations
+        self.validations += 1
+        if self.scripted is not None:
+            return self.scripted[epoch]
+        return -float(nn.functional.mse_loss(self.module(self.x_valid), self.y_valid))
+
+    def epoch_figures(self, epoch):
+        return {"weight_norm": float(self.module[1].weight.detach().norm()), "epoch": float(epoch)}
+
+    def record(self, epoch: int, history: TrainingHistory) -> None:
+        """``on_epoch`` hook: the weights as they were at the end of each epoch."""
+        self.snapshots[epoch] = {name: value.clone() for name, value in self.module.state_dict().items()}
+
+
+def _same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[name], b[name]) for name in a)
+
+
+def _figures(history: TrainingHistory) -> dict:
+    figures = history.as_dict()
+    del figures["seconds"]  # wall time differs between runs
+    return figures
+
+
+def test_trainer_learns_the_regression():
+    task = RegressionTask()
+    history = Trainer(TrainerConfig(epochs=10, patience=10, lr=0.2), seed=0).fit(task)
+    assert len(history.loss) == len(history.valid_score) == len(history.seconds) == 10
+    assert history.valid_score[0] < -5.0  # validation MSE starts large ...
+    assert history.best_score > -0.25  # ... and drops well below it
+    assert history.loss[-1] < 0.15 * history.loss[0]
+    assert history.best_score == max(history.valid_score)
+    assert history.best_epoch == history.valid_score.index(history.best_score)
+    assert history.extra["epoch"] == [float(e) for e in range(10)]
+    assert not task.module.training  # left in eval mode
+    assert torch.allclose(task.module[1].weight, TRUE_WEIGHTS, atol=0.3)
+
+
+def test_early_stopping_after_patience_restores_the_best_weights():
+    # best at epoch 1, then `patience` = 2 epochs without improvement (a tie is not one)
+    scripted = [0.1, 0.5, 0.3, 0.5, 0.9, 0.95, 0.99]
+    task = RegressionTask(scripted=scripted)
+    history = Trainer(TrainerConfig(epochs=7, patience=2, lr=0.05), seed=0, on_epoch=task.record).fit(task)
+    assert history.valid_score == [0.1, 0.5, 0.3, 0.5]  # epochs 0..3; epoch 4 never runs
+    assert len(history.loss) == 4 and task.validations == 4
+    assert (history.best_epoch, history.best_score) == (1, 0.5)
+    assert sorted(task.snapshots) == [0, 1, 2, 3]
+    assert not _same_weights(task.snapshots[1], task.snapshots[3])  # training went on after the best epoch
+    assert _same_weights(task.module.state_dict(), task.snapshots[1])
+
+
+def test_best_weights_restored_even_when_training_runs_to_the_end():
+    scripted = [0.2, 0.4, 0.9, 0.3, 0.35]
+    task = RegressionTask(scripted=scripted)
+    history = Trainer(TrainerConfig(epochs=5, patience=10, lr=0.05), seed=0, on_epoch=task.record).fit(task)
+    assert len(history.valid_score) == 5 and history.best_epoch == 2
+    assert _same_weights(task.module.state_dict(), task.snapshots[2])
+    assert not _same_weights(task.module.state_dict(), task.snapshots[4])
+
+
+def test_max_epochs_caps_the_configured_epochs():
+    task = RegressionTask()
+    history = Trainer(TrainerConfig(epochs=5, patience=5), seed=0).fit(task, max_epochs=2)
+    assert len(history.loss) == 2
+    task = RegressionTask()
+    history = Trainer(TrainerConfig(epochs=2, patience=5), seed=0).fit(task, max_epochs=9)
+    assert len(history.loss) == 2
+
+
+def test_resume_from_checkpoint_matches_an_uninterrupted_run(tmp_path):
+    config = TrainerConfig(epochs=6, patience=10, lr=0.02)
+
+    straight_task = RegressionTask(init_seed=0)
+    straight = Trainer(config, seed=3).fit(straight_task)
+
+    first_task = RegressionTask(init_seed=0)
+    first = Trainer(TrainerConfig(epochs=3, patience=10, lr=0.02), seed=3, checkpoint_dir=tmp_path).fit(first_task)
+    assert len(first.loss) == 3
+    checkpoint = torch.load(tmp_path / CHECKPOINT_FILE, weights_only=True)
+    assert checkpoint["next_epoch"] == 3
+    assert not (tmp_path / "checkpoint.tmp").exists()
+
+    torch.manual_seed(999)  # disturb the global generator: resuming must restore it
+    resumed_task = RegressionTask(init_seed=42)  # different initial weights: they must come from the checkpoint
+    resumed = Trainer(config, seed=3, checkpoint_dir=tmp_path, on_epoch=resumed_task.record).fit(resumed_task)
+
+    assert sorted(resumed_task.snapshots) == [3, 4, 5]  # continued from epoch 3, nothing repeated
+    assert resumed_task.validations == 3
+    assert _figures(resumed) == _figures(straight)
+    assert len(resumed.seconds) == 6
+    assert resumed.loss[:3] == first.loss
+    assert _same_weights(resumed_task.module.state_dict(), straight_task.module.state_dict())
+    assert torch.load(tmp_path / CHECKPOINT_FILE, weights_only=True)["next_epoch"] == 6
+
+
+def test_resume_keeps_the_best_weights_from_before_the_interruption(tmp_path):
+    scripted = [0.1, 0.9, 0.2, 0.3, 0.4]
+    first_task = RegressionTask(scripted=scripted, init_seed=0)
+    Trainer(TrainerConfig(epochs=3, patience=10), seed=0, checkpoint_dir=tmp_path, on_epoch=first_task.record).fit(
+        first_task
+    )
+    resumed_task = RegressionTask(scripted=scripted[3:], init_seed=5)
+    history = Trainer(TrainerConfig(epochs=5, patience=10), seed=0, checkpoint_dir=tmp_path).fit(resumed_task)
+    assert history.valid_score == scripted
+    assert history.best_epoch == 1
+    assert _same_weights(resumed_task.module.state_dict(), first_task.snapshots[1])
+
+
+def test_same_seed_same_result_and_another_seed_differs():
+    config = TrainerConfig(epochs=3, patience=10, lr=0.02)
+    runs = []
+    for seed in (0, 0, 1):
+        task = RegressionTask(init_seed=0)
+        history = Trainer(config, seed=seed).fit(task)
+        runs.append((task.module.state_dict(), _figures(history)))
+    assert _same_weights(runs[0][0], runs[1][0]) and runs[0][1] == runs[1][1]
+    assert not _same_weights(runs[0][0], runs[2][0])
+    assert runs[0][1]["loss"] != runs[2][1]["loss"]
+
+
+def test_history_as_dict_round_trips():
+    history = TrainingHistory(loss=[1.0], valid_score=[0.5], seconds=[0.1], extra={"h": [0.2]}, best_epoch=0, best_score=0.5)
+    assert TrainingHistory(**history.as_dict()) == history
+    assert TrainingHistory().best_score == -math.inf and TrainingHistory().best_epoch == -1
+
+
+def test_resolve_device():
+    assert not torch.cuda.is_available()
+    assert resolve_device("auto") == torch.device("cpu")
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("cuda:1") == torch.device("cuda", 1)
