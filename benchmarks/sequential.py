@@ -32,11 +32,9 @@ def variant_config(variant: str, max_len: int, seed: int, epochs: int | None):
 
     base = variant.removesuffix("_gnno")
     presets = {"sasrec": sasrec, "sasrec_ss": sasrec_ss, "esasrec": esasrec}
-    config = presets[base](max_len=max_len)
-    if variant.endswith("_gnno"):
-        config = with_gnno(config)
     trainer = TrainerConfig(epochs=epochs or 200, patience=10, lr=1e-3, batch_size=128)
-    return dataclasses.replace(config, seed=seed, trainer=trainer)
+    config = dataclasses.replace(presets[base](max_len=max_len), seed=seed, trainer=trainer)
+    return with_gnno(config) if variant.endswith("_gnno") else config
 
 
 def run_one(data_dir: Path, dataset: str, variant: str, seed: int, epochs: int | None, quick: bool) -> dict[str, Any]:

@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 class TrainerConfig:
     epochs: int = 200
     patience: int = 10
+    min_epochs: int = 0
     lr: float = 1e-3
     weight_decay: float = 0.0
     batch_size: int = 128
@@ -107,7 +108,8 @@ class Trainer:
             start, history, best_state = self._resume(checkpoint, module, optimiser, generator)
 
         for epoch in range(start, epochs):
-            if history.best_epoch >= 0 and epoch - history.best_epoch > config.patience:
+            patience_ran_out = history.best_epoch >= 0 and epoch - history.best_epoch > config.patience
+            if patience_ran_out and epoch >= config.min_epochs:
                 break
             started = time.perf_counter()
             module.train()

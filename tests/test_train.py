@@ -96,6 +96,23 @@ def test_early_stopping_after_patience_restores_the_best_weights():
     assert _same_weights(task.module.state_dict(), task.snapshots[1])
 
 
+def test_min_epochs_keeps_training_past_an_early_plateau():
+    # the same script as above would stop after epoch 3; min_epochs holds on until epoch 5
+    scripted = [0.1, 0.5, 0.3, 0.5, 0.9, 0.95, 0.99]
+    task = RegressionTask(scripted=scripted)
+    config = TrainerConfig(epochs=7, patience=2, min_epochs=5, lr=0.05)
+    history = Trainer(config, seed=0, on_epoch=task.record).fit(task)
+    assert history.valid_score == scripted
+    assert (history.best_epoch, history.best_score) == (6, 0.99)
+
+
+def test_gnno_preset_waits_for_the_curriculum():
+    from recmodels.models.sasrec import GNNOConfig, esasrec, with_gnno
+
+    config = with_gnno(esasrec(), GNNOConfig(start_epoch=19))
+    assert config.trainer.min_epochs == 19 + config.trainer.patience
+
+
 def test_best_weights_restored_even_when_training_runs_to_the_end():
     scripted = [0.2, 0.4, 0.9, 0.3, 0.35]
     task = RegressionTask(scripted=scripted)

@@ -87,8 +87,15 @@ def esasrec(**backbone: object) -> SASRecConfig:
 
 
 def with_gnno(config: SASRecConfig, hard_negatives: GNNOConfig | None = None) -> SASRecConfig:
-    """Any variant "+GNNO": the same model trained with curriculum hard negatives."""
-    return dataclasses.replace(config, hard_negatives=hard_negatives or GNNOConfig())
+    """Any variant "+GNNO": the same model trained with curriculum hard negatives.
+
+    Early stopping waits until the curriculum has run for ``patience`` epochs, so a
+    model that plateaus on uniform negatives still meets the hard ones.
+    """
+    gnno = hard_negatives or GNNOConfig()
+    trainer = config.trainer
+    min_epochs = max(trainer.min_epochs, gnno.start_epoch + trainer.patience)
+    return dataclasses.replace(config, hard_negatives=gnno, trainer=dataclasses.replace(trainer, min_epochs=min_epochs))
 
 
 @dataclass(frozen=True)
