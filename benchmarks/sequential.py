@@ -5,7 +5,7 @@ Defaults: ML-1M with the eSASRec paper's config (d=64, 2 blocks, 1 head, max len
 length 50) with and without GNNO negatives. Early stopping on validation NDCG@10
 (patience 10); test metrics at the best validation epoch.
 
-``python benchmarks/sequential.py [--dataset ...] [--model ...] [--seed 0 1 2] [--epochs N] [--quick]``
+``python benchmarks/sequential.py [--dataset ...] [--model ...] [--seeds 0 1 2] [--epochs N] [--checkpoint-dir D] [--quick]``
 """
 
 from __future__ import annotations
@@ -37,7 +37,9 @@ def variant_config(variant: str, max_len: int, seed: int, epochs: int | None):
     return with_gnno(config) if variant.endswith("_gnno") else config
 
 
-def run_one(data_dir: Path, dataset: str, variant: str, seed: int, epochs: int | None, quick: bool) -> dict[str, Any]:
+def run_one(
+    data_dir: Path, dataset: str, variant: str, seed: int, epochs: int | None, quick: bool, checkpoints: Path | None
+) -> dict[str, Any]:
     from recmodels.evaluation import BeyondAccuracyInputs, evaluate
     from recmodels.models.sasrec import SASRec
 
@@ -46,7 +48,8 @@ def run_one(data_dir: Path, dataset: str, variant: str, seed: int, epochs: int |
     config = variant_config(variant, MAX_LEN.get(dataset, SHORT_SEQUENCE_MAX_LEN), seed, 3 if quick else epochs)
     model = SASRec(config)
     started = time.perf_counter()
-    model.fit(split)
+    checkpoint_dir = None if checkpoints is None else checkpoints / Path(dataset).stem / f"{variant}-seed{seed}"
+    model.fit(split, checkpoint_dir=checkpoint_dir)
     train_seconds = time.perf_counter() - started
     beyond = BeyondAccuracyInputs(split.train.item_user_counts(), len(split.train.users_with_data()))
     result = evaluate(model, split.test, (10, 20), beyond=beyond)
@@ -70,13 +73,18 @@ def main() -> None:
     args = parser("sequential", list(DEFAULT_MODELS), VARIANTS)
     args.set_defaults(model=None)
     args.add_argument("--seeds", type=int, nargs="+", default=None, help="several seeds (overrides --seed)")
+    args.add_argument(
+        "--checkpoint-dir", type=Path, default=None, help="checkpoint every epoch here; a rerun resumes where it stopped"
+    )
     options = args.parse_args()
     results = []
     for dataset in options.dataset:
         for variant in options.model or DEFAULT_MODELS.get(dataset, ["sasrec_ss", "esasrec"]):
             for seed in options.seeds or [options.seed]:
                 progress(f"{dataset}: {variant} seed {seed}")
-                row = run_isolated(run_one, options.data_dir, dataset, variant, seed, options.epochs, options.quick)
+                row = run_isolated(
+                    run_one, options.data_dir, dataset, variant, seed, options.epochs, options.quick, options.checkpoint_dir
+                )
                 progress(
                     f"  test {row['metrics']}  {row['epochs']} epochs (best {row['best_epoch']}), "
                     f"{row['seconds_per_epoch']} s/epoch, peak {row['peak_rss_mb']} MB"
