@@ -53,6 +53,25 @@ def test_top_k_does_not_modify_scores_and_rejects_bad_k():
         top_k(scores, sp.csr_matrix((1, 3)), 0)
 
 
+def test_top_k_equals_a_full_stable_sort_on_heavily_tied_scores():
+    generator = torch.Generator().manual_seed(3)
+    scores = torch.randint(0, 4, (64, 300), generator=generator).float()  # many ties
+    scores[5] = -torch.inf  # a row with nothing rankable
+    exclude = sp.random(64, 300, density=0.3, format="csr", random_state=3)
+    masked = scores.clone()
+    masked[:, 0] = -torch.inf
+    masked[torch.from_numpy(exclude.nonzero()[0]), torch.from_numpy(exclude.nonzero()[1].astype(np.int64))] = -torch.inf
+    values, expected = torch.sort(masked, dim=1, descending=True, stable=True)
+    expected[torch.isneginf(values)] = 0
+    np.testing.assert_array_equal(top_k(scores, exclude, 20), expected[:, :20].numpy())
+
+
+def test_top_k_rejects_nan_scores_naming_the_row():
+    scores = torch.tensor([[0.0, 1.0, 2.0], [0.0, float("nan"), 1.0]])
+    with pytest.raises(ValueError, match=r"NaN \(batch rows \[1\]\)"):
+        top_k(scores, sp.csr_matrix((2, 3)), 1)
+
+
 # ---------------------------------------------------------------- evaluate on a hand-built stage
 
 
