@@ -1,6 +1,7 @@
 """PNG charts for asset metadata: saved as artifacts and inlined so the UI shows them."""
 
 import base64
+import math
 from pathlib import Path
 
 import matplotlib
@@ -33,7 +34,8 @@ def training_curves(history: dict, metric: str, path: Path) -> Path:
     series += [(name, values) for name, values in history["extra"].items()]
     figure, axes = plt.subplots(1, len(series), figsize=(4 * len(series), 3.2))
     for axis, (name, values) in zip(axes, series):
-        axis.plot(range(len(values)), values, marker=".")
+        epochs = [epoch for epoch, value in enumerate(values) if math.isfinite(value)]  # skipped validations are NaN
+        axis.plot(epochs, [values[epoch] for epoch in epochs], marker=".")
         axis.set_title(name)
         axis.set_xlabel("epoch")
         if name.startswith("validation") and history["best_epoch"] >= 0:

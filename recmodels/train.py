@@ -31,6 +31,7 @@ class TrainerConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0
     batch_size: int = 128
+    validate_every: int = 1
     device: str = "auto"
     progress: bool = False
 
@@ -58,6 +59,9 @@ class TrainingHistory:
 
 
 class TrainingTask(Protocol):
+    """``module`` is optimised as one Adam group at ``lr``; a task may define
+    ``parameter_groups(lr)`` to give parts their own learning rates."""
+
     module: nn.Module
 
     def batches(self, epoch: int, generator: torch.Generator) -> Iterable[Any]:
@@ -97,7 +101,11 @@ class Trainer:
         config = self.config
         epochs = config.epochs if max_epochs is None else min(config.epochs, max_epochs)
         module = task.module
-        optimiser = torch.optim.Adam(module.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        if config.validate_every < 1:
+            raise ValueError(f"validate_every must be >= 1, got {config.validate_every}")
+        groups = getattr(task, "parameter_groups", None)
+        parameters = groups(config.lr) if groups is not None else module.parameters()
+        optimiser = torch.optim.Adam(parameters, lr=config.lr, weight_decay=config.weight_decay)
         generator = torch.Generator().manual_seed(self.seed)
         torch.manual_seed(self.seed)  # dropout draws from the global generator
         history = TrainingHistory()
@@ -123,9 +131,11 @@ class Trainer:
                 total += float(loss.detach())
                 count += 1
             seconds = time.perf_counter() - started
-            module.eval()
-            with torch.inference_mode():
-                score = task.validation_score()
+            score = float("nan")
+            if (epoch + 1) % config.validate_every == 0 or epoch == epochs - 1:
+                module.eval()
+                with torch.inference_mode():
+                    score = task.validation_score()
             history.loss.append(total / max(count, 1))
             history.valid_score.append(score)
             history.seconds.append(seconds)
