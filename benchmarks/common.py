@@ -96,5 +96,6 @@ def progress(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-def finish(name: str, results: list[dict[str, Any]]) -> None:
-    print(json.dumps({"benchmark": name, "results": results}))
+def finish(name: str, results: list[dict[str, Any]], **extra: Any) -> None:
+    """The one JSON line every benchmark ends with; ``extra`` adds keys such as a per-model summary."""
+    print(json.dumps({"benchmark": name, "results": results, **extra}))
