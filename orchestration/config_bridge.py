@@ -28,6 +28,14 @@ def _is_plain(hint: Any) -> bool:
     return union and all(arg in _PLAIN or arg is type(None) for arg in args)
 
 
+def _plain_sequence_item(hint: Any) -> Any | None:
+    """``int`` for ``tuple[int, ...]`` (a launchpad list of ints), else None."""
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) is tuple and len(args) == 2 and args[1] is Ellipsis and args[0] in _PLAIN:
+        return args[0]
+    return None
+
+
 def _is_section(hint: Any) -> bool:
     return isinstance(hint, type) and dataclasses.is_dataclass(hint) and not hasattr(hint, "kind")
 
@@ -40,6 +48,8 @@ def launchpad_config(name: str, preset: Any, extra: dict[str, tuple[Any, Any]] |
         hint, value = hints[field.name], getattr(preset, field.name)
         if _is_plain(hint):
             fields[field.name] = (hint, value)
+        elif _plain_sequence_item(hint) is not None:
+            fields[field.name] = (list[_plain_sequence_item(hint)], pydantic.Field(default_factory=lambda v=value: list(v)))
         elif _is_section(hint):
             section = launchpad_config(f"{name}_{field.name}", value)
             fields[field.name] = (section, pydantic.Field(default_factory=section))
@@ -58,6 +68,8 @@ def dataclass_values(preset_type: type, config: dg.Config) -> dict[str, Any]:
         hint, value = hints[field.name], getattr(config, field.name)
         if _is_plain(hint):
             values[field.name] = value
+        elif _plain_sequence_item(hint) is not None:
+            values[field.name] = tuple(value)
         elif _is_section(hint):
             values[field.name] = dataclass_values(hint, value)
         else:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from orchestration import checks
-from orchestration.assets import data, evaluation, graph, models
+from orchestration.assets import clusters, data, evaluation, graph, models
 from orchestration.resources import ArtifactStore, DatasetResource
 
 all_assets = [
@@ -15,6 +15,8 @@ all_assets = [
     data.split,
     graph.item_transition_graph,
     graph.item_neighbourhood_overlap,
+    clusters.item_embeddings,
+    clusters.item_clusters,
     *models.model_assets,
     evaluation.leaderboard,
 ]

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import dagster as dg
 import pydantic
 
+from orchestration.assets.clusters import load_clusters
 from orchestration.assets.graph import load_overlap
 from orchestration.config_bridge import dataclass_values, launchpad_config
 from orchestration.plots import inline_png, training_curves
@@ -15,19 +16,27 @@ from recmodels.data.splits import load_split
 from recmodels.evaluation import evaluate
 from recmodels.models import ModelConfig, model_family
 from recmodels.models.baselines import EASEConfig, ItemKNNConfig
+from recmodels.models.diffrec import diffrec, l_diffrec, t_diffrec
 from recmodels.models.sasrec import esasrec, sasrec, sasrec_ss, with_gnno
 
 GROUP = "models"
 
 
+# Upstream assets a model may read besides the split: fit() keyword and loader.
+FIT_INPUTS = {
+    "item_neighbourhood_overlap": ("overlap", load_overlap),
+    "item_clusters": ("clusters", load_clusters),
+}
+
+
 @dataclass(frozen=True)
 class ModelSpec:
-    """One trained model in the pipeline: a family and the preset its asset starts from."""
+    """One trained model in the pipeline: a family, the preset its asset starts from, extra inputs."""
 
     asset: str
     family: str
     preset: ModelConfig
-    uses_overlap: bool = False
+    inputs: tuple[str, ...] = ()
 
 
 MODEL_SPECS = [
@@ -37,8 +46,12 @@ MODEL_SPECS = [
     ModelSpec("sasrec_model", "sasrec", sasrec()),
     ModelSpec("sasrec_ss_model", "sasrec", sasrec_ss()),
     ModelSpec("esasrec_model", "sasrec", esasrec()),
-    ModelSpec("sasrec_ss_gnno_model", "sasrec", with_gnno(sasrec_ss()), uses_overlap=True),
-    ModelSpec("esasrec_gnno_model", "sasrec", with_gnno(esasrec()), uses_overlap=True),
+    ModelSpec("sasrec_ss_gnno_model", "sasrec", with_gnno(sasrec_ss()), inputs=("item_neighbourhood_overlap",)),
+    ModelSpec("esasrec_gnno_model", "sasrec", with_gnno(esasrec()), inputs=("item_neighbourhood_overlap",)),
+    ModelSpec("diffrec_model", "diffrec", diffrec()),
+    ModelSpec("l_diffrec_model", "diffrec", l_diffrec(), inputs=("item_clusters",)),
+    ModelSpec("t_diffrec_model", "diffrec", t_diffrec(diffrec())),
+    ModelSpec("lt_diffrec_model", "diffrec", t_diffrec(l_diffrec()), inputs=("item_clusters",)),
 ]
 MODEL_ASSETS = [spec.asset for spec in MODEL_SPECS]
 
@@ -51,12 +64,12 @@ def model_asset(spec: ModelSpec) -> dg.AssetsDefinition:
         spec.preset,
         extra={"valid_ks": (list[int], pydantic.Field(default=[10, 20], description="Cutoffs reported on validation."))},
     )
-    deps = ["split", "item_neighbourhood_overlap"] if spec.uses_overlap else ["split"]
+    deps = ["split", *spec.inputs]
 
     def train_model(context: dg.AssetExecutionContext, config, store: ArtifactStore) -> dg.MaterializeResult:
         data = load_split(store.folder("split"))
         model = cls(type(spec.preset).from_dict(dataclass_values(type(spec.preset), config)))
-        fit_options = {"overlap": load_overlap(store)} if spec.uses_overlap else {}
+        fit_options = {FIT_INPUTS[name][0]: FIT_INPUTS[name][1](store) for name in spec.inputs}
         started = time.perf_counter()
         model.fit(data, **fit_options)
         train_seconds = time.perf_counter() - started

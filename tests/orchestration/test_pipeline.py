@@ -14,17 +14,20 @@ from recmodels.models import Recommender
 
 
 # Neural models train two small epochs here; their full runs live in benchmarks/.
+QUICK_MODEL_CONFIG = {
+    "sasrec": {"trainer": {"epochs": 2}, "backbone": {"dim": 16, "max_len": 20}},
+    "diffrec": {"trainer": {"epochs": 2, "validate_every": 1}, "diffusion": {"steps": 5}, "denoiser": {"hidden": [32]}},
+}
 QUICK_TRAINING = dg.RunConfig(
     ops={
-        spec.asset: {"config": {"trainer": {"epochs": 2}, "backbone": {"dim": 16, "max_len": 20}}}
-        for spec in MODEL_SPECS
-        if spec.family == "sasrec"
+        spec.asset: {"config": QUICK_MODEL_CONFIG[spec.family]} for spec in MODEL_SPECS if spec.family in QUICK_MODEL_CONFIG
     }
-    | {"item_neighbourhood_overlap": {"config": {"top_m": 20}}}
+    | {"item_neighbourhood_overlap": {"config": {"top_m": 20}}, "item_embeddings": {"config": {"dim": 16}}}
 )
 ALL_ASSETS = {
     "raw_interactions", "validated_interactions", "quarantined_rows", "interactions", "split",
-    "item_transition_graph", "item_neighbourhood_overlap", *MODEL_ASSETS, "leaderboard",
+    "item_transition_graph", "item_neighbourhood_overlap", "item_embeddings", "item_clusters", *MODEL_ASSETS,
+    "leaderboard",
 }
 
 
@@ -88,13 +91,18 @@ def test_every_asset_materialises_with_a_dvc_version(materialised):
         assert materialisation.tags["dagster/data_version"] == md5, name
         assert materialisation.metadata["dvc_pushed"].value is True, name
     for spec in MODEL_SPECS:
-        if spec.family == "sasrec":
+        if spec.family in QUICK_MODEL_CONFIG:
             metadata = materialisations[spec.asset].metadata
             assert metadata["epochs"].value == 2, spec.asset
             assert metadata["training_curves"].value.startswith("![training curves](data:image/png;base64,")
             assert (root / "artifacts" / spec.asset / "training_curves.png").exists()
     assert (root / "data.dvc").exists()
     assert (root / "artifacts" / "leaderboard.dvc").exists()
+    clusters = materialisations["item_clusters"].metadata
+    assert sum(clusters["cluster_sizes"].value.values()) == materialisations["item_embeddings"].metadata["items"].value
+    assert clusters["projection"].value.startswith("![items in 2-D")
+    lt_config = materialisations["lt_diffrec_model"].metadata["config"].value
+    assert lt_config["space"]["kind"] == "clustered_latent" and lt_config["history"]["kind"] == "time_weighted_history"
 
 
 def test_quarantine_reconciles_and_names_the_broken_rows(materialised):
