@@ -394,9 +394,18 @@ class DiffRec(Recommender):
         z, _ = module.space.encode(x0)
         noise = None
         if self.config.diffusion.inference_start > 0:
-            noise = torch.randn(z.shape, generator=torch.Generator().manual_seed(self.config.seed)).to(device)
+            noise = self._history_noise(batch.items, z.shape[1]).to(device)
         scores = module.space.decode(module.diffusion.denoise(module.denoiser, z, noise))
         return F.pad(scores, (1, 0)).float().cpu()
+
+    def _history_noise(self, items: torch.Tensor, width: int) -> torch.Tensor:
+        """Inference noise (T' > 0) seeded by the model seed and each row's history, so a
+        user's scores never depend on who else shares the batch."""
+        rows = []
+        for row in items.cpu().numpy():
+            key = hash((self.config.seed, tuple(sorted(row[row > 0].tolist())))) % (2**63)
+            rows.append(torch.randn(width, generator=torch.Generator().manual_seed(key)))
+        return torch.stack(rows)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {name: tensor.cpu() for name, tensor in self.module.state_dict().items()}

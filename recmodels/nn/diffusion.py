@@ -53,6 +53,10 @@ class DiffusionConfig:
             )
         if not 0 <= self.inference_start <= self.steps:
             raise ValueError(f"inference_start must be in [0, {self.steps}], got {self.inference_start}")
+        if self.history_per_step < 1:
+            raise ValueError(f"history_per_step must be >= 1, got {self.history_per_step}")
+        if not 0 <= self.uniform_share <= 1:
+            raise ValueError(f"uniform_share must be in [0, 1], got {self.uniform_share}")
 
 
 def linear_variance_betas(config: DiffusionConfig) -> np.ndarray:
@@ -143,7 +147,7 @@ class ImportanceStepSampler(nn.Module):
     def probabilities(self) -> torch.Tensor:
         steps = self.losses.shape[0]
         if not self.warmed_up:
-            return torch.full((steps,), 1.0 / steps, dtype=torch.float64)
+            return torch.full((steps,), 1.0 / steps, dtype=torch.float64, device=self.losses.device)
         rms = self.losses.pow(2).mean(dim=1).sqrt()
         return rms / rms.sum() * (1.0 - self.uniform_share) + self.uniform_share / steps
 
@@ -151,20 +155,21 @@ class ImportanceStepSampler(nn.Module):
         steps = self.losses.shape[0]
         if not self.warmed_up:
             return torch.randint(0, steps, (batch,), generator=generator), torch.ones(batch)
-        probabilities = self.probabilities()
+        probabilities = self.probabilities().cpu()  # the generator lives on the CPU
         t = torch.multinomial(probabilities, batch, replacement=True, generator=generator)
         return t, (probabilities[t] * steps).float()
 
     @torch.no_grad()
     def record(self, t: torch.Tensor, losses: torch.Tensor) -> None:
         """Keep each step's latest ``history_per_step`` losses (a ring buffer per step, in batch order)."""
-        t, losses = t.cpu(), losses.detach().cpu().double()
+        device = self.losses.device
+        t, losses = t.to(device), losses.detach().to(device, torch.float64)
         capacity = self.losses.shape[1]
         order = torch.argsort(t, stable=True)
         t, losses = t[order], losses[order]
         per_step = torch.bincount(t, minlength=self.losses.shape[0])
         group_start = torch.cumsum(per_step, 0) - per_step
-        rank = torch.arange(len(t)) - group_start[t]
+        rank = torch.arange(len(t), device=device) - group_start[t]
         latest = rank >= per_step[t] - capacity
         slot = (self.next_slot[t] + rank) % capacity
         self.losses[t[latest], slot[latest]] = losses[latest]

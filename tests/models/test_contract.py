@@ -15,6 +15,7 @@ from recmodels.data.interactions import Interactions
 from recmodels.data.splits import SplitData, leave_one_out_split
 from recmodels.models.base import CONFIG_FILE, HistoryBatch, ModelConfig, Recommender, model_family
 from recmodels.models.baselines import MostPopular
+from recmodels.models.diffrec import ClusteredLatentConfig, diffrec, l_diffrec, t_diffrec
 from recmodels.models.sasrec import GNNOConfig, esasrec, sasrec, sasrec_ss, with_gnno
 from recmodels.nn.losses import FullSoftmaxConfig
 from recmodels.train import TrainerConfig
@@ -22,10 +23,28 @@ from recmodels.train import TrainerConfig
 SMALL_BACKBONE = {"dim": 16, "max_len": 20, "ff_mult": 2}
 SHORT_TRAINING = TrainerConfig(epochs=2, batch_size=64)
 QUICK_GNNO = GNNOConfig(top_m=20, n_negatives=4, start_epoch=0, pace=0.5)
+SHORT_DIFFUSION_TRAINING = TrainerConfig(epochs=2, batch_size=64, validate_every=1)
+SMALL_LATENT = ClusteredLatentConfig(n_clusters=2, latent_dim=8, embedding_dim=8)
 
 
 def _short(config):
     return dataclasses.replace(config, trainer=SHORT_TRAINING)
+
+
+def _small_diffrec(config):
+    """A preset shrunk for a quick fit: 5 diffusion steps, a tiny denoiser, two epochs.
+
+    Other fields of the preset (schedule bounds, beta_fixed, history weights) are kept.
+    """
+    small = dataclasses.replace(
+        config,
+        diffusion=dataclasses.replace(config.diffusion, steps=5),
+        denoiser=dataclasses.replace(config.denoiser, hidden=(16, 32)),
+        trainer=SHORT_DIFFUSION_TRAINING,
+    )
+    if isinstance(config.space, ClusteredLatentConfig):
+        small = dataclasses.replace(small, space=SMALL_LATENT)
+    return small
 
 
 CASES = {
@@ -38,6 +57,9 @@ CASES = {
     "esasrec": ("sasrec", _short(esasrec(**SMALL_BACKBONE))),
     "esasrec_gnno": ("sasrec", _short(with_gnno(esasrec(**SMALL_BACKBONE), QUICK_GNNO))),
     "sasrec_gnno": ("sasrec", _short(with_gnno(sasrec(**SMALL_BACKBONE), QUICK_GNNO))),
+    "diffrec": ("diffrec", _small_diffrec(diffrec())),
+    "l_diffrec": ("diffrec", _small_diffrec(l_diffrec())),
+    "t_diffrec": ("diffrec", _small_diffrec(t_diffrec())),
 }
 CASE_IDS = sorted(CASES)
 
