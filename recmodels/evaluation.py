@@ -124,3 +124,11 @@ def evaluate(
         seconds=time.perf_counter() - started,
         per_user=per_user,
     )
+
+
+def stage_metric(model: Recommender, stage: EvalStage, metric: str) -> float:
+    """One metric named like ``ndcg@10`` on a stage: what early stopping watches."""
+    name, _, cutoff = metric.partition("@")
+    if not cutoff.isdigit():
+        raise ValueError(f"metric {metric!r} must look like 'ndcg@10'")
+    return evaluate(model, stage, (int(cutoff),)).metrics[metric]

@@ -33,7 +33,7 @@ from torch import nn
 from recmodels.cluster import ItemClusters, kmeans_item_clusters, svd_item_embeddings
 from recmodels.config import PartConfig
 from recmodels.data.splits import SplitData
-from recmodels.evaluation import evaluate
+from recmodels.evaluation import stage_metric
 from recmodels.models.base import HistoryBatch, ModelConfig, Recommender
 from recmodels.nn.denoiser import DenoiserConfig, MLPDenoiser
 from recmodels.nn.diffusion import DiffusionConfig, GaussianDiffusion, ImportanceStepSampler
@@ -317,9 +317,7 @@ class _DiffusionTask:
         return module.space.training_loss(diffusion_loss, batch.x0, predicted, kl, epoch, step)
 
     def validation_score(self) -> float:
-        metric = self.model.config.valid_metric
-        k = int(metric.split("@")[1])
-        return evaluate(self.model, self.split.valid, (k,)).metrics[metric]
+        return stage_metric(self.model, self.split.valid, self.model.config.valid_metric)
 
     def epoch_figures(self, epoch: int) -> dict[str, float]:
         return {}

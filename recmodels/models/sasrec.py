@@ -23,7 +23,7 @@ import torch
 from recmodels.config import PartConfig
 from recmodels.data.interactions import Sequences
 from recmodels.data.splits import SplitData
-from recmodels.evaluation import evaluate
+from recmodels.evaluation import stage_metric
 from recmodels.graph.curriculum import CurriculumSchedule
 from recmodels.graph.overlap import NeighbourhoodOverlap, neighbourhood_overlap
 from recmodels.graph.sampler import HardNegativeConfig, NeighbourhoodNegativeSampler
@@ -158,9 +158,7 @@ class _NextItemTask:
         return self.loss_fn(hidden, batch.targets, self.module.item_embeddings.weight, generator, extra)
 
     def validation_score(self) -> float:
-        metric = self.model.config.valid_metric
-        k = int(metric.split("@")[1])
-        return evaluate(self.model, self.split.valid, (k,)).metrics[metric]
+        return stage_metric(self.model, self.split.valid, self.model.config.valid_metric)
 
     def epoch_figures(self, epoch: int) -> dict[str, float]:
         return {} if self.schedule is None else {"hardness": self.schedule.threshold(epoch)}
