@@ -92,6 +92,9 @@ def fixed_model_class():
             base = torch.tensor([0.0] + [float(6 - j) for j in range(1, n_items + 1)])
             return base.expand(batch.items.shape[0], -1).clone()
 
+        def scorer(self) -> torch.nn.Module:
+            raise AssertionError("evaluation must go through score()")
+
         def state_dict(self) -> dict[str, torch.Tensor]:
             return {}
 

@@ -1,7 +1,10 @@
 """The model contract: history in, a score for every item out.
 
 No model keeps a user table. ``score`` reads a batch of histories and returns
-``[batch, n_items + 1]`` scores (column 0 is padding). Masking seen items,
+``[batch, n_items + 1]`` scores (column 0 is padding) by running the family's
+``scorer()``, a torch module from padded history ids to scores: the same module
+ONNX export traces, so served and evaluated scores come from one code path.
+Masking seen items,
 top-k and evaluation live outside the models (``recmodels.evaluation``), so
 every family is ranked, compared and exported the same way.
 
@@ -19,6 +22,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Self
 
 import torch
+from torch import nn
 
 from recmodels.config import Configurable
 from recmodels.data.history import HistoryBatch
@@ -59,8 +63,16 @@ class Recommender(ABC):
         """Learn from ``split.train``; may use ``split.valid`` for early stopping."""
 
     @abstractmethod
+    def scorer(self) -> nn.Module:
+        """``forward(history int64 [B, L], 0 = padding) -> float32 [B, n_items + 1]``, in eval mode."""
+
+    @torch.inference_mode()
     def score(self, batch: HistoryBatch) -> torch.Tensor:
         """Scores ``float32 [batch, n_items + 1]`` for every item given each history."""
+        self._require_fitted()
+        scorer = self.scorer()
+        device = next(iter([*scorer.parameters(), *scorer.buffers()]), torch.empty(0)).device
+        return scorer(batch.items.to(device)).float().cpu()
 
     @abstractmethod
     def state_dict(self) -> dict[str, torch.Tensor]:

@@ -12,10 +12,70 @@ from typing import Self
 import numpy as np
 import scipy.sparse as sp
 import torch
+from torch import nn
 
 from recmodels.data.splits import SplitData
 from recmodels.models.base import HistoryBatch, ModelConfig, Recommender
 from recmodels.sparse import top_per_row
+
+
+def multi_hot(history: torch.Tensor, width: int) -> torch.Tensor:
+    """``[B, width]`` with 1 at every item of each padded history (padding column 0 stays 0)."""
+    ones = (history > 0).float()
+    return torch.zeros(history.shape[0], width, device=history.device).scatter_reduce(1, history, ones, reduce="amax")
+
+
+class PopularityScorer(nn.Module):
+    def __init__(self, popularity: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("popularity", popularity)
+
+    def forward(self, history: torch.Tensor) -> torch.Tensor:
+        return self.popularity.expand(history.shape[0], -1)
+
+
+class DenseItemScorer(nn.Module):
+    """``multi_hot(history) @ W`` for an item x item weight matrix (EASE)."""
+
+    def __init__(self, weights: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("weights", weights)
+
+    def forward(self, history: torch.Tensor) -> torch.Tensor:
+        return multi_hot(history, self.weights.shape[0]) @ self.weights
+
+
+class NeighbourScorer(nn.Module):
+    """Sum of each distinct history item's neighbour similarities, from padded neighbour tables.
+
+    Exportable (gathers and a scatter-add, no sparse tensors); memory grows with
+    ``batch x length x neighbours``, so evaluation uses the SciPy product instead.
+    """
+
+    def __init__(self, similarity: sp.csr_matrix) -> None:
+        super().__init__()
+        lengths = np.diff(similarity.indptr)
+        width = max(int(lengths.max(initial=0)), 1)
+        rows = np.repeat(np.arange(similarity.shape[0]), lengths)
+        slots = np.arange(similarity.nnz) - similarity.indptr[rows]
+        neighbours = np.zeros((similarity.shape[0], width), dtype=np.int64)
+        weights = np.zeros((similarity.shape[0], width), dtype=np.float32)
+        neighbours[rows, slots] = similarity.indices
+        weights[rows, slots] = similarity.data
+        self.register_buffer("neighbours", torch.from_numpy(neighbours))
+        self.register_buffer("weights", torch.from_numpy(weights))
+
+    def forward(self, history: torch.Tensor) -> torch.Tensor:
+        batch, length = history.shape
+        positions = torch.arange(length, device=history.device).expand(batch, length)
+        width = self.neighbours.shape[0]
+        last_position = torch.zeros(batch, width, dtype=torch.long, device=history.device).scatter_reduce(
+            1, history, positions, reduce="amax"
+        )
+        once = ((last_position.gather(1, history) == positions) & (history > 0)).float()  # repeats count once
+        values = self.weights[history] * once.unsqueeze(-1)
+        scores = torch.zeros(batch, width, device=history.device)
+        return scores.scatter_add(1, self.neighbours[history].reshape(batch, -1), values.reshape(batch, -1))
 
 
 class MostPopular(Recommender):
@@ -28,9 +88,9 @@ class MostPopular(Recommender):
         self.n_items = split.n_items
         return self
 
-    def score(self, batch: HistoryBatch) -> torch.Tensor:
+    def scorer(self) -> nn.Module:
         self._require_fitted()
-        return self.popularity.expand(batch.items.shape[0], -1).clone()
+        return PopularityScorer(self.popularity)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {"popularity": self.popularity}
@@ -71,9 +131,14 @@ class ItemKNN(Recommender):
         return self
 
     def score(self, batch: HistoryBatch) -> torch.Tensor:
+        """The SciPy product: the same scores as ``scorer()``, in memory that does not grow with history length."""
         n_items = self._require_fitted()
         scores = batch.to_csr(n_items + 1) @ self.similarity
         return torch.from_numpy(np.asarray(scores.todense(), dtype=np.float32))
+
+    def scorer(self) -> nn.Module:
+        self._require_fitted()
+        return NeighbourScorer(self.similarity)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {
@@ -125,10 +190,9 @@ class EASE(Recommender):
         self.n_items = n_items
         return self
 
-    def score(self, batch: HistoryBatch) -> torch.Tensor:
-        n_items = self._require_fitted()
-        history = batch.to_csr(n_items + 1)
-        return torch.from_numpy(np.asarray(history @ self.weights.numpy(), dtype=np.float32))
+    def scorer(self) -> nn.Module:
+        self._require_fitted()
+        return DenseItemScorer(self.weights)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {"weights": self.weights}

@@ -34,7 +34,7 @@ from recmodels.cluster import ItemClusters, kmeans_item_clusters, svd_item_embed
 from recmodels.config import PartConfig
 from recmodels.data.splits import SplitData
 from recmodels.evaluation import stage_metric
-from recmodels.models.base import HistoryBatch, ModelConfig, Recommender
+from recmodels.models.base import ModelConfig, Recommender
 from recmodels.nn.denoiser import DenoiserConfig, MLPDenoiser
 from recmodels.nn.diffusion import DiffusionConfig, GaussianDiffusion, ImportanceStepSampler
 from recmodels.train import Trainer, TrainerConfig, TrainingHistory, resolve_device
@@ -269,6 +269,37 @@ class DiffRecModule(nn.Module):
         )
 
 
+class DiffRecScorer(nn.Module):
+    """History -> x0 -> (latent) -> the reverse diffusion -> item scores, padding column first."""
+
+    def __init__(self, module: DiffRecModule, n_items: int, config: DiffRecConfig) -> None:
+        super().__init__()
+        self.module = module
+        self.n_items = n_items
+        self.history = config.history
+        self.seed = config.seed
+
+    def forward(self, history: torch.Tensor) -> torch.Tensor:
+        module = self.module
+        z, _ = module.space.encode(history_vectors(history, self.n_items, self.history))
+        noise = self._history_noise(history, z.shape[1]) if module.diffusion.config.inference_start > 0 else None
+        return F.pad(module.space.decode(module.diffusion.denoise(module.denoiser, z, noise)), (1, 0))
+
+    @property
+    def exportable(self) -> bool:
+        """History-seeded noise (T' > 0) is drawn in Python, which a traced graph cannot replay."""
+        return self.module.diffusion.config.inference_start == 0
+
+    def _history_noise(self, history: torch.Tensor, width: int) -> torch.Tensor:
+        """Inference noise (T' > 0) seeded by the model seed and each row's history, so a
+        user's scores never depend on who else shares the batch."""
+        rows = []
+        for row in history.cpu().numpy():
+            key = hash((self.seed, tuple(sorted(row[row > 0].tolist())))) % (2**63)
+            rows.append(torch.randn(width, generator=torch.Generator().manual_seed(key)))
+        return torch.stack(rows).to(history.device)
+
+
 @dataclass(frozen=True)
 class _Batch:
     index: int
@@ -383,27 +414,9 @@ class DiffRec(Recommender):
             parts.append(sp.csr_matrix(history_vectors(torch.from_numpy(items), split.n_items, self.config.history).numpy()))
         return sp.vstack(parts).tocsr()
 
-    @torch.inference_mode()
-    def score(self, batch: HistoryBatch) -> torch.Tensor:
-        n_items = self._require_fitted()
-        module = self.module
-        device = next(module.parameters()).device
-        x0 = history_vectors(batch.items.to(device), n_items, self.config.history)
-        z, _ = module.space.encode(x0)
-        noise = None
-        if self.config.diffusion.inference_start > 0:
-            noise = self._history_noise(batch.items, z.shape[1]).to(device)
-        scores = module.space.decode(module.diffusion.denoise(module.denoiser, z, noise))
-        return F.pad(scores, (1, 0)).float().cpu()
-
-    def _history_noise(self, items: torch.Tensor, width: int) -> torch.Tensor:
-        """Inference noise (T' > 0) seeded by the model seed and each row's history, so a
-        user's scores never depend on who else shares the batch."""
-        rows = []
-        for row in items.cpu().numpy():
-            key = hash((self.config.seed, tuple(sorted(row[row > 0].tolist())))) % (2**63)
-            rows.append(torch.randn(width, generator=torch.Generator().manual_seed(key)))
-        return torch.stack(rows)
+    def scorer(self) -> nn.Module:
+        self._require_fitted()
+        return DiffRecScorer(self.module, self.n_items, self.config).eval()
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {name: tensor.cpu() for name, tensor in self.module.state_dict().items()}

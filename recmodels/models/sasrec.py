@@ -19,6 +19,7 @@ from typing import Iterator, Self
 
 import numpy as np
 import torch
+from torch import nn
 
 from recmodels.config import PartConfig
 from recmodels.data.interactions import Sequences
@@ -28,7 +29,7 @@ from recmodels.graph.curriculum import CurriculumSchedule
 from recmodels.graph.overlap import NeighbourhoodOverlap, neighbourhood_overlap
 from recmodels.graph.sampler import HardNegativeConfig, NeighbourhoodNegativeSampler
 from recmodels.graph.transitions import item_transition_graph
-from recmodels.models.base import HistoryBatch, ModelConfig, Recommender
+from recmodels.models.base import ModelConfig, Recommender
 from recmodels.nn.layers import BackboneConfig, LiGRBlockConfig, SASRecBlockConfig, SequenceBackbone
 from recmodels.nn.losses import BCELossConfig, FullSoftmaxConfig, NextItemLoss, SampledSoftmaxConfig
 from recmodels.train import Trainer, TrainerConfig, TrainingHistory, resolve_device
@@ -164,6 +165,18 @@ class _NextItemTask:
         return {} if self.schedule is None else {"hardness": self.schedule.threshold(epoch)}
 
 
+class NextItemScorer(nn.Module):
+    """The last position's hidden state against every item embedding."""
+
+    def __init__(self, backbone: SequenceBackbone) -> None:
+        super().__init__()
+        self.backbone = backbone
+
+    def forward(self, history: torch.Tensor) -> torch.Tensor:
+        hidden = self.backbone(history)[:, -1]
+        return hidden @ self.backbone.item_embeddings.weight.T
+
+
 class SASRec(Recommender):
     """Self-attentive sequential recommender; history in, next-item scores out."""
 
@@ -225,13 +238,9 @@ class SASRec(Recommender):
         self.history = trainer.fit(task, max_epochs)
         return self
 
-    @torch.inference_mode()
-    def score(self, batch: HistoryBatch) -> torch.Tensor:
+    def scorer(self) -> nn.Module:
         self._require_fitted()
-        module = self.module
-        device = next(module.parameters()).device
-        hidden = module(batch.items.to(device))[:, -1]
-        return (hidden @ module.item_embeddings.weight.T).float().cpu()
+        return NextItemScorer(self.module).eval()
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {name: tensor.cpu() for name, tensor in self.module.state_dict().items()}

@@ -1,0 +1,142 @@
+"""ONNX export of any model through the one serving contract, and a parity check.
+
+Contract: input ``history int64 [batch, length]`` (0 = padding, most recent last),
+outputs ``items int64 [batch, k]`` and ``scores float32 [batch, k]``. Padding and
+the history's own items are masked inside the graph, top-k is inside the graph,
+batch and length are dynamic. Every family exports its ``scorer()``, the module
+``score`` runs, so the check compares the same function in two runtimes.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from recmodels.models.base import Recommender
+
+OPSET = 18
+INPUT_NAME = "history"
+OUTPUT_NAMES = ("items", "scores")
+
+
+class TopKHead(nn.Module):
+    """Scores -> the k best unseen items: padding and history items get -inf, then top-k.
+
+    ONNX TopK hands ties to the lower index, the same rule as ``evaluation.top_k``.
+    """
+
+    def __init__(self, scorer: nn.Module, k: int) -> None:
+        super().__init__()
+        self.scorer = scorer
+        self.k = k
+
+    def forward(self, history: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        scores = self.scorer(history).float()
+        seen = torch.zeros_like(scores).scatter(1, history, torch.ones_like(history, dtype=scores.dtype))
+        seen = seen.index_fill(1, torch.zeros(1, dtype=torch.long, device=seen.device), 1.0)  # padding column
+        values, items = torch.topk(scores.masked_fill(seen > 0, float("-inf")), self.k, dim=1)
+        return items, values
+
+
+@dataclass(frozen=True)
+class ExportSpec:
+    """What a downstream service needs to call the file; stored in the registry manifest."""
+
+    opset: int
+    k: int
+    n_items: int
+    inputs: dict[str, Any] = field(default_factory=dict)
+    outputs: dict[str, Any] = field(default_factory=dict)
+
+
+def export_onnx(model: Recommender, path: Path, k: int = 100) -> ExportSpec:
+    """Trace ``model``'s scorer with a top-k head into one self-contained ``.onnx`` file."""
+    n_items = model._require_fitted()
+    if not 1 <= k <= n_items:
+        raise ValueError(f"k must be in [1, {n_items}], got {k}")
+    scorer = model.scorer()
+    if not getattr(scorer, "exportable", True):
+        raise ValueError(f"{type(model).__name__} with this config cannot be traced: {type(scorer).exportable.__doc__}")
+    head = TopKHead(scorer, k).cpu().eval()
+    example = torch.randint(1, n_items + 1, (2, 8), generator=torch.Generator().manual_seed(0))
+    dims = {0: torch.export.Dim("batch", min=1), 1: torch.export.Dim("length", min=1)}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporter's notes on optional torchvision ops
+        program = torch.onnx.export(
+            head, (example,), dynamo=True, dynamic_shapes={INPUT_NAME: dims}, input_names=[INPUT_NAME],
+            output_names=list(OUTPUT_NAMES), opset_version=OPSET, external_data=False,
+        )
+    program.save(str(path), external_data=False)
+    return ExportSpec(
+        opset=OPSET,
+        k=k,
+        n_items=n_items,
+        inputs={INPUT_NAME: {"dtype": "int64", "shape": ["batch", "length"], "padding": 0}},
+        outputs={"items": {"dtype": "int64", "shape": ["batch", k]}, "scores": {"dtype": "float32", "shape": ["batch", k]}},
+    )
+
+
+@dataclass(frozen=True)
+class ParityCase:
+    batch: int
+    length: int
+    max_abs_score_diff: float
+    items_agree: bool
+    swapped_near_ties: int
+
+
+@dataclass(frozen=True)
+class ParityReport:
+    tolerance: float
+    cases: list[ParityCase]
+
+    @property
+    def passed(self) -> bool:
+        return all(case.max_abs_score_diff <= self.tolerance and case.items_agree for case in self.cases)
+
+
+def check_parity(
+    model: Recommender,
+    session: Any,
+    histories: np.ndarray,
+    shapes: list[tuple[int, int]],
+    tolerance: float = 1e-4,
+) -> ParityReport:
+    """ONNX Runtime ``session`` against PyTorch on real histories, at several (batch, length) shapes.
+
+    ``histories`` are left-padded real histories; each shape takes the first rows and
+    the most recent ``length`` items. Top-k must agree item for item, except where
+    the two runtimes' scores at that rank are within ``tolerance`` (near-equal items
+    can swap when float summation order differs); such swaps are counted in
+    ``swapped_near_ties``.
+    """
+    head = TopKHead(model.scorer(), _session_k(session)).cpu().eval()
+    cases = []
+    for batch, length in shapes:
+        if batch > len(histories):
+            raise ValueError(f"asked for batch {batch}, only {len(histories)} histories given")
+        history = np.ascontiguousarray(histories[:batch, -length:]).astype(np.int64)
+        with torch.inference_mode():
+            torch_items, torch_scores = (tensor.numpy() for tensor in head(torch.from_numpy(history)))
+        onnx_items, onnx_scores = session.run(list(OUTPUT_NAMES), {INPUT_NAME: history})
+        finite = np.isfinite(torch_scores)
+        if not np.array_equal(finite, np.isfinite(onnx_scores)):
+            raise AssertionError(f"batch {batch}, length {length}: runtimes disagree on which slots are masked")
+        difference = float(np.abs(torch_scores[finite] - onnx_scores[finite]).max(initial=0.0))
+        differs = torch_items != onnx_items
+        near_tie = np.abs(torch_scores - onnx_scores) <= tolerance
+        swapped = int(np.sum(differs & near_tie))
+        cases.append(ParityCase(batch, length, difference, bool(np.all(~differs | near_tie)), swapped))
+    return ParityReport(tolerance, cases)
+
+
+def _session_k(session: Any) -> int:
+    return int(session.get_outputs()[0].shape[1])
