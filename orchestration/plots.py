@@ -49,7 +49,7 @@ def training_curves(history: dict, metric: str, path: Path) -> Path:
 def cluster_projection(points, labels, path: Path) -> Path:
     """Items in two dimensions, coloured by cluster."""
     figure, axis = plt.subplots(figsize=(5, 4.2))
-    scatter = axis.scatter(points[:, 0], points[:, 1], c=labels, s=4, cmap="tab10", alpha=0.7)
+    scatter = axis.scatter(points[:, 0], points[:, 1], c=labels % 10, s=4, cmap="tab10", vmin=0, vmax=9, alpha=0.7)
     axis.legend(*scatter.legend_elements(), title="cluster", loc="best", fontsize=7)
     axis.set_title("item embeddings, PCA")
     figure.tight_layout()
