@@ -5,7 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from orchestration import checks
-from orchestration.assets import clusters, data, evaluation, graph, models
+from orchestration.assets import clusters, data, evaluation, export, graph, models
 from orchestration.resources import ArtifactStore, DatasetResource
 
 all_assets = [
@@ -19,6 +19,8 @@ all_assets = [
     clusters.item_clusters,
     *models.model_assets,
     evaluation.leaderboard,
+    export.onnx_models,
+    export.model_registry,
 ]
 all_checks = [checks.quarantine_share_within_limit, checks.split_is_usable, checks.models_beat_most_popular]
 

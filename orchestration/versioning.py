@@ -83,3 +83,11 @@ def track(root: Path, output: Path, push: bool = True) -> TrackedOutput:
         files=int(out.get("nfiles", 1)),
         pushed=pushed,
     )
+
+
+def recorded_md5(output: Path) -> str:
+    """The md5 DVC last recorded for ``output`` (its ``.dvc`` file), without running DVC."""
+    dvc_file = Path(output).with_name(Path(output).name + ".dvc")
+    if not dvc_file.exists():
+        raise FileNotFoundError(f"{dvc_file} is missing: {output} was never versioned")
+    return yaml.safe_load(dvc_file.read_text())["outs"][0]["md5"]

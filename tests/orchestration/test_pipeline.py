@@ -9,8 +9,10 @@ import pytest
 
 from orchestration import definitions
 from orchestration.assets.models import MODEL_ASSETS, MODEL_SPECS
+from orchestration.assets.export import parity_check_name
 from orchestration.resources import ArtifactStore, DatasetResource
 from recmodels.models import Recommender
+from recmodels.registry import Manifest, versions
 
 
 # Neural models train two small epochs here; their full runs live in benchmarks/.
@@ -27,7 +29,7 @@ QUICK_TRAINING = dg.RunConfig(
 ALL_ASSETS = {
     "raw_interactions", "validated_interactions", "quarantined_rows", "interactions", "split",
     "item_transition_graph", "item_neighbourhood_overlap", "item_embeddings", "item_clusters", *MODEL_ASSETS,
-    "leaderboard",
+    "leaderboard", "onnx_models", "model_registry",
 }
 
 
@@ -152,3 +154,27 @@ def test_blocking_quarantine_check_stops_downstream_assets(tmp_path, ml100k_slic
     materialised = {event.asset_key.to_user_string() for event in result.get_asset_materialization_events()}
     assert "validated_interactions" in materialised
     assert "interactions" not in materialised
+
+
+def test_every_model_is_exported_parity_checked_and_registered(materialised):
+    result, root = materialised
+    evaluations = {
+        event.event_specific_data.check_name: event.event_specific_data
+        for event in result.all_events
+        if event.event_type_value == "ASSET_CHECK_EVALUATION"
+    }
+    registry = root / "artifacts" / "registry"
+    assert (root / "artifacts" / "registry.dvc").exists()
+    for name in MODEL_ASSETS:
+        check = evaluations[parity_check_name(name)]
+        assert check.passed, (name, check.metadata)
+        assert check.metadata["max_abs_score_diff"].value <= check.metadata["tolerance"].value
+        [manifest] = versions(registry, name)
+        folder = registry / name / manifest.version
+        assert Manifest.read(folder) == manifest
+        assert (folder / "model.onnx").stat().st_size > 0
+        model = Recommender.load(root / "artifacts" / name)
+        assert manifest.family == model.family and len(manifest.item_ids) == model.n_items + 1
+        assert manifest.inputs["history"]["dtype"] == "int64" and manifest.k == min(100, model.n_items)
+        assert manifest.training_data_version.endswith(".dir")
+        assert "ndcg@10" in manifest.metrics and manifest.parity["passed"] is True

@@ -1,0 +1,83 @@
+"""A file-system model registry: ``<root>/<model>/<version>/model.onnx`` plus ``manifest.json``.
+
+The version is the first 12 hex digits of the ONNX file's SHA-256, so the same
+model always gets the same version and a version always names the same bytes.
+The manifest holds everything a downstream service needs without this library:
+the contract (opset, input and output spec), the item id map back to external
+ids, the config, metrics and the training data version. Nothing is pickled.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import shutil
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+MODEL_FILE = "model.onnx"
+MANIFEST_FILE = "manifest.json"
+
+
+@dataclass(frozen=True)
+class Manifest:
+    model: str
+    version: str
+    family: str
+    config: dict[str, Any]
+    training_data_version: str
+    metrics: dict[str, float]
+    item_ids: list[str]
+    opset: int
+    k: int
+    inputs: dict[str, Any]
+    outputs: dict[str, Any]
+    parity: dict[str, Any]
+    created_at: str
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def read(cls, folder: Path) -> "Manifest":
+        values = json.loads((Path(folder) / MANIFEST_FILE).read_text())
+        unknown = set(values) - {field.name for field in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"{folder / MANIFEST_FILE}: unknown fields {sorted(unknown)}")
+        return cls(**values)
+
+
+def file_version(path: Path) -> str:
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:12]
+
+
+def register(root: Path, onnx_file: Path, **fields: Any) -> Path:
+    """Copy ``onnx_file`` to ``root/<model>/<version>/`` beside its manifest; returns that folder.
+
+    ``fields`` are the manifest's fields except ``version`` and ``created_at``.
+    Registering the same bytes again keeps the first manifest (the version exists).
+    """
+    version = file_version(onnx_file)
+    folder = Path(root) / fields["model"] / version
+    if (folder / MANIFEST_FILE).exists():
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(onnx_file, folder / MODEL_FILE)
+    created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    manifest = Manifest(version=version, created_at=created, **fields)
+    (folder / MANIFEST_FILE).write_text(manifest.to_json())
+    return folder
+
+
+def versions(root: Path, model: str) -> list[Manifest]:
+    """Every registered version of ``model``, oldest first."""
+    folder = Path(root) / model
+    found = [Manifest.read(entry) for entry in folder.iterdir() if (entry / MANIFEST_FILE).exists()] if folder.exists() else []
+    return sorted(found, key=lambda manifest: (manifest.created_at, manifest.version))
