@@ -20,6 +20,7 @@ from typing import Any
 
 MODEL_FILE = "model.onnx"
 MANIFEST_FILE = "manifest.json"
+CHAMPION_FILE = "champion.json"
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,7 @@ class Manifest:
     training_data_version: str
     metrics: dict[str, float]
     item_ids: list[str]
+    max_history_length: int | None
     opset: int
     k: int
     inputs: dict[str, Any]
@@ -81,3 +83,11 @@ def versions(root: Path, model: str) -> list[Manifest]:
     folder = Path(root) / model
     found = [Manifest.read(entry) for entry in folder.iterdir() if (entry / MANIFEST_FILE).exists()] if folder.exists() else []
     return sorted(found, key=lambda manifest: (manifest.created_at, manifest.version))
+
+
+def set_champion(root: Path, model: str, version: str, reason: str) -> None:
+    """Point ``champion.json`` at a registered version: what services load by default."""
+    if not (Path(root) / model / version / MANIFEST_FILE).exists():
+        raise FileNotFoundError(f"{model}/{version} is not registered under {root}")
+    pointer = {"model": model, "version": version, "reason": reason}
+    (Path(root) / CHAMPION_FILE).write_text(json.dumps(pointer, indent=2))

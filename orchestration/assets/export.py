@@ -14,7 +14,7 @@ from orchestration.resources import ArtifactStore
 from recmodels.data.splits import load_split
 from recmodels.export import ExportSpec, check_parity, export_onnx
 from recmodels.models import Recommender
-from recmodels.registry import register
+from recmodels.registry import register, set_champion
 
 GROUP = "export"
 PARITY_HISTORY_LENGTH = 200
@@ -97,7 +97,7 @@ def model_registry(store: ArtifactStore) -> dg.MaterializeResult:
     registered = {}
     for name in MODEL_ASSETS:
         record = json.loads((exports / name / "export.json").read_text())
-        model_config = json.loads((store.folder(name) / "config.json").read_text())
+        model = Recommender.load(store.folder(name))
         metrics = {key: float(value) for key, value in table.loc[name].items() if isinstance(value, (int, float, np.number))}
         spec = ExportSpec(**record["spec"])
         folder = register(
@@ -105,10 +105,11 @@ def model_registry(store: ArtifactStore) -> dg.MaterializeResult:
             exports / name / "model.onnx",
             model=name,
             family=record["family"],
-            config=model_config["config"],
+            config=model.config.to_dict(),
             training_data_version=versioning.recorded_md5(store.folder("split")),
             metrics=metrics,
             item_ids=[str(item) for item in data.train.item_ids],
+            max_history_length=model.max_history_length,
             opset=spec.opset,
             k=spec.k,
             inputs=spec.inputs,
@@ -116,8 +117,10 @@ def model_registry(store: ArtifactStore) -> dg.MaterializeResult:
             parity=record["parity"],
         )
         registered[name] = folder.name
+    champion = str(table.index[0])  # the leaderboard is sorted best first
+    set_champion(root, champion, registered[champion], "first on the leaderboard")
     version, dvc_metadata = store.version(root)
     return dg.MaterializeResult(
         data_version=version,
-        metadata={"versions": dg.MetadataValue.json(registered), "root": str(root.relative_to(store.root)), **dvc_metadata},
+        metadata={"versions": dg.MetadataValue.json(registered), "champion": champion, "root": str(root.relative_to(store.root)), **dvc_metadata},
     )

@@ -1,5 +1,6 @@
 """The whole asset graph, in process, on a real slice of MovieLens-100K in a throwaway repo."""
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -178,3 +179,7 @@ def test_every_model_is_exported_parity_checked_and_registered(materialised):
         assert manifest.inputs["history"]["dtype"] == "int64" and manifest.k == min(100, model.n_items)
         assert manifest.training_data_version.endswith(".dir")
         assert "ndcg@10" in manifest.metrics and manifest.parity["passed"] is True
+        assert manifest.max_history_length == model.max_history_length
+    champion = json.loads((registry / "champion.json").read_text())
+    leader = pd.read_csv(root / "artifacts" / "leaderboard" / "leaderboard.csv").loc[0, "model"]
+    assert champion["model"] == leader and (registry / leader / champion["version"] / "model.onnx").exists()

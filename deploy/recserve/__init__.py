@@ -1,0 +1,1 @@
+"""recserve: ONNX Runtime behind HTTP for recpipe's registry. Needs ONNX files and manifests only."""

@@ -1,0 +1,219 @@
+"""The serving service on a real registry: endpoints, bad input, hot reload under load, providers."""
+
+import dataclasses
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import onnxruntime as ort
+import pytest
+import uvicorn
+from fastapi.testclient import TestClient
+
+from recmodels.data.interactions import Interactions
+from recmodels.data.splits import leave_one_out_split
+from recmodels.export import export_onnx
+from recmodels.models.baselines import EASE
+from recmodels.models.sasrec import SASRec, esasrec
+from recmodels.registry import register, set_champion
+from recmodels.train import TrainerConfig
+from recserve.app import Settings, create_app, resolve
+from recserve.model import CPU_PROVIDER, LoadedModel, open_session
+
+K = 20
+SASREC_MAX_LEN = 30
+
+
+@pytest.fixture(scope="module")
+def split(ml100k_small_raw):
+    return leave_one_out_split(Interactions.from_frame(ml100k_small_raw))
+
+
+@pytest.fixture(scope="module")
+def registry(split, tmp_path_factory) -> Path:
+    """EASE (the champion) and a small eSASRec, exported and registered like the pipeline does."""
+    root = tmp_path_factory.mktemp("registry")
+    work = tmp_path_factory.mktemp("exports")
+    models = {
+        "ease_model": EASE().fit(split),
+        "esasrec_model": SASRec(
+            dataclasses.replace(esasrec(dim=16, max_len=SASREC_MAX_LEN), trainer=TrainerConfig(epochs=1))
+        ).fit(split),
+    }
+    for name, model in models.items():
+        spec = export_onnx(model, work / name / "model.onnx", k=K)
+        folder = register(
+            root, work / name / "model.onnx", model=name, family=model.family, config=model.config.to_dict(),
+            training_data_version="test", metrics={}, item_ids=[str(item) for item in split.train.item_ids],
+            max_history_length=model.max_history_length, opset=spec.opset, k=spec.k, inputs=spec.inputs,
+            outputs=spec.outputs, parity={"passed": True},
+        )
+        if name == "ease_model":
+            set_champion(root, name, folder.name, "test")
+    return root
+
+
+@pytest.fixture(scope="module")
+def client(registry):
+    return TestClient(create_app(Settings(registry=registry, max_body_bytes=20_000, max_batch=8)))
+
+
+@pytest.fixture(scope="module")
+def known_history(split) -> list[str]:
+    sequences = split.train.sequences()
+    items = sequences.items[sequences.indptr[0] : sequences.indptr[1]]
+    return [str(split.train.item_ids[item]) for item in items[:15]]
+
+
+def test_health_and_models_name_the_live_champion_and_its_provider(client):
+    health = client.get("/healthz").json()
+    assert health["status"] == "ok" and health["model"] == "ease_model"
+    assert health["provider"] == CPU_PROVIDER or health["provider"] in ort.get_available_providers()
+    models = client.get("/models").json()
+    assert models["live"]["model"] == "ease_model" and models["live"]["version"] == health["version"]
+    assert "item_ids" not in models["live"] and models["n_items"] > 0
+    assert len(models["available"]) == 2
+
+
+def test_recommend_returns_k_unseen_items_in_score_order(client, known_history):
+    body = client.post("/recommend", json={"history": known_history, "k": 10}).json()
+    items = [entry["item_id"] for entry in body["items"]]
+    scores = [entry["score"] for entry in body["items"]]
+    assert len(items) == 10 and len(set(items)) == 10
+    assert not set(items) & set(known_history)
+    assert scores == sorted(scores, reverse=True)
+    assert body["unknown_items"] == [] and body["history_used"] == len(known_history)
+
+
+def test_unknown_items_are_ignored_and_reported(client, known_history):
+    plain = client.post("/recommend", json={"history": known_history, "k": 5}).json()
+    noisy = client.post("/recommend", json={"history": ["no-such-item", *known_history, 99999999], "k": 5}).json()
+    assert noisy["unknown_items"] == ["no-such-item", "99999999"]
+    assert noisy["items"] == plain["items"]
+    empty = client.post("/recommend", json={"history": ["nothing-known"], "k": 3}).json()
+    assert len(empty["items"]) == 3 and empty["history_used"] == 0
+
+
+def test_long_histories_keep_the_most_recent_items(client, split):
+    client.post("/admin/reload", json={"model": "esasrec_model"})
+    try:
+        catalogue = [str(item) for item in split.train.item_ids[1:]]
+        long = catalogue[: SASREC_MAX_LEN + 25]
+        body = client.post("/recommend", json={"history": long, "k": 5}).json()
+        assert body["history_used"] == SASREC_MAX_LEN
+        recent = client.post("/recommend", json={"history": long[-SASREC_MAX_LEN:], "k": 5}).json()
+        assert [e["item_id"] for e in body["items"]] == [e["item_id"] for e in recent["items"]]
+    finally:
+        client.post("/admin/reload", json={})
+
+
+def test_batch_equals_single_requests(client, known_history):
+    requests = [{"history": known_history, "k": 4}, {"history": known_history[:3], "k": 7}, {"history": [], "k": 2}]
+    batch = client.post("/recommend/batch", json={"requests": requests}).json()["results"]
+    for request, result in zip(requests, batch):
+        single = client.post("/recommend", json=request).json()
+        assert result["items"] == single["items"]
+
+
+@pytest.mark.parametrize(
+    "body, status, message",
+    [
+        ({"history": ["1"], "k": 0}, 422, "k must be in"),
+        ({"history": ["1"], "k": K + 1}, 422, "k must be in"),
+        ({"history": "1 2 3", "k": 5}, 422, "list"),
+        ({"history": ["1"], "k": "5"}, 422, "integer"),
+        ({"history": [1.5], "k": 5}, 422, "history"),
+        ({"k": 5}, 422, "history"),
+    ],
+)
+def test_bad_input_gets_a_clear_4xx(client, body, status, message):
+    response = client.post("/recommend", json=body)
+    assert response.status_code == status
+    assert message in response.text
+
+
+def test_oversize_bodies_and_batches_are_refused(client):
+    huge = client.post("/recommend", json={"history": ["1"] * 10_000, "k": 5})
+    assert huge.status_code == 413 and "exceeds" in huge.text
+    many = client.post("/recommend/batch", json={"requests": [{"history": ["1"], "k": 1}] * 9})
+    assert many.status_code == 413 and "at most 8" in many.text
+
+
+def test_reload_of_an_unknown_model_is_a_404_and_keeps_serving(client):
+    before = client.get("/healthz").json()
+    response = client.post("/admin/reload", json={"model": "no_such_model"})
+    assert response.status_code == 404 and "no registered version" in response.text
+    assert client.get("/healthz").json() == before
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_hot_reload_under_concurrent_requests_fails_none(registry, known_history):
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(Settings(registry=registry)), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 20
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.started
+    failures, served_by, stop = [], set(), threading.Event()
+
+    def hammer():
+        with httpx.Client(base_url=base, timeout=10) as http:
+            for _ in range(400):  # bounded
+                if stop.is_set():
+                    break
+                response = http.post("/recommend", json={"history": known_history, "k": 5})
+                if response.status_code != 200:
+                    failures.append(response.status_code)
+                else:
+                    served_by.add(response.json()["model"])
+
+    workers = [threading.Thread(target=hammer) for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    try:
+        with httpx.Client(base_url=base, timeout=30) as admin:
+            for target in ["esasrec_model", "ease_model", "esasrec_model", "ease_model"]:
+                time.sleep(0.1)
+                assert admin.post("/admin/reload", json={"model": target}).json()["model"] == target
+    finally:
+        stop.set()
+        for worker in workers:
+            worker.join(timeout=60)
+        server.should_exit = True
+        thread.join(timeout=10)
+    assert failures == []
+    assert served_by == {"ease_model", "esasrec_model"}
+
+
+def test_provider_is_what_the_session_really_runs_on(registry):
+    folder = resolve(registry, "ease_model", None)
+    assert open_session(folder / "model.onnx", prefer_gpu=False).get_providers() == [CPU_PROVIDER]
+    model = LoadedModel.load(folder, prefer_gpu=True)
+    assert model.provider == model.session.get_providers()[0]
+    if model.provider != CPU_PROVIDER:
+        assert model.provider == "CUDAExecutionProvider"
+
+
+def test_resolve_fails_clearly_without_a_champion(tmp_path):
+    with pytest.raises(FileNotFoundError, match="champion.json is missing"):
+        resolve(tmp_path, None, None)
+
+
+def test_the_service_never_imports_torch_or_dagster():
+    code = "import sys; import recserve.app; print(sorted(m for m in ('torch', 'dagster') if m in sys.modules))"
+    deploy = Path(__file__).resolve().parents[2] / "deploy"
+    output = subprocess.run([sys.executable, "-c", code], cwd=deploy, capture_output=True, text=True, check=True)
+    assert output.stdout.strip() == "[]"
