@@ -12,7 +12,7 @@ export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 # DVC: a local-directory remote outside the git tree (any DVC remote URL works).
 export RECPIPE_DVC_REMOTE ?= $(HOME)/.cache/recpipe/dvc-remote
 
-.PHONY: install run test ui bench clean
+.PHONY: install run test ui serve bench clean
 
 install: $(BIN)/.installed
 
@@ -34,6 +34,10 @@ test: install
 
 ui: install $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/dagster dev -h 127.0.0.1 -p 3000
+
+# The serving service on the registry `make run` wrote (champion by default); see deploy/README.md.
+serve: install
+	PYTHONPATH=deploy RECSERVE_REGISTRY=artifacts/registry $(BIN)/uvicorn --factory recserve.app:create_app --host 127.0.0.1 --port 8000
 
 bench: install
 	$(BIN)/python benchmarks/baselines.py
