@@ -55,7 +55,6 @@ class MLPDenoiser(nn.Module):
         self.input_layer = nn.Linear(width, widths[1])
         self.step_layer = nn.Linear(config.step_embedding_dim, widths[1], bias=False)
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[1:-1], widths[2:]))
-        self.dropout = nn.Dropout(config.input_dropout)
         self._init_like_authors(width + config.step_embedding_dim)
 
     def _init_like_authors(self, first_fan_in: int) -> None:
@@ -69,11 +68,19 @@ class MLPDenoiser(nn.Module):
         nn.init.normal_(self.step_layer.weight, std=first_std)
         nn.init.normal_(self.input_layer.bias, std=0.001)
 
+    def _drop_input(self, x: torch.Tensor) -> torch.Tensor:
+        """Inverted dropout with a mask from one uniform draw: on a CPU, half the time of
+        ``nn.Dropout``'s Bernoulli draw, which was a sixth of a DiffRec epoch on ML-1M."""
+        rate = self.config.input_dropout
+        if not self.training or rate == 0:
+            return x
+        return x * (torch.rand_like(x) >= rate) * (1.0 / (1.0 - rate))
+
     def forward(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         step = self.step_projection(step_embedding(t, self.config.step_embedding_dim))
         if self.config.normalise_input:
             x_t = F.normalize(x_t, dim=-1)
-        h = torch.tanh(self.input_layer(self.dropout(x_t)) + self.step_layer(step))
+        h = torch.tanh(self.input_layer(self._drop_input(x_t)) + self.step_layer(step))
         for index, layer in enumerate(self.layers):
             h = layer(h)
             if index < len(self.layers) - 1:
