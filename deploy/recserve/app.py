@@ -117,7 +117,17 @@ class ReloadRequest(BaseModel):
     version: str | None = None
 
 
+def _announce_to_console() -> None:
+    """uvicorn configures only its own loggers; the provider line must reach the console too."""
+    if not log.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s:     recserve: %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
+    _announce_to_console()
     settings = settings or Settings.from_env()
     slot = ModelSlot(LoadedModel.load(resolve(settings.registry, settings.model, settings.version), settings.prefer_gpu))
     app = FastAPI(title="recserve", description="History in, top-k out, from recpipe's ONNX registry.")

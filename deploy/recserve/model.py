@@ -64,7 +64,9 @@ class LoadedModel:
             item_index=index,
             max_history_length=int(manifest.get("max_history_length") or default_max_history),
         )
-        log.info("loaded %s/%s on %s (available: %s)", model.name, model.version, model.provider, ort.get_available_providers())
+        fallback = prefer_gpu and GPU_PROVIDER in ort.get_available_providers() and model.provider != GPU_PROVIDER
+        note = " (onnxruntime lists CUDA, but no usable CUDA device or library here: running on CPU)" if fallback else ""
+        log.info("loaded %s/%s, running on %s%s", model.name, model.version, model.provider, note)
         return model
 
     def recommend(self, histories: list[list[str]], k: int) -> list[Recommendation]:

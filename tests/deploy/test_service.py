@@ -207,6 +207,16 @@ def test_provider_is_what_the_session_really_runs_on(registry):
         assert model.provider == "CUDAExecutionProvider"
 
 
+def test_start_up_says_which_provider_really_runs(registry, caplog):
+    with caplog.at_level("INFO", logger="recserve"):
+        app = create_app(Settings(registry=registry))
+    provider = app.state.slot.current.provider
+    lines = [record.getMessage() for record in caplog.records if record.name == "recserve"]
+    assert any(f"running on {provider}" in line for line in lines), lines
+    if provider == CPU_PROVIDER and "CUDAExecutionProvider" in ort.get_available_providers():
+        assert any("no usable CUDA" in line for line in lines), lines
+
+
 def test_resolve_fails_clearly_without_a_champion(tmp_path):
     with pytest.raises(FileNotFoundError, match="champion.json is missing"):
         resolve(tmp_path, None, None)
