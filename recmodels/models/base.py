@@ -27,6 +27,7 @@ from torch import nn
 from recmodels.config import Configurable
 from recmodels.data.history import HistoryBatch
 from recmodels.data.splits import SplitData
+from recmodels.train import TrainingHistory
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "weights.pt"
@@ -115,6 +116,21 @@ class Recommender(ABC):
         model.n_items = int(meta["n_items"])
         model.load_state_dict(torch.load(path / WEIGHTS_FILE, weights_only=True))
         return model
+
+
+class TorchRecommender(Recommender):
+    """A family whose whole state is one torch module, trained by the shared loop.
+
+    ``history`` holds the training curves of the last ``fit``.
+    """
+
+    def __init__(self, config: ModelConfig | None = None) -> None:
+        super().__init__(config)
+        self.module: nn.Module | None = None
+        self.history = TrainingHistory()
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {name: tensor.cpu() for name, tensor in self.module.state_dict().items()}
 
 
 def model_family(name: str) -> type[Recommender]:

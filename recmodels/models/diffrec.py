@@ -34,10 +34,10 @@ from recmodels.cluster import ItemClusters, kmeans_item_clusters, svd_item_embed
 from recmodels.config import PartConfig
 from recmodels.data.splits import SplitData
 from recmodels.evaluation import stage_metric
-from recmodels.models.base import ModelConfig, Recommender
+from recmodels.models.base import ModelConfig, TorchRecommender
 from recmodels.nn.denoiser import DenoiserConfig, MLPDenoiser
 from recmodels.nn.diffusion import DiffusionConfig, GaussianDiffusion, ImportanceStepSampler
-from recmodels.train import Trainer, TrainerConfig, TrainingHistory, resolve_device
+from recmodels.train import Trainer, TrainerConfig, resolve_device
 
 # ---------------------------------------------------------------- history -> x0
 
@@ -219,11 +219,6 @@ class ClusteredAutoencoder(DiffusionSpace):
 # ---------------------------------------------------------------- the model
 
 
-def _authors_training() -> TrainerConfig:
-    # The authors' loop: validation every 5 epochs, stop after 3 without improvement.
-    return TrainerConfig(epochs=1000, patience=15, lr=1e-3, batch_size=400, validate_every=5)
-
-
 @dataclass(frozen=True)
 class DiffRecConfig(ModelConfig):
     """Defaults: the paper's ML-1M (clean) hyper-parameters for DiffRec."""
@@ -232,7 +227,8 @@ class DiffRecConfig(ModelConfig):
     denoiser: DenoiserConfig = DenoiserConfig()
     space: ItemSpaceConfig | ClusteredLatentConfig = ItemSpaceConfig()
     history: BinaryHistory | TimeWeightedHistory = BinaryHistory()
-    trainer: TrainerConfig = dataclasses.field(default_factory=_authors_training)
+    # The authors' loop: validation every 5 epochs, stop after 3 validations without improvement.
+    trainer: TrainerConfig = TrainerConfig(epochs=1000, patience=15, lr=1e-3, batch_size=400, validate_every=5)
     valid_metric: str = "recall@20"
 
 
@@ -247,7 +243,7 @@ def l_diffrec() -> DiffRecConfig:
         diffusion=DiffusionConfig(noise_max=0.02, beta_fixed=False),
         denoiser=DenoiserConfig(hidden=(300,)),
         space=ClusteredLatentConfig(),
-        trainer=dataclasses.replace(_authors_training(), lr=5e-4),
+        trainer=dataclasses.replace(DiffRecConfig().trainer, lr=5e-4),
     )
 
 
@@ -354,17 +350,14 @@ class _DiffusionTask:
         return {}
 
 
-class DiffRec(Recommender):
+class DiffRec(TorchRecommender):
     """Diffusion recommender: denoise the user's interaction vector, rank what it fills in."""
 
     family = "diffrec"
     config_class = DiffRecConfig
     config: DiffRecConfig
 
-    def __init__(self, config: DiffRecConfig | None = None) -> None:
-        super().__init__(config)
-        self.module: DiffRecModule | None = None
-        self.history = TrainingHistory()
+    module: DiffRecModule
 
     def fit(
         self,
@@ -417,9 +410,6 @@ class DiffRec(Recommender):
     def scorer(self) -> nn.Module:
         self._require_fitted()
         return DiffRecScorer(self.module, self.n_items, self.config).eval()
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return {name: tensor.cpu() for name, tensor in self.module.state_dict().items()}
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         cluster_of_item = state.get("space.cluster_of_item")

@@ -29,10 +29,10 @@ from recmodels.graph.curriculum import CurriculumSchedule
 from recmodels.graph.overlap import NeighbourhoodOverlap, neighbourhood_overlap
 from recmodels.graph.sampler import HardNegativeConfig, NeighbourhoodNegativeSampler
 from recmodels.graph.transitions import item_transition_graph
-from recmodels.models.base import ModelConfig, Recommender
+from recmodels.models.base import ModelConfig, TorchRecommender
 from recmodels.nn.layers import BackboneConfig, LiGRBlockConfig, SASRecBlockConfig, SequenceBackbone
 from recmodels.nn.losses import BCELossConfig, FullSoftmaxConfig, NextItemLoss, SampledSoftmaxConfig
-from recmodels.train import Trainer, TrainerConfig, TrainingHistory, resolve_device
+from recmodels.train import Trainer, TrainerConfig, resolve_device
 
 
 @dataclass(frozen=True)
@@ -177,17 +177,14 @@ class NextItemScorer(nn.Module):
         return hidden @ self.backbone.item_embeddings.weight.T
 
 
-class SASRec(Recommender):
+class SASRec(TorchRecommender):
     """Self-attentive sequential recommender; history in, next-item scores out."""
 
     family = "sasrec"
     config_class = SASRecConfig
     config: SASRecConfig
 
-    def __init__(self, config: SASRecConfig | None = None) -> None:
-        super().__init__(config)
-        self.module: SequenceBackbone | None = None
-        self.history = TrainingHistory()
+    module: SequenceBackbone
 
     @property
     def max_history_length(self) -> int:
@@ -241,9 +238,6 @@ class SASRec(Recommender):
     def scorer(self) -> nn.Module:
         self._require_fitted()
         return NextItemScorer(self.module).eval()
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return {name: tensor.cpu() for name, tensor in self.module.state_dict().items()}
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         self.module = SequenceBackbone(self._require_fitted(), self.config.backbone)
