@@ -3,9 +3,9 @@
 Defaults: ML-1M with the eSASRec paper's config (d=64, 2 blocks, 1 head, max length
 200, ff_mult 4, 256 negatives, Adam lr 1e-3, batch 128) and Amazon Beauty (max
 length 50) with and without GNNO negatives. Early stopping on validation NDCG@10
-(patience 10); test metrics at the best validation epoch.
+(``--patience``, default 10); test metrics at the best validation epoch.
 
-``python benchmarks/sequential.py [--dataset ...] [--model ...] [--seeds 0 1 2] [--epochs N] [--checkpoint-dir D] [--quick]``
+``python benchmarks/sequential.py [--dataset ...] [--model ...] [--seeds 0 1 2] [--epochs N] [--patience P] [--checkpoint-dir D] [--quick]``
 """
 
 from __future__ import annotations
@@ -26,26 +26,34 @@ MAX_LEN = {"ml-1m-seq/ml-1m.txt": 200}
 SHORT_SEQUENCE_MAX_LEN = 50
 
 
-def variant_config(variant: str, max_len: int, seed: int, epochs: int | None):
+def variant_config(variant: str, max_len: int, seed: int, epochs: int | None, patience: int = 10):
     from recmodels.models.sasrec import esasrec, sasrec, sasrec_ss, with_gnno
     from recmodels.train import TrainerConfig
 
     base = variant.removesuffix("_gnno")
     presets = {"sasrec": sasrec, "sasrec_ss": sasrec_ss, "esasrec": esasrec}
-    trainer = TrainerConfig(epochs=epochs or 200, patience=10, lr=1e-3, batch_size=128)
+    trainer = TrainerConfig(epochs=epochs or 200, patience=patience, lr=1e-3, batch_size=128)
     config = dataclasses.replace(presets[base](max_len=max_len), seed=seed, trainer=trainer)
     return with_gnno(config) if variant.endswith("_gnno") else config
 
 
 def run_one(
-    data_dir: Path, dataset: str, variant: str, seed: int, epochs: int | None, quick: bool, checkpoints: Path | None
+    data_dir: Path,
+    dataset: str,
+    variant: str,
+    seed: int,
+    epochs: int | None,
+    quick: bool,
+    checkpoints: Path | None,
+    patience: int,
 ) -> dict[str, Any]:
     from recmodels.evaluation import BeyondAccuracyInputs, evaluate
     from recmodels.models.sasrec import SASRec
 
     prepared = prepare(data_dir, dataset, quick)
     split = prepared.split
-    config = variant_config(variant, MAX_LEN.get(dataset, SHORT_SEQUENCE_MAX_LEN), seed, 3 if quick else epochs)
+    max_len = MAX_LEN.get(dataset, SHORT_SEQUENCE_MAX_LEN)
+    config = variant_config(variant, max_len, seed, 3 if quick else epochs, patience)
     model = SASRec(config)
     started = time.perf_counter()
     checkpoint_dir = None if checkpoints is None else checkpoints / Path(dataset).stem / f"{variant}-seed{seed}"
@@ -76,6 +84,9 @@ def main() -> None:
     args.add_argument(
         "--checkpoint-dir", type=Path, default=None, help="checkpoint every epoch here; a rerun resumes where it stopped"
     )
+    args.add_argument(
+        "--patience", type=int, default=10, help="epochs without a better validation score before stopping"
+    )
     options = args.parse_args()
     results = []
     for dataset in options.dataset:
@@ -83,7 +94,15 @@ def main() -> None:
             for seed in options.seeds or [options.seed]:
                 progress(f"{dataset}: {variant} seed {seed}")
                 row = run_isolated(
-                    run_one, options.data_dir, dataset, variant, seed, options.epochs, options.quick, options.checkpoint_dir
+                    run_one,
+                    options.data_dir,
+                    dataset,
+                    variant,
+                    seed,
+                    options.epochs,
+                    options.quick,
+                    options.checkpoint_dir,
+                    options.patience,
                 )
                 progress(
                     f"  test {row['metrics']}  {row['epochs']} epochs (best {row['best_epoch']}), "
