@@ -1,11 +1,11 @@
-"""The Dagster code location: every asset, check, resource and the full-pipeline job."""
+"""The Dagster code location: every asset, check, resource, job, schedule and sensor."""
 
 from __future__ import annotations
 
 import dagster as dg
 
-from orchestration import checks
-from orchestration.assets import clusters, data, evaluation, export, graph, models
+from orchestration import automation, checks
+from orchestration.assets import clusters, data, evaluation, export, graph, live, models
 from orchestration.resources import ArtifactStore, DatasetResource
 
 all_assets = [
@@ -21,14 +21,29 @@ all_assets = [
     evaluation.leaderboard,
     export.onnx_models,
     export.model_registry,
+    live.interaction_window,
+    live.drift_report,
+    live.challenger_model,
+    live.live_champion,
 ]
-all_checks = [checks.quarantine_share_within_limit, checks.split_is_usable, checks.models_beat_most_popular]
+all_checks = [
+    checks.quarantine_share_within_limit,
+    checks.split_is_usable,
+    checks.models_beat_most_popular,
+    live.challenger_beats_champion,
+]
 
-full_pipeline = dg.define_asset_job("full_pipeline", selection=dg.AssetSelection.all(), description="Materialise every asset.")
+full_pipeline = dg.define_asset_job(
+    "full_pipeline",
+    selection=dg.AssetSelection.all() - dg.AssetSelection.groups(live.GROUP),
+    description="Materialise every batch asset on the configured dataset (the live loop runs from sensors).",
+)
 
 defs = dg.Definitions(
     assets=all_assets,
     asset_checks=all_checks,
-    jobs=[full_pipeline],
-    resources={"dataset": DatasetResource(), "store": ArtifactStore()},
+    jobs=[full_pipeline, *automation.jobs],
+    sensors=automation.sensors,
+    schedules=automation.schedules,
+    resources={"dataset": DatasetResource(), "store": ArtifactStore(), "stream": live.StreamResource()},
 )

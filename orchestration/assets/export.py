@@ -39,6 +39,62 @@ def inference_session(path) -> ort.InferenceSession:
     return ort.InferenceSession(str(path), providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
 
 
+def export_checked(
+    model: Recommender, target, histories: np.ndarray, shapes: list[tuple[int, int]], config: OnnxExportConfig
+) -> dict:
+    """Export ``model`` to ``target/model.onnx``, run the parity check, write and return ``export.json``."""
+    spec = export_onnx(model, target / "model.onnx", k=min(config.k, model.n_items))
+    session = inference_session(target / "model.onnx")
+    report = check_parity(model, session, histories, shapes, config.tolerance)
+    record = {
+        "family": model.family,
+        "providers": session.get_providers(),
+        "spec": spec.__dict__,
+        "parity": {"passed": report.passed, "tolerance": report.tolerance, "cases": [case.__dict__ for case in report.cases]},
+        "max_abs_diff": max(case.max_abs_score_diff for case in report.cases),
+        "swapped_near_ties": sum(case.swapped_near_ties for case in report.cases),
+    }
+    (target / "export.json").write_text(json.dumps(record, indent=2))
+    return record
+
+
+def parity_check_result(check_name: str, record: dict, shapes: list[tuple[int, int]]) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(
+        check_name=check_name,
+        passed=record["parity"]["passed"],
+        metadata={
+            "max_abs_score_diff": record["max_abs_diff"],
+            "tolerance": record["parity"]["tolerance"],
+            "swapped_near_ties": record["swapped_near_ties"],
+            "shapes": dg.MetadataValue.json([list(shape) for shape in shapes]),
+        },
+    )
+
+
+def register_export(
+    root, exports, name: str, model: Recommender, item_ids: np.ndarray, data_version: str, metrics: dict[str, float]
+):
+    """Register ``exports/<name>/model.onnx`` with the manifest a service needs; returns its folder."""
+    record = json.loads((exports / name / "export.json").read_text())
+    spec = ExportSpec(**record["spec"])
+    return register(
+        root,
+        exports / name / "model.onnx",
+        model=name,
+        family=record["family"],
+        config=model.config.to_dict(),
+        training_data_version=data_version,
+        metrics=metrics,
+        item_ids=[str(item) for item in item_ids],
+        max_history_length=model.max_history_length,
+        opset=spec.opset,
+        k=spec.k,
+        inputs=spec.inputs,
+        outputs=spec.outputs,
+        parity=record["parity"],
+    )
+
+
 @dg.asset(
     group_name=GROUP,
     deps=list(MODEL_ASSETS),
@@ -53,32 +109,9 @@ def onnx_models(config: OnnxExportConfig, store: ArtifactStore) -> dg.Materializ
     folder = store.fresh_folder(EXPORTS)
     checks, summary = [], {}
     for name in MODEL_ASSETS:
-        model = Recommender.load(store.folder(name))
-        target = folder / name
-        spec = export_onnx(model, target / "model.onnx", k=min(config.k, model.n_items))
-        session = inference_session(target / "model.onnx")
-        report = check_parity(model, session, histories, shapes, config.tolerance)
-        record = {
-            "family": model.family,
-            "providers": session.get_providers(),
-            "spec": spec.__dict__,
-            "parity": {"passed": report.passed, "tolerance": report.tolerance, "cases": [case.__dict__ for case in report.cases]},
-        }
-        (target / "export.json").write_text(json.dumps(record, indent=2))
-        worst = max(case.max_abs_score_diff for case in report.cases)
-        summary[name] = {"passed": report.passed, "max_abs_diff": worst, "provider": session.get_providers()[0]}
-        checks.append(
-            dg.AssetCheckResult(
-                check_name=parity_check_name(name),
-                passed=report.passed,
-                metadata={
-                    "max_abs_score_diff": worst,
-                    "tolerance": report.tolerance,
-                    "swapped_near_ties": sum(case.swapped_near_ties for case in report.cases),
-                    "shapes": dg.MetadataValue.json([list(shape) for shape in shapes]),
-                },
-            )
-        )
+        record = export_checked(Recommender.load(store.folder(name)), folder / name, histories, shapes, config)
+        summary[name] = {"passed": record["parity"]["passed"], "max_abs_diff": record["max_abs_diff"], "provider": record["providers"][0]}
+        checks.append(parity_check_result(parity_check_name(name), record, shapes))
     version, dvc_metadata = store.version(folder)
     return dg.MaterializeResult(
         data_version=version,
@@ -95,27 +128,11 @@ def model_registry(store: ArtifactStore) -> dg.MaterializeResult:
     table = pd.read_csv(store.folder("leaderboard") / "leaderboard.csv").set_index("model")
     root = store.root / "artifacts" / "registry"
     registered = {}
+    data_version = versioning.recorded_md5(store.folder("split"))
     for name in MODEL_ASSETS:
-        record = json.loads((exports / name / "export.json").read_text())
         model = Recommender.load(store.folder(name))
         metrics = {key: float(value) for key, value in table.loc[name].items() if isinstance(value, (int, float, np.number))}
-        spec = ExportSpec(**record["spec"])
-        folder = register(
-            root,
-            exports / name / "model.onnx",
-            model=name,
-            family=record["family"],
-            config=model.config.to_dict(),
-            training_data_version=versioning.recorded_md5(store.folder("split")),
-            metrics=metrics,
-            item_ids=[str(item) for item in data.train.item_ids],
-            max_history_length=model.max_history_length,
-            opset=spec.opset,
-            k=spec.k,
-            inputs=spec.inputs,
-            outputs=spec.outputs,
-            parity=record["parity"],
-        )
+        folder = register_export(root, exports, name, model, data.train.item_ids, data_version, metrics)
         registered[name] = folder.name
     champion = str(table.index[0])  # the leaderboard is sorted best first
     set_champion(root, champion, registered[champion], "first on the leaderboard")

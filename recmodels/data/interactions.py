@@ -107,7 +107,7 @@ class Interactions:
         for extra in ("rating", "split"):
             if extra in raw.columns:
                 frame[extra] = raw[extra].to_numpy()
-        return cls(_chronological(frame), user_ids, item_ids)
+        return cls(chronological(frame), user_ids, item_ids)
 
     def subset(self, mask: np.ndarray | pd.Series) -> "Interactions":
         """Rows where ``mask`` holds, sharing this container's id maps."""
@@ -120,7 +120,7 @@ class Interactions:
         if other.user_ids is not self.user_ids or other.item_ids is not self.item_ids:
             raise ValueError("can only concatenate interactions that share id maps")
         frame = pd.concat([self.frame, other.frame], ignore_index=True)
-        return Interactions(_chronological(frame), self.user_ids, self.item_ids)
+        return Interactions(chronological(frame), self.user_ids, self.item_ids)
 
     def csr(self, binary: bool = True) -> sp.csr_matrix:
         """Sparse users x (n_items + 1) matrix; repeats are summed unless ``binary``."""
@@ -176,7 +176,7 @@ def k_core(raw: pd.DataFrame, min_user: int, min_item: int) -> tuple[pd.DataFram
     return kept, report
 
 
-def _chronological(frame: pd.DataFrame) -> pd.DataFrame:
+def chronological(frame: pd.DataFrame) -> pd.DataFrame:
     order = np.lexsort((np.arange(len(frame)), frame["timestamp"].to_numpy(), frame["user"].to_numpy()))
     return frame.iloc[order].reset_index(drop=True)
 

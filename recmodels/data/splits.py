@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from recmodels.data.interactions import Interactions, load_interactions, save_interactions
+from recmodels.data.interactions import Interactions, chronological, load_interactions, save_interactions
 
 StageName = Literal["valid", "test"]
 
@@ -140,6 +140,57 @@ def predefined_split(interactions: Interactions) -> SplitData:
     return _assemble("predefined", train, valid, test, test_reads_valid=False)
 
 
+def holdout_split(interactions: Interactions, holdout: np.ndarray) -> SplitData:
+    """Train on the rows outside ``holdout``; validate and test on the held-out rows.
+
+    For a stream: the latest window is held out, so early stopping and the promotion
+    gate judge a model on data it never saw. Both stages read the training history.
+    """
+    holdout = np.asarray(holdout, dtype=bool)
+    train = interactions.subset(~holdout)
+    held_out = interactions.subset(holdout)
+    return _assemble("holdout", train, held_out, held_out, test_reads_valid=False)
+
+
+def stage_for_item_map(history: pd.DataFrame, held_out: pd.DataFrame, item_ids: np.ndarray) -> EvalStage:
+    """An evaluation stage from raw rows (``user_id``, ``item_id``, ``timestamp``) in a model's own item ids.
+
+    Models trained on different data know different items; judged on the same rows, each
+    reads only the history items it knows and every held-out row stays a target, so an
+    item a model never saw is a miss for it rather than a dropped target. Users without
+    any history are not evaluated (no model can read them).
+    """
+    users = pd.Index(np.unique(held_out["user_id"].astype(str)))
+    item_index = pd.Index(np.asarray(item_ids, dtype=object))
+    history_items = item_index.get_indexer(history["item_id"].astype(str))
+    history_users = users.get_indexer(history["user_id"].astype(str))
+    readable = (history_items > 0) & (history_users >= 0)
+    frame = pd.DataFrame({
+        "user": history_users[readable].astype(np.int64),
+        "item": history_items[readable].astype(np.int64),
+        "timestamp": history["timestamp"].to_numpy(dtype=np.int64)[readable],
+        "weight": np.ones(int(readable.sum()), dtype=np.float32),
+    })
+    history_rows = Interactions(chronological(frame), users.to_numpy(dtype=object), item_index.to_numpy(dtype=object))
+    n_columns = len(item_index)
+    target_items = item_index.get_indexer(held_out["item_id"].astype(str))
+    unknown = target_items < 0
+    # items the model cannot rank get columns past its catalogue: they count as targets, never as hits
+    unknown_codes = pd.factorize(held_out["item_id"].astype(str)[unknown])[0]
+    target_items[unknown] = n_columns + unknown_codes
+    target_users = users.get_indexer(held_out["user_id"].astype(str))
+    has_history = np.zeros(len(users), dtype=bool)
+    has_history[history_rows.frame["user"].to_numpy()] = True
+    evaluated = has_history[target_users]
+    targets = sp.csr_matrix(
+        (np.ones(int(evaluated.sum()), dtype=np.float32), (target_users[evaluated], target_items[evaluated])),
+        shape=(len(users), n_columns + int(unknown_codes.max(initial=-1)) + 1),
+    )
+    targets.sum_duplicates()
+    targets.data[:] = 1.0
+    return EvalStage(history=history_rows, targets=targets, exclude=history_rows.csr())
+
+
 def _assemble(
     protocol: str,
     train: Interactions,
@@ -199,7 +250,7 @@ SPLITTERS: dict[str, Callable[..., SplitData]] = {
     "leave_one_out": leave_one_out_split,
     "predefined": predefined_split,
 }
-_TEST_READS_VALID = {"temporal": True, "leave_one_out": True, "predefined": False}
+_TEST_READS_VALID = {"temporal": True, "leave_one_out": True, "predefined": False, "holdout": False}
 
 
 def make_split(interactions: Interactions, protocol: str, **options: Any) -> SplitData:
