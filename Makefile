@@ -12,7 +12,7 @@ export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 # DVC: a local-directory remote outside the git tree (any DVC remote URL works).
 export RECPIPE_DVC_REMOTE ?= $(HOME)/.cache/recpipe/dvc-remote
 
-.PHONY: install run test ui serve bench clean
+.PHONY: install run test ui replay serve bench clean
 
 install: $(BIN)/.installed
 
@@ -32,8 +32,14 @@ test: install
 	$(BIN)/python -m pytest; status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests"; status=0; fi; exit $$status
 
+# `dagster dev` runs the daemon beside the webserver, so the sensors and the schedule tick.
 ui: install $(DAGSTER_HOME)/dagster.yaml
-	$(BIN)/dagster dev -h 127.0.0.1 -p 3000
+	$(BIN)/dagster dev -m orchestration.definitions -h 127.0.0.1 -p 3000
+
+# Feed MovieLens-100K into incoming/ one week every REPLAY_INTERVAL seconds (run beside `make ui`).
+REPLAY_INTERVAL ?= 30
+replay: install
+	$(BIN)/python -m orchestration.replay --interval $(REPLAY_INTERVAL)
 
 # The serving service on the registry `make run` wrote (champion by default); see deploy/README.md.
 serve: install
@@ -43,4 +49,4 @@ bench: install
 	$(BIN)/python benchmarks/baselines.py
 
 clean:
-	rm -rf artifacts .dagster_home
+	rm -rf artifacts .dagster_home incoming data/stream

@@ -5,12 +5,14 @@ and its ``ingest_window`` run materialises the window and its drift report, then
 ``drift_sensor`` decides whether to retrain, and a ``retrain`` run trains a challenger and
 passes or fails the promotion gate. All in one Dagster instance, in a throwaway project root.
 
-Figures per window: drift detected, retraining triggered, promotion, and the serving
-champion's NDCG@10 / Recall@10 on that window (histories = every earlier window). The
-same metric for the first champion kept forever is the "without drift-triggered retraining"
-line of the plot.
+Two retraining policies, each replayed from scratch: ``drift`` (the drift sensor decides)
+and ``schedule`` (the weekly schedule's request every window). Both bootstrap the first
+champion through the drift sensor's rule. Figures per window: drift detected, retraining
+triggered, promotion, and the serving champion's NDCG@10 / Recall@10 on that window
+(histories = every earlier window). The same metric for the first champion kept forever
+is the "without retraining" line of the plot.
 
-``python benchmarks/replay.py [--model ease_model] [--window-days 7] [--quick] [--plot FILE]``
+``python benchmarks/replay.py [--policy drift schedule] [--model ease_model] [--window-days 7] [--quick] [--plot FILE]``
 """
 
 from __future__ import annotations
@@ -50,33 +52,43 @@ def main() -> None:
     parser.add_argument("--window-days", type=int, default=7)
     parser.add_argument("--seed", type=int, default=0, help="unused: the loop's models are deterministic")
     parser.add_argument("--quick", action="store_true", help="the first 8 windows only")
+    parser.add_argument("--policy", nargs="+", default=list(POLICIES), choices=POLICIES)
     parser.add_argument("--plot", type=Path, default=DEFAULT_PLOT)
     parser.add_argument("--keep", type=Path, default=None, help="keep the project root here instead of a temp dir")
     options = parser.parse_args()
 
-    root = options.keep or Path(tempfile.mkdtemp(prefix="recpipe-replay-"))
-    if options.keep and root.exists():
-        shutil.rmtree(root)
-    root.mkdir(parents=True, exist_ok=True)
-    configure(root, options.data_dir, options.dataset, options.window_days)
-    rows, summary = replay(options.data_dir / options.dataset, options.model, options.window_days, options.quick, root)
-    plot(rows, options.plot)
-    finish("replay", rows, summary=summary, plot=str(options.plot), peak_rss_mb=round(peak_rss_mb(), 1))
+    base = options.keep or Path(tempfile.mkdtemp(prefix="recpipe-replay-"))
+    results, summaries = [], {}
+    for policy in options.policy:
+        root = base / policy
+        if root.exists():
+            shutil.rmtree(root)
+        root.mkdir(parents=True)
+        configure(root, options.data_dir, options.dataset, options.window_days)
+        progress(f"policy {policy}: project root {root}")
+        rows, summaries[policy] = replay(
+            options.data_dir / options.dataset, options.model, options.window_days, options.quick, root, policy
+        )
+        results.extend(rows)
+    plot(results, options.plot)
+    finish("replay", results, summary=summaries, plot=str(options.plot), peak_rss_mb=round(peak_rss_mb(), 1))
     if options.keep is None:
-        shutil.rmtree(root, ignore_errors=True)
+        shutil.rmtree(base, ignore_errors=True)
 
 
-def replay(source: Path, model: str, window_days: int, quick: bool, root: Path) -> tuple[list[dict], dict]:
+def replay(source: Path, model: str, window_days: int, quick: bool, root: Path, policy: str) -> tuple[list[dict], dict]:
     import dagster as dg
 
     from orchestration import automation, definitions
+    from orchestration.resources import ArtifactStore, DatasetResource
+    from orchestration.assets.live import StreamResource
     from orchestration.assets.live import CHAMPION, TrainedModel
     from orchestration.replay import drop, window_files
     from recmodels.data.readers import load_dataset
     from recmodels.data.stream import read_windows
 
     defs = definitions.defs
-    resources = {key: defs.resources[key] for key in ("stream", "store", "dataset")}
+    resources = {"stream": StreamResource(), "store": ArtifactStore(), "dataset": DatasetResource()}  # read the env now
     stream = resources["stream"]
     instance = dg.DagsterInstance.ephemeral()
     ingest = defs.resolve_job_def(automation.ingest_window_job.name)
@@ -91,7 +103,7 @@ def replay(source: Path, model: str, window_days: int, quick: bool, root: Path) 
     for name, batch in files:
         window = name.removeprefix("interactions-").removesuffix(".csv")
         drop(stream.incoming_path, name, batch)
-        row = {"window": window, "rows": len(batch), "drift": None, "trigger": None, "promoted": None}
+        row = {"policy": policy, "window": window, "rows": len(batch), "drift": None, "trigger": None, "promoted": None}
 
         context = dg.build_sensor_context(instance=instance, cursor=cursors["incoming"], resources=resources)
         landed = automation.incoming_files_sensor(context)
@@ -119,7 +131,11 @@ def replay(source: Path, model: str, window_days: int, quick: bool, root: Path) 
         context = dg.build_sensor_context(instance=instance, cursor=cursors["drift"], resources=resources)
         decision = automation.drift_sensor(context)
         cursors["drift"] = decision.cursor or cursors["drift"]
-        for request in decision.run_requests:
+        requests = decision.run_requests
+        if policy == "schedule" and champion is not None:
+            scheduled = automation.weekly_retraining(dg.build_schedule_context(resources=resources))
+            requests = [scheduled] if isinstance(scheduled, dg.RunRequest) else []
+        for request in requests:
             row["trigger"] = request.tags.get("recpipe/trigger")
             run_config = _merge(model_config, request.run_config or {})
             result = retrain.execute_in_process(run_config=run_config, instance=instance, raise_on_error=False)
@@ -132,13 +148,16 @@ def replay(source: Path, model: str, window_days: int, quick: bool, root: Path) 
             if gate.passed and not first_champion.exists():
                 shutil.copytree(root / "artifacts" / CHAMPION, first_champion)
         if decision.skip_reason:
-            row["sensor"] = str(decision.skip_reason)
+            row["drift_sensor"] = decision.skip_reason.skip_message
         progress(
             f"{window}: {row['rows']} rows, drift {row['drift']}, trigger {row['trigger']}, promoted {row['promoted']}, "
             f"champion {row.get('champion')}, without retraining {row.get('no_retraining')}"
         )
         rows.append(row)
     return rows, _summary(rows, time.perf_counter() - started)
+
+
+POLICIES = ("drift", "schedule")
 
 
 def _landed(stream) -> list[str]:
@@ -163,9 +182,9 @@ def _summary(rows: list[dict], seconds: float) -> dict:
         "retrains": sum(row["trigger"] is not None for row in rows),
         "promotions": sum(bool(row["promoted"]) for row in rows),
         "windows_compared": len(compared),
-        "mean_ndcg@10_with_drift_retraining": mean([row["champion"]["ndcg@10"] for row in compared]),
+        "mean_ndcg@10_with_retraining": mean([row["champion"]["ndcg@10"] for row in compared]),
         "mean_ndcg@10_without_retraining": mean([row["no_retraining"]["ndcg@10"] for row in compared]),
-        "mean_recall@10_with_drift_retraining": mean([row["champion"]["recall@10"] for row in compared]),
+        "mean_recall@10_with_retraining": mean([row["champion"]["recall@10"] for row in compared]),
         "mean_recall@10_without_retraining": mean([row["no_retraining"]["recall@10"] for row in compared]),
         "seconds": round(seconds, 1),
     }
@@ -181,18 +200,29 @@ def plot(rows: list[dict], path: Path) -> None:
     if not compared:
         progress("nothing to plot: no window had both a champion and a frozen first champion")
         return
-    x = list(range(len(compared)))
-    figure, axis = plt.subplots(figsize=(10, 4))
-    axis.plot(x, [row["champion"]["ndcg@10"] for row in compared], marker="o", label="drift-triggered retraining")
-    axis.plot(x, [row["no_retraining"]["ndcg@10"] for row in compared], marker="s", label="first champion kept")
-    for index, row in enumerate(compared):
-        if row["drift"]:
-            axis.axvspan(index - 0.4, index + 0.4, color="tab:red", alpha=0.12, lw=0)
-        if row["promoted"]:
-            axis.axvline(index + 0.5, color="tab:green", ls="--", lw=1)
-    axis.set_xticks(x, [row["window"] for row in compared], rotation=60, ha="right", fontsize=7)
+    windows = sorted({row["window"] for row in compared})
+    position = {window: index for index, window in enumerate(windows)}
+    figure, axis = plt.subplots(figsize=(11, 4.5))
+    first_policy = compared[0]["policy"]
+    baseline = [row for row in compared if row["policy"] == first_policy]
+    axis.plot([position[row["window"]] for row in baseline], [row["no_retraining"]["ndcg@10"] for row in baseline],
+              marker="s", color="gray", label="first champion kept (no retraining)")
+    for policy, colour in (("drift", "tab:blue"), ("schedule", "tab:orange")):
+        mine = [row for row in compared if row["policy"] == policy]
+        if not mine:
+            continue
+        label = "drift-triggered retraining" if policy == "drift" else "scheduled retraining, every window"
+        axis.plot([position[row["window"]] for row in mine], [row["champion"]["ndcg@10"] for row in mine],
+                  marker="o", color=colour, label=label)
+        if policy == "drift":
+            for row in mine:
+                if row["drift"]:
+                    axis.axvspan(position[row["window"]] - 0.4, position[row["window"]] + 0.4, color="tab:red", alpha=0.1, lw=0)
+                if row["promoted"]:
+                    axis.axvline(position[row["window"]] + 0.5, color="tab:green", ls="--", lw=1)
+    axis.set_xticks(range(len(windows)), windows, rotation=60, ha="right", fontsize=7)
     axis.set_ylabel("NDCG@10 on the window")
-    axis.set_title("Replay: red = drift detected, green dashes = promotion (effective from the next window)")
+    axis.set_title("Champion NDCG@10 per window. Drift policy: red = drift detected, green = promotion (serves from the next window)", fontsize=9)
     axis.legend()
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

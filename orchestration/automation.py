@@ -36,7 +36,6 @@ DONE_FOLDER = "done"
 ingest_window_job = dg.define_asset_job(
     "ingest_window",
     selection=dg.AssetSelection.assets(interaction_window, drift_report),
-    partitions_def=WINDOWS,
     description="One time window: its rows, then its drift report against the champion's data.",
 )
 retrain_job = dg.define_asset_job(

@@ -8,7 +8,7 @@ from orchestration import automation, checks
 from orchestration.assets import clusters, data, evaluation, export, graph, live, models
 from orchestration.resources import ArtifactStore, DatasetResource
 
-all_assets = [
+batch_assets = [
     data.raw_interactions,
     data.validate_raw,
     data.interactions,
@@ -21,17 +21,12 @@ all_assets = [
     evaluation.leaderboard,
     export.onnx_models,
     export.model_registry,
-    live.interaction_window,
-    live.drift_report,
-    live.challenger_model,
-    live.live_champion,
 ]
-all_checks = [
-    checks.quarantine_share_within_limit,
-    checks.split_is_usable,
-    checks.models_beat_most_popular,
-    live.challenger_beats_champion,
-]
+batch_checks = [checks.quarantine_share_within_limit, checks.split_is_usable, checks.models_beat_most_popular]
+live_assets = [live.interaction_window, live.drift_report, live.challenger_model, live.live_champion]
+live_checks = [live.challenger_beats_champion]
+all_assets = batch_assets + live_assets
+all_checks = batch_checks + live_checks
 
 full_pipeline = dg.define_asset_job(
     "full_pipeline",

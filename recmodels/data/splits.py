@@ -210,6 +210,9 @@ def _assemble(
     valid_matrix = valid.csr()
 
     valid_stage = _stage(train, valid, known_items, train_matrix, "valid", report)
+    if protocol == "holdout":  # one held-out set behind both stages: the same targets, the same exclusions
+        report.update({key.replace("valid_", "test_", 1): value for key, value in report.items() if key.startswith("valid_")})
+        return SplitData(protocol, train, valid, test, valid_stage, valid_stage, report)
     test_history = train.concat(valid) if test_reads_valid else train
     test_exclude = (train_matrix + valid_matrix).sign().tocsr()
     test_stage = _stage(test_history, test, known_items, test_exclude, "test", report)

@@ -112,11 +112,16 @@ def read_windows(landing: Path, keys: list[str]) -> pd.DataFrame:
 
 
 def incoming_files(incoming: Path) -> list[Path]:
-    """Files waiting in the incoming folder, by name (replays name them in time order)."""
+    """Files waiting in the incoming folder, by name (replays name them in time order); hidden files are
+    writes in progress."""
     folder = Path(incoming)
     if not folder.exists():
         return []
-    return sorted(path for path in folder.iterdir() if path.is_file() and path.suffix in INCOMING_SUFFIXES)
+    return sorted(
+        path
+        for path in folder.iterdir()
+        if path.is_file() and path.suffix in INCOMING_SUFFIXES and not path.name.startswith(".")
+    )
 
 
 def replay_batches(rows: pd.DataFrame, window_days: int) -> Iterator[tuple[str, pd.DataFrame]]:

@@ -2,9 +2,11 @@
 
 Every feature is defined the same way for the reference and the current window, so a
 difference is drift and not an artefact of window length: activity is counted per user
-per window, popularity buckets come from the reference alone. New items and new users
-are one-sided (the reference has none by definition), so they are shares of the current
-window (``newcomer_shares``) rather than columns for a two-sample test.
+per window, popularity buckets come from the reference alone. The shares of new items
+and new users are one-sided (the reference has none by definition), so they are
+reported as shares of the current window (``newcomer_shares``), not tested; only the
+popularity column's ``unseen`` bucket (items the reference lacks) carries them into a
+test, which matters only when the reference is short.
 """
 
 from __future__ import annotations

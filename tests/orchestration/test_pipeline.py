@@ -32,6 +32,7 @@ ALL_ASSETS = {
     "item_transition_graph", "item_neighbourhood_overlap", "item_embeddings", "item_clusters", *MODEL_ASSETS,
     "leaderboard", "onnx_models", "model_registry",
 }
+LIVE_ASSETS = {"interaction_window", "drift_report", "challenger_model", "live_champion"}
 
 
 def _materialisations(result) -> dict[str, dg.AssetMaterialization]:
@@ -44,10 +45,15 @@ def _materialisations(result) -> dict[str, dg.AssetMaterialization]:
 def test_definitions_load_every_asset_check_and_job():
     repository = definitions.defs.get_repository_def()
     keys = {key.to_user_string() for key in repository.asset_graph.get_all_asset_keys()}
-    assert keys == ALL_ASSETS
-    assert definitions.defs.resolve_job_def("full_pipeline").name == "full_pipeline"
+    assert keys == ALL_ASSETS | LIVE_ASSETS
+    for job in ("full_pipeline", "ingest_window", "retrain"):
+        assert definitions.defs.resolve_job_def(job).name == job
+    assert {sensor.name for sensor in definitions.defs.sensors} == {"incoming_files_sensor", "drift_sensor"}
+    assert [schedule.name for schedule in definitions.defs.schedules] == ["weekly_retraining"]
     check_names = {key.name for key in repository.asset_graph.asset_check_keys}
-    assert {"quarantine_share_within_limit", "split_is_usable", "models_beat_most_popular"} <= check_names
+    assert {
+        "quarantine_share_within_limit", "split_is_usable", "models_beat_most_popular", "challenger_beats_champion"
+    } <= check_names
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +81,7 @@ def materialised(tmp_path_factory, ml100k_slice: Path):
         "store": ArtifactStore(project_root=str(root), dvc_remote=str(root.parent / "remote")),
     }
     result = dg.materialize(
-        [*definitions.all_assets, *definitions.all_checks],
+        [*definitions.batch_assets, *definitions.batch_checks],
         resources=resources,
         run_config=QUICK_TRAINING,
         raise_on_error=True,
@@ -146,7 +152,7 @@ def test_blocking_quarantine_check_stops_downstream_assets(tmp_path, ml100k_slic
         "store": ArtifactStore(project_root=str(root), dvc_remote=None),
     }
     result = dg.materialize(
-        [*definitions.all_assets, *definitions.all_checks],
+        [*definitions.batch_assets, *definitions.batch_checks],
         resources=resources,
         selection=["raw_interactions", "validated_interactions", "quarantined_rows", "interactions"],
         raise_on_error=False,
