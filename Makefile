@@ -32,8 +32,12 @@ test: install
 	$(BIN)/python -m pytest; status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests"; status=0; fi; exit $$status
 
-# `dagster dev` runs the daemon beside the webserver, so the sensors and the schedule tick.
+# `dagster dev` runs the daemon beside the webserver, so the sensors and the schedule tick;
+# artifacts/ is served on :3001 so report links in asset metadata (drift reports) open.
 ui: install $(DAGSTER_HOME)/dagster.yaml
+	mkdir -p artifacts
+	$(BIN)/python -m http.server 3001 --bind 127.0.0.1 --directory artifacts >/dev/null 2>&1 & server=$$!; \
+	trap "kill $$server" EXIT INT TERM; \
 	$(BIN)/dagster dev -m orchestration.definitions -h 127.0.0.1 -p 3000
 
 # Feed MovieLens-100K into incoming/ one week every REPLAY_INTERVAL seconds (run beside `make ui`).

@@ -43,6 +43,23 @@ def parser(name: str, datasets: list[str], models: list[str]) -> argparse.Argume
     return args
 
 
+def with_overrides(config: Any, overrides: list[str]) -> Any:
+    """``config`` with ``section.field=JSON`` assignments applied (a sweep's knobs); unknown fields fail."""
+    values = config.to_dict()
+    for item in overrides:
+        path, sep, raw = item.partition("=")
+        if not sep:
+            raise ValueError(f"override {item!r} must look like section.field=JSON")
+        *parents, leaf = path.split(".")
+        target = values
+        for key in parents:
+            target = target[key]
+        if leaf not in target:
+            raise KeyError(f"override {item!r}: no field {leaf!r} in {sorted(target)}")
+        target[leaf] = json.loads(raw)
+    return type(config).from_dict(values)
+
+
 def protocol_for(raw: RawDataset) -> str:
     """Predefined files keep their split; real time gets a temporal split; order only gets leave-one-out."""
     if "split" in raw.interactions.columns:

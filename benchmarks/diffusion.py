@@ -7,7 +7,7 @@ validation items; full ranking. L-DiffRec clusters the dataset's own
 ``item_emb.npy`` (the authors' LightGCN embeddings) when the folder has one, else
 SVD embeddings of the training matrix. Each (model, seed) runs in its own process.
 
-``python benchmarks/diffusion.py [--dataset ...] [--model ...] [--seeds 0 1 2] [--epochs N] [--quick]``
+``python benchmarks/diffusion.py [--dataset ...] [--model ...] [--seeds 0 1 2] [--epochs N] [--set FIELD=JSON ...] [--quick]``
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import finish, parser, prepare, progress, run_isolated
+from common import finish, parser, prepare, progress, run_isolated, with_overrides
 
 VARIANTS = ["diffrec", "l_diffrec", "t_diffrec", "lt_diffrec"]
 REPORTED = ("recall@10", "recall@20", "ndcg@10", "ndcg@20")
@@ -51,13 +51,15 @@ def clusters_for(folder: Path, split, config):
     return kmeans_item_clusters(embeddings, config.space.n_clusters, config.seed)
 
 
-def run_one(data_dir: Path, dataset: str, variant: str, seed: int, epochs: int | None, quick: bool) -> dict[str, Any]:
+def run_one(
+    data_dir: Path, dataset: str, variant: str, seed: int, epochs: int | None, quick: bool, overrides: list[str]
+) -> dict[str, Any]:
     from recmodels.evaluation import BeyondAccuracyInputs, evaluate
     from recmodels.models.diffrec import ClusteredLatentConfig, DiffRec
 
     prepared = prepare(data_dir, dataset, quick)
     split = prepared.split
-    config = variant_config(variant, seed, 10 if quick else epochs)
+    config = with_overrides(variant_config(variant, seed, 10 if quick else epochs), overrides)
     clusters = clusters_for(data_dir / dataset, split, config) if isinstance(config.space, ClusteredLatentConfig) else None
     model = DiffRec(config)
     started = time.perf_counter()
@@ -80,6 +82,7 @@ def run_one(data_dir: Path, dataset: str, variant: str, seed: int, epochs: int |
         "inference_seconds_all_test_users": round(result.seconds, 2),
         "test_users": len(result.users),
         "clusters": None if clusters is None else "item_emb.npy",
+        "overrides": overrides,
         "config": config.to_dict(),
     }
 
@@ -113,13 +116,19 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def main() -> None:
     args = parser("diffusion", ["ml-1m-diffrec/clean"], VARIANTS)
     args.add_argument("--seeds", type=int, nargs="+", default=None, help="several seeds (overrides --seed)")
+    args.add_argument(
+        "--set", nargs="+", default=[], metavar="FIELD=JSON", dest="overrides",
+        help="config overrides for a sweep, e.g. denoiser.hidden=[1000] trainer.lr=5e-4",
+    )
     options = args.parse_args()
     results = []
     for dataset in options.dataset:
         for variant in options.model:
             for seed in options.seeds or [options.seed]:
                 progress(f"{dataset}: {variant} seed {seed}")
-                row = run_isolated(run_one, options.data_dir, dataset, variant, seed, options.epochs, options.quick)
+                row = run_isolated(
+                    run_one, options.data_dir, dataset, variant, seed, options.epochs, options.quick, options.overrides
+                )
                 progress(
                     f"  test {row['metrics']}  best epoch {row['best_epoch']} of {row['epochs']}, "
                     f"{row['seconds_per_epoch']} s/epoch, inference {row['inference_seconds_all_test_users']} s, "

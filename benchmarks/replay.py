@@ -79,20 +79,21 @@ def main() -> None:
 def replay(source: Path, model: str, window_days: int, quick: bool, root: Path, policy: str) -> tuple[list[dict], dict]:
     import dagster as dg
 
-    from orchestration import automation, definitions
+    from orchestration import automation
     from orchestration.resources import ArtifactStore, DatasetResource
     from orchestration.assets.live import StreamResource
+    from orchestration.assets import live
     from orchestration.assets.live import CHAMPION, TrainedModel
     from orchestration.replay import drop, window_files
     from recmodels.data.readers import load_dataset
     from recmodels.data.stream import read_windows
 
-    defs = definitions.defs
-    resources = {"stream": StreamResource(), "store": ArtifactStore(), "dataset": DatasetResource()}  # read the env now
+    # the jobs' assets, materialised with resources read from this policy's environment
+    resources = {"stream": StreamResource(), "store": ArtifactStore(), "dataset": DatasetResource()}
     stream = resources["stream"]
     instance = dg.DagsterInstance.ephemeral()
-    ingest = defs.resolve_job_def(automation.ingest_window_job.name)
-    retrain = defs.resolve_job_def(automation.retrain_job.name)
+    ingest = [live.interaction_window, live.drift_report]
+    retrain = [live.challenger_model, live.challenger_beats_champion, live.live_champion]
     files = window_files(load_dataset(source).interactions, window_days)[: 8 if quick else None]
     model_config = {"ops": {"challenger_model": {"config": {"model": model}}}}
 
@@ -111,7 +112,9 @@ def replay(source: Path, model: str, window_days: int, quick: bool, root: Path, 
             instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
         champion = TrainedModel.load(root / "artifacts" / CHAMPION) if (root / "artifacts" / CHAMPION).exists() else None
         for request in landed.run_requests:
-            result = ingest.execute_in_process(instance=instance, partition_key=request.partition_key, tags=request.tags)
+            result = dg.materialize(
+                ingest, instance=instance, resources=resources, partition_key=request.partition_key, tags=request.tags
+            )
             for event in result.get_asset_materialization_events():
                 materialization = event.event_specific_data.materialization
                 if materialization.asset_key.to_user_string() == "drift_report" and "data_drift" in materialization.metadata:
@@ -138,7 +141,9 @@ def replay(source: Path, model: str, window_days: int, quick: bool, root: Path, 
         for request in requests:
             row["trigger"] = request.tags.get("recpipe/trigger")
             run_config = _merge(model_config, request.run_config or {})
-            result = retrain.execute_in_process(run_config=run_config, instance=instance, raise_on_error=False)
+            result = dg.materialize(
+                retrain, instance=instance, resources=resources, run_config=run_config, raise_on_error=False
+            )
             gate = [
                 evaluation for evaluation in result.get_asset_check_evaluations()
                 if evaluation.check_name == "challenger_beats_champion"

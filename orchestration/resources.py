@@ -50,9 +50,19 @@ class ArtifactStore(dg.ConfigurableResource):
         description="Any DVC remote URL or a local folder (env RECPIPE_DVC_REMOTE); None keeps versions local.",
     )
 
+    artifacts_url: str = Field(
+        default_factory=lambda: os.environ.get("RECPIPE_ARTIFACTS_URL", "http://127.0.0.1:3001"),
+        description="Where artifacts/ is served over HTTP (`make ui` serves it here), for report links in the UI.",
+    )
+
     @property
     def root(self) -> Path:
         return Path(self.project_root).resolve()
+
+    def url(self, path: Path) -> str:
+        """The HTTP address of a file under ``artifacts/``, so the UI can open it."""
+        relative = Path(path).resolve().relative_to(self.root / "artifacts")
+        return f"{self.artifacts_url.rstrip('/')}/{relative.as_posix()}"
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         versioning.ensure_repo(self.root, self.dvc_remote)

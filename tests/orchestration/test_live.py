@@ -150,7 +150,7 @@ def test_drift_report_compares_the_window_with_the_champions_data(loop, weeks):
     assert (folder / "prediction_drift.html").stat().st_size > 10_000
     summary = json.loads((folder / "summary.json").read_text())
     assert set(summary["data"]["columns"]) == {"rating", "item_popularity", "user_activity", "item_genre", "hour", "weekday"}
-    assert values["data_drift_report"].startswith("file://")
+    assert values["data_drift_report"] == f"http://127.0.0.1:3001/drift_report/{event.partition_key}/data_drift.html"
 
 
 def test_first_challenger_is_promoted_without_a_champion(loop):
