@@ -134,7 +134,8 @@ def drift_sensor(context: dg.SensorEvaluationContext, stream: StreamResource, st
         window = materialization.partition
         cursor.after_storage_id = record.storage_id
         if not materialization.metadata["drift_detected"].value:
-            reasons.append(f"{window}: no drift")
+            status = materialization.metadata.get("status")
+            reasons.append(f"{window}: {status.value if status else 'no drift'}")
             continue
         if cursor.last_trigger_window is not None:
             apart = windows_apart(cursor.last_trigger_window, window, stream.window_days)

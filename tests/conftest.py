@@ -92,3 +92,19 @@ def ml1m_seq_raw(data_dir: Path) -> pd.DataFrame:
     )
     assert len(frame) == 1_000_209, f"{path}: expected 1,000,209 interactions, got {len(frame)}"
     return frame
+
+
+@pytest.fixture(scope="session")
+def ml100k_weeks(ml100k_raw) -> pd.DataFrame:
+    """MovieLens-100K rows with their ISO-week ``window`` (first day, YYYY-MM-DD)."""
+    from recmodels.data.stream import window_keys
+
+    return ml100k_raw.assign(window=window_keys(ml100k_raw["timestamp"], 7))
+
+
+@pytest.fixture(scope="session")
+def ml100k_items(data_dir: Path) -> pd.DataFrame:
+    """MovieLens-100K item metadata (title, year, '|'-joined genres) through the project's reader."""
+    from recmodels.data.readers import load_dataset
+
+    return load_dataset(data_dir / "ml-100k").items

@@ -11,8 +11,6 @@ from evidently import DataDefinition, Dataset, Report
 from evidently.presets import DataDriftPreset
 
 from orchestration.drift import DriftSummary, drift_report, save_html, summarise
-from recmodels.data.readers import load_dataset
-from recmodels.data.stream import window_keys
 from recmodels.monitoring.features import CATEGORICAL, NUMERICAL, FeatureContext, interaction_features
 
 FEATURES = (*NUMERICAL, *CATEGORICAL)
@@ -22,32 +20,24 @@ LAST_FULL_WEEK = "1998-04-13"
 
 
 @pytest.fixture(scope="module")
-def weeks(ml100k_raw) -> pd.DataFrame:
-    return ml100k_raw.assign(window=window_keys(ml100k_raw["timestamp"], 7))
-
-
-@pytest.fixture(scope="module")
-def items(data_dir) -> pd.DataFrame:
-    return load_dataset(data_dir / "ml-100k").items
-
-
-@pytest.fixture(scope="module")
-def busy_week_halves(weeks, items) -> tuple[pd.DataFrame, pd.DataFrame]:
+def busy_week_halves(ml100k_weeks, ml100k_items) -> tuple[pd.DataFrame, pd.DataFrame]:
     """One week's features split at random in two halves; popularity measured on the weeks before it,
     as the pipeline measures a window against the champion's training rows."""
-    context = FeatureContext.build(weeks[weeks["window"] < BUSY_WEEK], items)
+    weeks = ml100k_weeks
+    context = FeatureContext.build(weeks[weeks["window"] < BUSY_WEEK], ml100k_items)
     features = interaction_features(weeks[weeks["window"] == BUSY_WEEK].reset_index(drop=True), context)
     first = np.random.default_rng(7).random(len(features)) < 0.5
     return features[first].reset_index(drop=True), features[~first].reset_index(drop=True)
 
 
 @pytest.fixture(scope="module")
-def season_change(weeks, items) -> tuple[pd.DataFrame, pd.DataFrame]:
+def season_change(ml100k_weeks, ml100k_items) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Reference: the first four weeks; current: the last full week, seven months later."""
+    weeks = ml100k_weeks
     first_four = sorted(weeks["window"].unique())[:4]
     reference = weeks[weeks["window"].isin(first_four)].reset_index(drop=True)
     current = weeks[weeks["window"] == LAST_FULL_WEEK].reset_index(drop=True)
-    context = FeatureContext.build(reference, items)
+    context = FeatureContext.build(reference, ml100k_items)
     return interaction_features(reference, context), interaction_features(current, context)
 
 

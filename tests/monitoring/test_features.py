@@ -8,8 +8,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recmodels.data.readers import load_dataset
-from recmodels.data.stream import window_keys
 from recmodels.monitoring.features import (
     ACTIVITY_LABELS,
     CATEGORICAL,
@@ -24,16 +22,6 @@ from recmodels.monitoring.features import (
 
 MONDAY = int(pd.Timestamp("2024-01-08", tz="UTC").timestamp())  # Monday 00:00 UTC
 HOUR, DAY = 3_600, 86_400
-
-
-@pytest.fixture(scope="module")
-def ml100k_weeks(ml100k_raw) -> pd.DataFrame:
-    return ml100k_raw.assign(window=window_keys(ml100k_raw["timestamp"], 7))
-
-
-@pytest.fixture(scope="module")
-def ml100k_items(data_dir) -> pd.DataFrame:
-    return load_dataset(data_dir / "ml-100k").items
 
 
 @pytest.fixture(scope="module")
