@@ -400,6 +400,7 @@ def live_champion(stream: StreamResource, store: ArtifactStore) -> dg.Materializ
         metrics=challenger.record["valid_metrics"],
     )
     set_champion(registry, name, registered.name, f"promoted on window {challenger.record['validation_window']}")
+    _, registry_metadata = store.version(registry)
     version, dvc_metadata = store.version(folder)
     return dg.MaterializeResult(
         data_version=version,
@@ -408,6 +409,7 @@ def live_champion(stream: StreamResource, store: ArtifactStore) -> dg.Materializ
             "trained_through": challenger.record["trained_windows"][-1],
             "promoted": True,
             "registry_version": registered.name,
+            "registry_dvc_md5": registry_metadata["dvc_md5"],
             **{f"valid_{name}": round(value, 5) for name, value in challenger.record["valid_metrics"].items()},
             **dvc_metadata,
         },

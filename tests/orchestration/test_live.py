@@ -172,6 +172,7 @@ def test_gate_promotes_a_better_challenger_and_registers_it(loop):
     pointer = json.loads((root / "artifacts" / "live_registry" / "champion.json").read_text())
     assert pointer["model"] == "most_popular_model"
     assert (root / "artifacts" / "live_registry" / "most_popular_model" / pointer["version"] / "model.onnx").exists()
+    assert (root / "artifacts" / "live_registry.dvc").exists(), "the registry is versioned like every asset output"
 
 
 def test_gate_keeps_the_champion_when_the_challenger_is_worse(loop):
