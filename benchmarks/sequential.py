@@ -5,7 +5,7 @@ Defaults: ML-1M with the eSASRec paper's config (d=64, 2 blocks, 1 head, max len
 length 50) with and without GNNO negatives. Early stopping on validation NDCG@10
 (``--patience``, default 10); test metrics at the best validation epoch.
 
-``python benchmarks/sequential.py [--dataset ...] [--model ...] [--seeds 0 1 2] [--epochs N] [--patience P] [--checkpoint-dir D] [--quick]``
+``python benchmarks/sequential.py [--dataset ...] [--model ...] [--seeds 0 1 2] [--epochs N] [--patience P] [--set FIELD=JSON ...] [--checkpoint-dir D] [--quick]``
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import finish, parser, prepare, progress, run_isolated
+from common import finish, parser, prepare, progress, run_isolated, with_overrides
 
 VARIANTS = ["sasrec", "sasrec_ss", "esasrec", "sasrec_gnno", "sasrec_ss_gnno", "esasrec_gnno"]
 DEFAULT_MODELS = {
@@ -46,6 +46,7 @@ def run_one(
     quick: bool,
     checkpoints: Path | None,
     patience: int,
+    overrides: list[str],
 ) -> dict[str, Any]:
     from recmodels.evaluation import BeyondAccuracyInputs, evaluate
     from recmodels.models.sasrec import SASRec
@@ -53,10 +54,11 @@ def run_one(
     prepared = prepare(data_dir, dataset, quick)
     split = prepared.split
     max_len = MAX_LEN.get(dataset, SHORT_SEQUENCE_MAX_LEN)
-    config = variant_config(variant, max_len, seed, 3 if quick else epochs, patience)
+    config = with_overrides(variant_config(variant, max_len, seed, 3 if quick else epochs, patience), overrides)
     model = SASRec(config)
     started = time.perf_counter()
-    checkpoint_dir = None if checkpoints is None else checkpoints / Path(dataset).stem / f"{variant}-seed{seed}"
+    run_name = "-".join([variant, *overrides, f"seed{seed}"]).replace("/", "_")
+    checkpoint_dir = None if checkpoints is None else checkpoints / Path(dataset).stem / run_name
     model.fit(split, checkpoint_dir=checkpoint_dir)
     train_seconds = time.perf_counter() - started
     beyond = BeyondAccuracyInputs(split.train.item_user_counts(), len(split.train.users_with_data()))
@@ -73,6 +75,7 @@ def run_one(
         "epochs": len(history.seconds),
         "best_epoch": history.best_epoch,
         "train_seconds": round(train_seconds, 1),
+        "overrides": overrides,
         "config": config.to_dict(),
     }
 
@@ -86,6 +89,10 @@ def main() -> None:
     )
     args.add_argument(
         "--patience", type=int, default=10, help="epochs without a better validation score before stopping"
+    )
+    args.add_argument(
+        "--set", nargs="+", default=[], metavar="FIELD=JSON", dest="overrides",
+        help='config overrides, e.g. loss={"kind":"full_softmax"} backbone.dropout=0.3',
     )
     options = args.parse_args()
     results = []
@@ -103,6 +110,7 @@ def main() -> None:
                     options.quick,
                     options.checkpoint_dir,
                     options.patience,
+                    options.overrides,
                 )
                 progress(
                     f"  test {row['metrics']}  {row['epochs']} epochs (best {row['best_epoch']}), "
