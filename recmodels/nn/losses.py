@@ -72,20 +72,26 @@ class SampledSoftmax(NextItemLoss):
     logit is reduced by the log of its sampling probability (``log 1/n`` for the
     uniform ones), which turns the loss into an estimate of the full softmax;
     leave it off to keep the emphasis hard negatives are drawn for (eSASRec
-    trains uncorrected with uniform negatives).
+    trains uncorrected with uniform negatives). With ``mask_sequence_items`` a negative
+    that is any target of the same sequence is masked at every position, not only where
+    it is the target (a user's other items are not evidence against them).
     """
 
-    def __init__(self, n_negatives: int, logq_correction: bool) -> None:
+    def __init__(self, n_negatives: int, logq_correction: bool, mask_sequence_items: bool = False) -> None:
         self.n_negatives = n_negatives
         self.logq_correction = logq_correction
+        self.mask_sequence_items = mask_sequence_items
 
     def __call__(self, hidden, targets, embeddings, generator, extra=None):
         n_items = embeddings.shape[0] - 1
         batch = targets.shape[0]
         negatives = _uniform_items((batch, self.n_negatives), n_items, generator, hidden.device)
         negative_logits = torch.bmm(hidden, F.embedding(negatives, embeddings).transpose(1, 2))
-        accidental = negatives[:, None, :] == targets[:, :, None]
-        negative_logits = negative_logits.masked_fill(accidental, float("-inf"))
+        if self.mask_sequence_items:  # any item of the sequence is a positive somewhere: never a negative
+            blocked = (negatives[:, :, None] == targets[:, None, :]).any(-1)[:, None, :]
+        else:  # only the position's own target
+            blocked = negatives[:, None, :] == targets[:, :, None]
+        negative_logits = negative_logits.masked_fill(blocked, float("-inf"))
         if self.logq_correction:
             negative_logits = negative_logits + math.log(n_items)
         parts = [_positive_logits(hidden, targets, embeddings).unsqueeze(-1), negative_logits]
@@ -123,11 +129,12 @@ class SampledSoftmaxConfig(PartConfig):
     kind = "sampled_softmax"
     n_negatives: int = 256
     logq_correction: bool = False
+    mask_sequence_items: bool = False
 
     def build(self) -> NextItemLoss:
         if self.n_negatives < 1:
             raise ValueError(f"n_negatives must be >= 1, got {self.n_negatives}")
-        return SampledSoftmax(self.n_negatives, self.logq_correction)
+        return SampledSoftmax(self.n_negatives, self.logq_correction, self.mask_sequence_items)
 
 
 @dataclass(frozen=True)

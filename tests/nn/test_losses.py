@@ -189,6 +189,22 @@ def test_sampled_softmax_accidental_hit_equals_loss_without_that_negative():
     assert counted - a.item() > 0.05
 
 
+def test_sampled_softmax_can_mask_every_item_of_the_sequence():
+    """Sequence 0 draws (4, 1) and has targets (1, 3): item 1 leaves both its positions, not only the first."""
+    loss = SampledSoftmax(2, logq_correction=False, mask_sequence_items=True)(
+        _hidden(), TARGETS, _embeddings(), _generator()
+    )
+    assert _draws((2, 2)).tolist() == [[4, 1], [2, 3]]
+    expected = (
+        _cross_entropy(_logit(0, 0, 1), [_logit(0, 0, 4)])
+        + _cross_entropy(_logit(0, 1, 3), [_logit(0, 1, 4)])
+        + _cross_entropy(_logit(1, 1, 4), [_logit(1, 1, 2), _logit(1, 1, 3)])
+    ) / 3
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+    default = SampledSoftmax(2, logq_correction=False)(_hidden(), TARGETS, _embeddings(), _generator())
+    assert default.item() != pytest.approx(expected, rel=1e-3), "by default item 1 stays a negative at position 1"
+
+
 def test_sampled_softmax_ignores_invalid_extra_negatives():
     loss_fn = SampledSoftmax(2, logq_correction=False)
     # invalid slots (e.g. items in the history) carry different items in `mixed` and `kept`
