@@ -46,8 +46,10 @@ replay: install
 	$(BIN)/python -m orchestration.replay --interval $(REPLAY_INTERVAL)
 
 # The serving service on the registry `make run` wrote (champion by default); see deploy/README.md.
+# SERVE_REGISTRY=artifacts/live_registry serves the live loop's promoted champion instead.
+SERVE_REGISTRY ?= artifacts/registry
 serve: install
-	PYTHONPATH=deploy RECSERVE_REGISTRY=artifacts/registry $(BIN)/uvicorn --factory recserve.app:create_app --host 127.0.0.1 --port 8000
+	PYTHONPATH=deploy RECSERVE_REGISTRY=$(SERVE_REGISTRY) $(BIN)/uvicorn --factory recserve.app:create_app --host 127.0.0.1 --port 8000
 
 bench: install
 	$(BIN)/python benchmarks/baselines.py
