@@ -86,7 +86,7 @@ def replay(source: Path, model: str, window_days: int, quick: bool, root: Path, 
     from orchestration.assets.live import CHAMPION, TrainedModel
     from orchestration.replay import drop, window_files
     from recmodels.data.readers import load_dataset
-    from recmodels.data.stream import read_windows
+    from recmodels.data.stream import landed_windows, read_windows
 
     # the jobs' assets, materialised with resources read from this policy's environment
     resources = {"stream": StreamResource(), "store": ArtifactStore(), "dataset": DatasetResource()}
@@ -126,7 +126,7 @@ def replay(source: Path, model: str, window_days: int, quick: bool, root: Path, 
                         metric: metadata[f"champion_{metric}"].value for metric in ("ndcg@10", "recall@10")
                     }
         if champion is not None and first_champion.exists():
-            history = read_windows(stream.landing_path, [key for key in _landed(stream) if key < window])
+            history = read_windows(stream.landing_path, [key for key in landed_windows(stream.landing_path) if key < window])
             current = read_windows(stream.landing_path, [window])
             frozen = TrainedModel.load(first_champion).evaluate_on(history, current, (10,)).metrics
             row["no_retraining"] = {metric: frozen[metric] for metric in ("ndcg@10", "recall@10")}
@@ -165,12 +165,6 @@ def replay(source: Path, model: str, window_days: int, quick: bool, root: Path, 
 POLICIES = ("drift", "schedule")
 
 
-def _landed(stream) -> list[str]:
-    from recmodels.data.stream import landed_windows
-
-    return landed_windows(stream.landing_path)
-
-
 def _merge(base: dict, extra: dict) -> dict:
     merged = {"ops": {**base["ops"]}}
     for op, value in extra.get("ops", {}).items():
@@ -180,7 +174,10 @@ def _merge(base: dict, extra: dict) -> dict:
 
 def _summary(rows: list[dict], seconds: float) -> dict:
     compared = [row for row in rows if "champion" in row and "no_retraining" in row]
-    mean = lambda values: sum(values) / len(values) if values else None  # noqa: E731
+
+    def mean(values: list[float]) -> float | None:
+        return sum(values) / len(values) if values else None
+
     return {
         "windows": len(rows),
         "drift_windows": sum(bool(row["drift"]) for row in rows),

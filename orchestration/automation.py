@@ -9,7 +9,6 @@
 - ``weekly_retraining``: the same ``retrain`` job on a calendar, whatever the drift says.
 """
 
-
 import json
 import shutil
 from dataclasses import asdict, dataclass

@@ -7,7 +7,6 @@ window before the current one -> blocking ``challenger_beats_champion`` gate on 
 window -> ``live_champion``: promoted, exported to ONNX, registered.
 """
 
-
 import json
 import os
 import shutil
