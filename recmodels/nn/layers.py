@@ -89,16 +89,17 @@ class SASRecBlock(TransformerBlock):
 
 
 class SwiGLU(nn.Module):
-    """``W2 (silu(W1 x) * W3 x)`` without biases."""
+    """``W2 Dropout(silu(W1 x) * W3 x)`` without biases (dropout on the hidden units, as in the ReLU feed-forward)."""
 
-    def __init__(self, dim: int, hidden: int) -> None:
+    def __init__(self, dim: int, hidden: int, dropout: float) -> None:
         super().__init__()
         self.gate_and_value = nn.Linear(dim, 2 * hidden, bias=False)
+        self.hidden_dropout = nn.Dropout(dropout)
         self.down = nn.Linear(hidden, dim, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gate, value = self.gate_and_value(x).chunk(2, dim=-1)
-        return self.down(F.silu(gate) * value)
+        return self.down(self.hidden_dropout(F.silu(gate) * value))
 
 
 class LiGRBlock(TransformerBlock):
@@ -113,10 +114,10 @@ class LiGRBlock(TransformerBlock):
         super().__init__()
         self.attention_norm = nn.LayerNorm(dim)
         self.attention = SelfAttention(dim, heads, attention_dropout)
-        self.attention_gate = nn.Linear(dim, dim, bias=False)
+        self.attention_gate = nn.Linear(dim, dim)
         self.feed_forward_norm = nn.LayerNorm(dim)
-        self.feed_forward = SwiGLU(dim, ff_mult * dim)
-        self.feed_forward_gate = nn.Linear(dim, dim, bias=False)
+        self.feed_forward = SwiGLU(dim, ff_mult * dim, dropout)
+        self.feed_forward_gate = nn.Linear(dim, dim)
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -128,7 +129,10 @@ class LiGRBlock(TransformerBlock):
 
 @dataclass(frozen=True)
 class SASRecBlockConfig(PartConfig):
+    """The SASRec authors' stack ends with a LayerNorm (``final_norm``)."""
+
     kind = "sasrec_block"
+    final_norm: bool = True
 
     def build(self, dim: int, heads: int, dropout: float, attention_dropout: float, ff_mult: int) -> TransformerBlock:
         return SASRecBlock(dim, heads, dropout, attention_dropout, ff_mult)
@@ -136,7 +140,10 @@ class SASRecBlockConfig(PartConfig):
 
 @dataclass(frozen=True)
 class LiGRBlockConfig(PartConfig):
+    """The eSASRec authors' LiGR stack (RecTools ``LiGRLayers``) has no final LayerNorm."""
+
     kind = "ligr_block"
+    final_norm: bool = False
 
     def build(self, dim: int, heads: int, dropout: float, attention_dropout: float, ff_mult: int) -> TransformerBlock:
         return LiGRBlock(dim, heads, dropout, attention_dropout, ff_mult)
@@ -155,7 +162,7 @@ class BackboneConfig:
 
 
 class SequenceBackbone(nn.Module):
-    """Item + position embeddings, a stack of blocks, a final LayerNorm: ``[B, L] -> [B, L, d]``.
+    """Item + position embeddings, a stack of blocks, a final LayerNorm if the block asks: ``[B, L] -> [B, L, d]``.
 
     Positions count from the most recent item, so a history scores the same
     however much padding its batch carries.
@@ -171,7 +178,7 @@ class SequenceBackbone(nn.Module):
             config.block.build(config.dim, config.heads, config.dropout, config.attention_dropout, config.ff_mult)
             for _ in range(config.blocks)
         )
-        self.final_norm = nn.LayerNorm(config.dim)
+        self.final_norm = nn.LayerNorm(config.dim) if config.block.final_norm else nn.Identity()
         self.register_buffer("causal", causal_mask(config.max_len), persistent=False)
         self.scale = math.sqrt(config.dim)
         nn.init.normal_(self.item_embeddings.weight, std=config.dim**-0.5)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -167,9 +168,23 @@ def test_histories_longer_than_max_len_keep_their_most_recent_items(block):
     assert torch.equal(full, recent)
 
 
+def test_only_the_sasrec_stack_ends_with_a_layer_norm():
+    # as in the authors' code: SASRec's last_layernorm; RecTools' LiGRLayers (eSASRec) has none
+    assert isinstance(_backbone("sasrec").final_norm, torch.nn.LayerNorm)
+    ligr = _backbone("ligr")
+    assert isinstance(ligr.final_norm, torch.nn.Identity)
+    with torch.no_grad():
+        out = ligr(torch.tensor([[0, 0, 5, 6]]))
+    assert torch.equal(out[0, :2], torch.zeros(2, 8))  # padded positions stay exactly zero
+    with_norm = dataclasses.replace(ligr.config, block=LiGRBlockConfig(final_norm=True))
+    assert isinstance(SequenceBackbone(N_ITEMS, with_norm).final_norm, torch.nn.LayerNorm)
+
+
 @pytest.mark.parametrize("block", sorted(BLOCKS))
 def test_padded_positions_are_zeroed_before_the_final_norm(block):
-    backbone = _backbone(block)
+    torch.manual_seed(0)
+    config = dataclasses.replace(_backbone(block).config, block=dataclasses.replace(BLOCKS[block], final_norm=True))
+    backbone = SequenceBackbone(N_ITEMS, config).eval()
     with torch.no_grad():
         backbone.final_norm.bias.copy_(torch.linspace(-1.0, 1.0, 8))
     captured = {}
@@ -244,13 +259,15 @@ def test_ligr_block_gates_read_the_unnormalised_input():
     with torch.no_grad():
         got = block(x, mask)
         ln1 = F.layer_norm(x, (6,), block.attention_norm.weight, block.attention_norm.bias)
-        h = x + torch.sigmoid(x @ block.attention_gate.weight.T) * block.attention(ln1, ln1, mask)
+        attention_gate, feed_forward_gate = block.attention_gate, block.feed_forward_gate
+        h = x + torch.sigmoid(x @ attention_gate.weight.T + attention_gate.bias) * block.attention(ln1, ln1, mask)
         ln2 = F.layer_norm(h, (6,), block.feed_forward_norm.weight, block.feed_forward_norm.bias)
-        expected = h + torch.sigmoid(h @ block.feed_forward_gate.weight.T) * _swiglu_by_hand(block.feed_forward, ln2)
+        gate = torch.sigmoid(h @ feed_forward_gate.weight.T + feed_forward_gate.bias)
+        expected = h + gate * _swiglu_by_hand(block.feed_forward, ln2)
         # the same formula with gates on the normalised inputs is measurably different
-        h_wrong = x + torch.sigmoid(ln1 @ block.attention_gate.weight.T) * block.attention(ln1, ln1, mask)
+        h_wrong = x + torch.sigmoid(attention_gate(ln1)) * block.attention(ln1, ln1, mask)
         ln2_wrong = F.layer_norm(h_wrong, (6,), block.feed_forward_norm.weight, block.feed_forward_norm.bias)
-        wrong = h_wrong + torch.sigmoid(ln2_wrong @ block.feed_forward_gate.weight.T) * _swiglu_by_hand(
+        wrong = h_wrong + torch.sigmoid(feed_forward_gate(ln2_wrong)) * _swiglu_by_hand(
             block.feed_forward, ln2_wrong
         )
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
@@ -262,11 +279,12 @@ def test_ligr_block_with_closed_gates_is_the_identity():
     x = torch.rand(2, 5, 6) + 0.5  # positive inputs: an all-negative gate matrix gives a very negative pre-activation
     mask = _plain_mask(5).expand(2, 1, 5, 5)
     with torch.no_grad():
-        block.attention_gate.weight.fill_(-50.0)
-        block.feed_forward_gate.weight.fill_(-50.0)
+        for gate in (block.attention_gate, block.feed_forward_gate):
+            gate.weight.fill_(-50.0)
+            gate.bias.zero_()
         closed = block(x, mask)
-        block.attention_gate.weight.fill_(50.0)
-        block.feed_forward_gate.weight.fill_(50.0)
+        for gate in (block.attention_gate, block.feed_forward_gate):
+            gate.weight.fill_(50.0)
         open_ = block(x, mask)
     torch.testing.assert_close(closed, x, atol=1e-5, rtol=0)
     assert (open_ - x).abs().max() > 0.1  # with open gates the sub-layers do contribute
@@ -274,7 +292,7 @@ def test_ligr_block_with_closed_gates_is_the_identity():
 
 def test_swiglu_has_no_biases_and_matches_its_formula():
     torch.manual_seed(2)
-    module = SwiGLU(4, 6)
+    module = SwiGLU(4, 6, dropout=0.0)
     assert module.gate_and_value.bias is None and module.down.bias is None
     assert all(not name.endswith("bias") for name, _ in module.named_parameters())
     assert sum(p.numel() for p in module.parameters()) == 4 * 12 + 6 * 4
@@ -282,6 +300,14 @@ def test_swiglu_has_no_biases_and_matches_its_formula():
     torch.testing.assert_close(module(x), _swiglu_by_hand(module, x), atol=1e-6, rtol=1e-6)
     # no bias: zero in, zero out
     assert torch.equal(module(torch.zeros(1, 4)), torch.zeros(1, 4))
+
+
+def test_swiglu_drops_hidden_units_only_in_training():
+    torch.manual_seed(3)
+    module = SwiGLU(4, 6, dropout=1.0)
+    x = torch.randn(5, 4)
+    torch.testing.assert_close(module.eval()(x), _swiglu_by_hand(module, x), atol=1e-6, rtol=1e-6)
+    assert torch.equal(module.train()(x), torch.zeros(5, 4))  # every hidden unit dropped, no bias to leak through
 
 
 def test_block_configs_build_their_blocks():
