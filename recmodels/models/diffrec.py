@@ -92,6 +92,10 @@ class DiffusionSpace(nn.Module, ABC):
 
     width: int
 
+    def corrupt(self, x0: torch.Tensor) -> torch.Tensor:
+        """The encoder's training input (L-DiffRec drops items out); identity otherwise."""
+        return x0
+
     @abstractmethod
     def encode(self, x0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``(z, kl)``: the diffusion's clean input and a KL term (None without one)."""
@@ -104,8 +108,8 @@ class DiffusionSpace(nn.Module, ABC):
 
     @abstractmethod
     def training_loss(
-        self, diffusion_loss: torch.Tensor, x0: torch.Tensor, predicted_z: torch.Tensor, kl: torch.Tensor | None,
-        epoch: int, step: int,
+        self, diffusion_loss: torch.Tensor, x0: torch.Tensor, corrupted: torch.Tensor, predicted_z: torch.Tensor,
+        kl: torch.Tensor | None, epoch: int, step: int,
     ) -> torch.Tensor: ...
 
 
@@ -122,7 +126,7 @@ class ItemSpace(DiffusionSpace):
     def decode(self, z):
         return z
 
-    def training_loss(self, diffusion_loss, x0, predicted_z, kl, epoch, step):
+    def training_loss(self, diffusion_loss, x0, corrupted, predicted_z, kl, epoch, step):
         return diffusion_loss
 
 
@@ -142,7 +146,9 @@ class ClusteredLatentConfig(PartConfig):
     last cluster takes the remainder). Loss: ``lambda * diffusion + multinomial
     likelihood + anneal * KL`` with ``lambda = max((1 - epoch / lambda_epochs) * lambda_start,
     lambda_floor)`` and ``anneal = min(kl_cap, step / kl_steps)``. The autoencoder
-    trains at ``autoencoder_lr``, the denoiser at the trainer's ``lr``.
+    trains at ``autoencoder_lr``, the denoiser at the trainer's ``lr``. The authors'
+    code scores the likelihood against the input the encoder saw, dropped-out items
+    and all (``likelihood_on_dropped_input``); False scores it against the clean x0.
     """
 
     kind = "clustered_latent"
@@ -156,6 +162,7 @@ class ClusteredLatentConfig(PartConfig):
     kl_steps: int = 200
     autoencoder_lr: float = 1e-3
     embedding_dim: int = 64
+    likelihood_on_dropped_input: bool = True
 
     def build(self, n_items: int, cluster_of_item: torch.Tensor | None) -> DiffusionSpace:
         if cluster_of_item is None:
@@ -164,7 +171,10 @@ class ClusteredLatentConfig(PartConfig):
 
 
 class ClusteredAutoencoder(DiffusionSpace):
-    """Per-cluster encoders (tanh on mean and log-variance) into one latent; one linear decoder to all items."""
+    """Per-cluster encoders (tanh on mean and log-variance) into one latent; one linear decoder to all items.
+
+    Input dropout is ``corrupt``'s, applied by the training step, so the loss can see what the encoder saw.
+    """
 
     def __init__(self, cluster_of_item: torch.Tensor, config: ClusteredLatentConfig) -> None:
         super().__init__()
@@ -188,8 +198,11 @@ class ClusteredAutoencoder(DiffusionSpace):
             nn.init.xavier_normal_(layer.weight)
             nn.init.zeros_(layer.bias)
 
+    def corrupt(self, x0):
+        return self.dropout(x0)
+
     def encode(self, x0):
-        x = self.dropout(x0)
+        x = x0
         means, log_variances = [], []
         for members, encoder, latent in zip(self.members, self.encoders, self.slices):
             hidden = torch.tanh(encoder(x.index_select(1, members.to(x.device))))
@@ -208,11 +221,12 @@ class ClusteredAutoencoder(DiffusionSpace):
     def learning_rate(self, denoiser_lr):
         return self.config.autoencoder_lr
 
-    def training_loss(self, diffusion_loss, x0, predicted_z, kl, epoch, step):
+    def training_loss(self, diffusion_loss, x0, corrupted, predicted_z, kl, epoch, step):
         config = self.config
         diffusion_weight = max((1 - epoch / config.lambda_epochs) * config.lambda_start, config.lambda_floor)
         kl_weight = min(config.kl_cap, step / config.kl_steps)
-        likelihood = -(F.log_softmax(self.decode(predicted_z), dim=1) * x0).sum(dim=1).mean()
+        target = corrupted if config.likelihood_on_dropped_input else x0
+        likelihood = -(F.log_softmax(self.decode(predicted_z), dim=1) * target).sum(dim=1).mean()
         return diffusion_weight * diffusion_loss + likelihood + kl_weight * kl
 
 
@@ -332,7 +346,8 @@ class _DiffusionTask:
 
     def loss(self, batch: _Batch, epoch: int, generator: torch.Generator) -> torch.Tensor:
         module = self.module
-        z, kl = module.space.encode(batch.x0)
+        corrupted = module.space.corrupt(batch.x0)
+        z, kl = module.space.encode(corrupted)
         t, scale = module.step_sampler.sample(len(z), generator)
         noise = torch.randn(z.shape, generator=generator).to(z.device)
         t = t.to(z.device)
@@ -341,7 +356,7 @@ class _DiffusionTask:
         module.step_sampler.record(t, weighted)
         diffusion_loss = (weighted / scale.to(z.device)).mean()
         step = epoch * self.batches_per_epoch + batch.index
-        return module.space.training_loss(diffusion_loss, batch.x0, predicted, kl, epoch, step)
+        return module.space.training_loss(diffusion_loss, batch.x0, corrupted, predicted, kl, epoch, step)
 
     def validation_score(self) -> float:
         return stage_metric(self.model, self.split.valid, self.model.config.valid_metric)

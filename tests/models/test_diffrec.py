@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import torch.nn.functional as F
 
 from recmodels.cluster import ItemClusters
 from recmodels.data.history import HistoryBatch
@@ -201,6 +202,26 @@ def test_encode_in_training_samples_and_returns_the_kl():
     assert kl.dim() == 0 and torch.isfinite(kl)
     torch.testing.assert_close(kl, expected_kl)
     assert kl.item() >= 0.0
+
+
+@pytest.mark.parametrize("on_dropped", [True, False])
+def test_likelihood_scores_the_dropped_input_as_the_authors_code_does(on_dropped):
+    torch.manual_seed(SEED)
+    config = ClusteredLatentConfig(n_clusters=2, latent_dim=10, input_dropout=0.5, likelihood_on_dropped_input=on_dropped)
+    autoencoder = ClusteredAutoencoder(torch.tensor(SIX_FOUR), config).train()
+    x0 = torch.ones(4, 10)
+    corrupted = autoencoder.corrupt(x0)
+    assert set(corrupted.unique().tolist()) == {0.0, 2.0}  # dropped, or kept and scaled by 1 / (1 - p)
+    assert torch.equal(autoencoder.eval().corrupt(x0), x0)  # no dropout at inference
+    z = torch.randn(4, 10)
+    log_probabilities = F.log_softmax(autoencoder.decode(z), dim=1)
+    target = corrupted if on_dropped else x0
+    expected = -(log_probabilities * target).sum(dim=1).mean()
+    # epoch 0, step 0: diffusion weight lambda_start, KL weight 0
+    loss = autoencoder.training_loss(torch.tensor(1.0), x0, corrupted, z, torch.tensor(5.0), epoch=0, step=0)
+    torch.testing.assert_close(loss, config.lambda_start + expected)
+    other = -(log_probabilities * (x0 if on_dropped else corrupted)).sum(dim=1).mean()
+    assert (expected - other).abs() > 1.0  # the two targets really differ
 
 
 # --- presets and config round trip -----------------------------------------------------------------
