@@ -3,13 +3,14 @@ best-weight restore, checkpoint/resume and seeding."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
 import torch
 from torch import nn
 
-from recmodels.train import CHECKPOINT_FILE, Trainer, TrainerConfig, TrainingHistory, resolve_device
+from recmodels.train import CHECKPOINT_FILE, Trainer, TrainerConfig, TrainingHistory, WeightAverage, resolve_device
 
 TRUE_WEIGHTS = torch.tensor([[1.5, -2.0, 0.5, 3.0]])
 
@@ -180,6 +181,67 @@ def test_same_seed_same_result_and_another_seed_differs():
     assert _same_weights(runs[0][0], runs[1][0]) and runs[0][1] == runs[1][1]
     assert not _same_weights(runs[0][0], runs[2][0])
     assert runs[0][1]["loss"] != runs[2][1]["loss"]
+
+
+def test_weight_average_validates_and_returns_the_averaged_weights(monkeypatch):
+    averages: list[WeightAverage] = []
+    original_update = WeightAverage.update
+
+    def tracking_update(self):
+        original_update(self)
+        averages.append(self)
+
+    monkeypatch.setattr(WeightAverage, "update", tracking_update)
+    task = RegressionTask(init_seed=0)
+    average_at_epoch = {}
+
+    def record(epoch, history):
+        task.record(epoch, history)
+        average_at_epoch[epoch] = [tensor.clone() for tensor in averages[-1].average]
+
+    config = TrainerConfig(epochs=3, patience=10, lr=0.05, ema_decay=0.9)
+    history = Trainer(config, seed=0, on_epoch=record).fit(task)
+    weight, bias = average_at_epoch[history.best_epoch]
+    # the module ends with the best epoch's average, not its trained weights ...
+    assert torch.equal(task.module[1].weight, weight) and torch.equal(task.module[1].bias, bias)
+    # ... while training itself ran on the trained weights, which differ from the average
+    assert not torch.equal(task.snapshots[history.best_epoch]["1.weight"], weight)
+
+
+def test_weight_average_warms_up_and_follows_the_decay():
+    module = nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        module.weight.fill_(0.0)
+    average = WeightAverage(module, decay=0.5)
+    with torch.no_grad():
+        module.weight.fill_(1.0)
+    average.update()  # warm-up decay min(0.5, 1/10) = 0.1
+    assert average.average[0].item() == pytest.approx(0.9)
+    average.update()  # min(0.5, 2/11)
+    assert average.average[0].item() == pytest.approx(0.9 + 0.1 * (1 - 2 / 11))
+    for _ in range(20):
+        average.update()
+    assert average.average[0].item() == pytest.approx(1.0, abs=1e-4)
+    assert average.updates == 22
+    with pytest.raises(ValueError, match="ema_decay"):
+        WeightAverage(module, decay=1.0)
+
+
+def test_resume_with_a_weight_average_matches_an_uninterrupted_run(tmp_path):
+    config = TrainerConfig(epochs=5, patience=10, lr=0.02, ema_decay=0.8)
+    straight_task = RegressionTask(init_seed=0)
+    straight = Trainer(config, seed=3).fit(straight_task)
+    first_task = RegressionTask(init_seed=0)
+    Trainer(dataclasses.replace(config, epochs=2), seed=3, checkpoint_dir=tmp_path).fit(first_task)
+    resumed_task = RegressionTask(init_seed=7)
+    resumed = Trainer(config, seed=3, checkpoint_dir=tmp_path).fit(resumed_task)
+    assert _figures(resumed) == _figures(straight)
+    assert _same_weights(resumed_task.module.state_dict(), straight_task.module.state_dict())
+    # a checkpoint written without an average cannot silently resume with one
+    plain_dir = tmp_path / "plain"
+    Trainer(dataclasses.replace(config, epochs=1, ema_decay=0.0), seed=3, checkpoint_dir=plain_dir).fit(RegressionTask())
+    with pytest.raises(ValueError, match="without a weight average"):
+        Trainer(config, seed=3, checkpoint_dir=plain_dir).fit(RegressionTask())
 
 
 def test_history_as_dict_round_trips():

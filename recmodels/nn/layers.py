@@ -159,6 +159,12 @@ class BackboneConfig:
     attention_dropout: float = 0.0
     ff_mult: int = 4
     block: SASRecBlockConfig | LiGRBlockConfig = SASRecBlockConfig()
+    # How the stack starts. SASRec's authors scale item embeddings by sqrt(d); RecTools
+    # (the eSASRec authors' code) does not, and draws every matrix, embeddings included,
+    # from Xavier-normal. A LiGR stack has no normalisation on its residual stream, so
+    # the raw embedding scale reaches the output: it trains differently under each.
+    scale_embeddings: bool = True
+    xavier_init: bool = False
 
 
 class SequenceBackbone(nn.Module):
@@ -180,8 +186,13 @@ class SequenceBackbone(nn.Module):
         )
         self.final_norm = nn.LayerNorm(config.dim) if config.block.final_norm else nn.Identity()
         self.register_buffer("causal", causal_mask(config.max_len), persistent=False)
-        self.scale = math.sqrt(config.dim)
-        nn.init.normal_(self.item_embeddings.weight, std=config.dim**-0.5)
+        self.scale = math.sqrt(config.dim) if config.scale_embeddings else 1.0
+        if config.xavier_init:
+            for parameter in self.parameters():
+                if parameter.dim() > 1:
+                    nn.init.xavier_normal_(parameter)
+        else:
+            nn.init.normal_(self.item_embeddings.weight, std=config.dim**-0.5)
         with torch.no_grad():
             self.item_embeddings.weight[0].zero_()
 

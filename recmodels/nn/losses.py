@@ -126,10 +126,13 @@ class BCELossConfig(PartConfig):
 
 @dataclass(frozen=True)
 class SampledSoftmaxConfig(PartConfig):
+    """Masking the whole sequence's items (Klenitskiy & Vasilev's SASRec code) is the default:
+    on ML-1M it took SASRec+SS from test NDCG@10 0.150 to the paper's 0.168 (README)."""
+
     kind = "sampled_softmax"
     n_negatives: int = 256
     logq_correction: bool = False
-    mask_sequence_items: bool = False
+    mask_sequence_items: bool = True
 
     def build(self) -> NextItemLoss:
         if self.n_negatives < 1:

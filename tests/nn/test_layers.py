@@ -207,6 +207,32 @@ def test_padding_embedding_is_zero():
     assert backbone.item_embeddings.weight.shape == (N_ITEMS + 1, 8)
 
 
+def test_initialisation_follows_the_config():
+    """SASRec's: item embeddings N(0, 1/d) scaled by sqrt(d) on input; RecTools': every matrix
+    Xavier-normal and no scale, so the input is the embedding itself."""
+    torch.manual_seed(0)
+    dim, n_items = 64, 3000
+    scaled = SequenceBackbone(n_items, BackboneConfig(dim=dim, max_len=20))
+    torch.manual_seed(0)
+    xavier = SequenceBackbone(n_items, BackboneConfig(dim=dim, max_len=20, xavier_init=True, scale_embeddings=False))
+    assert scaled.scale == pytest.approx(8.0) and xavier.scale == 1.0
+    assert scaled.item_embeddings.weight[1:].std().item() == pytest.approx(dim**-0.5, rel=0.05)
+    xavier_std = math.sqrt(2.0 / (n_items + 1 + dim))
+    assert xavier.item_embeddings.weight[1:].std().item() == pytest.approx(xavier_std, rel=0.05)
+    assert xavier.position_embeddings.weight.std().item() == pytest.approx(math.sqrt(2.0 / (20 + dim)), rel=0.1)
+    assert torch.equal(xavier.item_embeddings.weight[0], torch.zeros(dim))
+    # LayerNorm weights (1-D) keep their ones under either initialisation
+    assert all(torch.equal(norm.weight, torch.ones(dim)) for norm in (xavier.blocks[0].attention_norm, xavier.blocks[0].feed_forward_norm))
+    # with no blocks (and the LiGR stack's missing final norm) the output is the input embedding
+    items = torch.tensor([[0, 5, 7]])
+    positions = torch.tensor([18, 19])
+    for backbone, scale in ((scaled, 8.0), (xavier, 1.0)):
+        bare = SequenceBackbone(n_items, dataclasses.replace(backbone.config, blocks=0, block=LiGRBlockConfig()))
+        bare.load_state_dict(backbone.state_dict(), strict=False)
+        expected = bare.item_embeddings.weight[[5, 7]] * scale + bare.position_embeddings(positions)
+        assert torch.allclose(bare.eval()(items)[0, 1:], expected)
+
+
 # --- blocks ---------------------------------------------------------------------------------------
 
 

@@ -201,8 +201,11 @@ def test_sampled_softmax_can_mask_every_item_of_the_sequence():
         + _cross_entropy(_logit(1, 1, 4), [_logit(1, 1, 2), _logit(1, 1, 3)])
     ) / 3
     assert loss.item() == pytest.approx(expected, rel=1e-6)
-    default = SampledSoftmax(2, logq_correction=False)(_hidden(), TARGETS, _embeddings(), _generator())
-    assert default.item() != pytest.approx(expected, rel=1e-3), "by default item 1 stays a negative at position 1"
+    own_target_only = SampledSoftmax(2, logq_correction=False, mask_sequence_items=False)(
+        _hidden(), TARGETS, _embeddings(), _generator()
+    )
+    assert own_target_only.item() != pytest.approx(expected, rel=1e-3), "item 1 stays a negative at position 1"
+    assert SampledSoftmaxConfig().build().mask_sequence_items, "the config's default masks the whole sequence"
 
 
 def test_sampled_softmax_ignores_invalid_extra_negatives():
