@@ -233,6 +233,16 @@ def test_initialisation_follows_the_config():
         assert torch.allclose(bare.eval()(items)[0, 1:], expected)
 
 
+def test_presets_pick_their_authors_initialisation():
+    from recmodels.models.sasrec import esasrec, sasrec_ss
+
+    ligr = esasrec().backbone
+    assert (ligr.xavier_init, ligr.scale_embeddings) == (True, False)
+    original = sasrec_ss().backbone
+    assert (original.xavier_init, original.scale_embeddings) == (False, True)
+    assert esasrec(scale_embeddings=True, dim=32).backbone.scale_embeddings  # still overridable
+
+
 # --- blocks ---------------------------------------------------------------------------------------
 
 
