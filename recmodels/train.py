@@ -11,9 +11,9 @@ from __future__ import annotations
 import copy
 import logging
 import time
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from contextlib import contextmanager, nullcontext
 from typing import Any, Callable, Iterable, Iterator, Protocol
 
 import torch
