@@ -155,12 +155,13 @@ class _NextItemTask:
         return [batches[index] for index in shuffled]
 
     def loss(self, batch: _Batch, epoch: int, generator: torch.Generator) -> torch.Tensor:
-        hidden = self.module(batch.inputs)
+        catalogue = self.module.catalogue()
+        hidden = self.module(batch.inputs, catalogue)
         extra = None
         if self.sampler is not None:
             threshold = self.schedule.threshold(epoch)
             extra = self.sampler.sample(batch.targets.cpu(), batch.histories, threshold, generator).to(self.device)
-        return self.loss_fn(hidden, batch.targets, self.module.item_embeddings.weight, generator, extra)
+        return self.loss_fn(hidden, batch.targets, catalogue, generator, extra)
 
     def validation_score(self) -> float:
         return stage_metric(self.model, self.split.valid, self.model.config.valid_metric)

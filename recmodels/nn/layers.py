@@ -157,6 +157,9 @@ class BackboneConfig:
     max_len: int = 200
     dropout: float = 0.2
     attention_dropout: float = 0.0
+    # Dropout on the item embedding table while training, one mask per batch shared by the
+    # input lookup and the output scores (RecTools' item net, the eSASRec authors' code).
+    item_dropout: float = 0.0
     ff_mult: int = 4
     block: SASRecBlockConfig | LiGRBlockConfig = SASRecBlockConfig()
     # How the stack starts. SASRec's authors scale item embeddings by sqrt(d); RecTools
@@ -196,12 +199,18 @@ class SequenceBackbone(nn.Module):
         with torch.no_grad():
             self.item_embeddings.weight[0].zero_()
 
-    def forward(self, items: torch.Tensor) -> torch.Tensor:
+    def catalogue(self) -> torch.Tensor:
+        """The item table one batch reads and scores against: dropped out while training."""
+        return F.dropout(self.item_embeddings.weight, self.config.item_dropout, self.training)
+
+    def forward(self, items: torch.Tensor, catalogue: torch.Tensor | None = None) -> torch.Tensor:
+        """``catalogue`` is the batch's table from ``catalogue()``; the raw table when omitted."""
         items = items[:, -self.config.max_len :]
         length = items.shape[1]
         padding = items == 0
         positions = torch.arange(self.config.max_len - length, self.config.max_len, device=items.device)
-        x = self.item_embeddings(items) * self.scale + self.position_embeddings(positions)
+        table = self.item_embeddings.weight if catalogue is None else catalogue
+        x = F.embedding(items, table, padding_idx=0) * self.scale + self.position_embeddings(positions)
         keep = (~padding).unsqueeze(-1).to(x.dtype)
         x = self.embedding_dropout(x) * keep
         mask = attention_mask(self.causal, padding)

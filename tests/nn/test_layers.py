@@ -233,6 +233,30 @@ def test_initialisation_follows_the_config():
         assert torch.allclose(bare.eval()(items)[0, 1:], expected)
 
 
+def test_item_dropout_drops_one_table_per_batch_only_while_training():
+    torch.manual_seed(0)
+    config = BackboneConfig(
+        dim=16, blocks=1, heads=1, max_len=6, dropout=0.0, item_dropout=0.5, block=LiGRBlockConfig(), scale_embeddings=False
+    )
+    backbone = SequenceBackbone(200, config)
+    assert backbone.eval().catalogue() is backbone.item_embeddings.weight
+    table = backbone.train().catalogue()
+    dropped = table[1:] == 0
+    assert 0.4 < dropped.float().mean().item() < 0.6
+    kept = ~dropped
+    assert torch.allclose(table[1:][kept], 2.0 * backbone.item_embeddings.weight[1:][kept])  # inverted dropout
+    # the forward pass reads the table it is given: the same dropped rows reach input and scores
+    items = torch.tensor([[0, 3, 9, 4]])
+    bare = SequenceBackbone(200, dataclasses.replace(config, blocks=0)).train()
+    bare.load_state_dict(backbone.state_dict(), strict=False)
+    out = bare(items, table)
+    assert torch.allclose(out[0, 1:], table[[3, 9, 4]] + bare.position_embeddings(torch.tensor([3, 4, 5])))
+    # padding gets no gradient through the dropped table
+    bare(items, bare.catalogue()).sum().backward()
+    assert bare.item_embeddings.weight.grad[0].abs().sum() == 0
+    assert bare.item_embeddings.weight.grad[3].abs().sum() > 0
+
+
 def test_presets_pick_their_authors_initialisation():
     from recmodels.models.sasrec import esasrec, sasrec_ss
 

@@ -208,6 +208,58 @@ def test_sampled_softmax_can_mask_every_item_of_the_sequence():
     assert SampledSoftmaxConfig().build().mask_sequence_items, "the config's default masks the whole sequence"
 
 
+def test_sampled_softmax_per_position_draws_for_each_position():
+    """Per position, the real positions (in row-major order) draw their own negatives."""
+    loss = SampledSoftmax(2, logq_correction=False, per_position=True)(_hidden(), TARGETS, _embeddings(), _generator())
+    negatives = _draws((3, 2))
+    assert negatives.tolist() == [[4, 1], [2, 3], [4, 4]]  # for (0,0), (0,1), (1,1)
+    # sequence 0's items are 1 and 3, sequence 1's is 4: each is masked wherever it is drawn in its sequence
+    expected = (
+        _cross_entropy(_logit(0, 0, 1), [_logit(0, 0, 4)])
+        + _cross_entropy(_logit(0, 1, 3), [_logit(0, 1, 2)])
+        + _cross_entropy(_logit(1, 1, 4), [])
+    ) / 3
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+    own_target_only = SampledSoftmax(2, False, mask_sequence_items=False, per_position=True)(
+        _hidden(), TARGETS, _embeddings(), _generator()
+    )
+    expected_own = (
+        _cross_entropy(_logit(0, 0, 1), [_logit(0, 0, 4)])
+        + _cross_entropy(_logit(0, 1, 3), [_logit(0, 1, 2)])
+        + _cross_entropy(_logit(1, 1, 4), [])
+    ) / 3
+    assert own_target_only.item() == pytest.approx(expected_own, rel=1e-6)
+
+
+def test_sampled_softmax_per_position_masks_other_items_of_the_sequence():
+    hidden, targets = torch.tensor([[[2.0, 1.0], [-1.0, 0.5]]]), torch.tensor([[1, 3]])
+    assert _draws((2, 1), seed=3).tolist() == [[3], [1]]  # each position draws the other's target
+    masked = SampledSoftmax(1, False, mask_sequence_items=True, per_position=True)
+    kept = SampledSoftmax(1, False, mask_sequence_items=False, per_position=True)
+    assert masked(hidden, targets, _embeddings(), _generator(3)).item() == pytest.approx(0.0, abs=1e-7)
+    expected = (_cross_entropy(2.0, [-1.5]) + _cross_entropy(_logit(0, 1, 3), [-1.0])) / 2
+    assert kept(hidden, targets, _embeddings(), _generator(3)).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_sampled_softmax_per_position_dense_and_gathered_paths_agree(monkeypatch):
+    torch.manual_seed(0)
+    n_items, dim = 50, 4
+    targets = torch.randint(1, n_items + 1, (3, 6))
+    targets[0, :2] = 0
+    results = []
+    for items_per_negative in (SampledSoftmax.DENSE_ITEMS_PER_NEGATIVE, 0):  # 0 forces the gather path
+        monkeypatch.setattr(SampledSoftmax, "DENSE_ITEMS_PER_NEGATIVE", items_per_negative)
+        monkeypatch.setattr(SampledSoftmax, "DENSE_CHUNK_ROWS", 4)  # several chunks on the dense path
+        torch.manual_seed(1)
+        embeddings = torch.randn(n_items + 1, dim).requires_grad_()
+        hidden = torch.randn(3, 6, dim).requires_grad_()
+        loss = SampledSoftmax(8, logq_correction=True, per_position=True)(hidden, targets, embeddings, _generator())
+        loss.backward()
+        results.append((loss.detach(), embeddings.grad, hidden.grad))
+    for dense, gathered in zip(*results):
+        torch.testing.assert_close(dense, gathered)
+
+
 def test_sampled_softmax_ignores_invalid_extra_negatives():
     loss_fn = SampledSoftmax(2, logq_correction=False)
     # invalid slots (e.g. items in the history) carry different items in `mixed` and `kept`
@@ -259,10 +311,16 @@ def test_full_softmax_is_cross_entropy_over_real_items():
 
 # --- padding and gradients ------------------------------------------------------------------------
 
-LOSSES = [BinaryCrossEntropy(), SampledSoftmax(3, False), SampledSoftmax(3, True), FullSoftmax()]
+LOSSES = [
+    BinaryCrossEntropy(),
+    SampledSoftmax(3, False),
+    SampledSoftmax(3, True),
+    SampledSoftmax(3, False, per_position=True),
+    FullSoftmax(),
+]
 
 
-@pytest.mark.parametrize("loss_fn", LOSSES, ids=lambda l: f"{type(l).__name__}-{getattr(l, 'logq_correction', '')}")
+@pytest.mark.parametrize("loss_fn", LOSSES, ids=lambda l: f"{type(l).__name__}-{getattr(l, 'logq_correction', '')}-{getattr(l, 'per_position', '')}")
 def test_padded_positions_do_not_count(loss_fn):
     hidden = _hidden()
     changed = hidden.clone()
@@ -273,7 +331,7 @@ def test_padded_positions_do_not_count(loss_fn):
     torch.testing.assert_close(a, b)
 
 
-@pytest.mark.parametrize("loss_fn", LOSSES, ids=lambda l: f"{type(l).__name__}-{getattr(l, 'logq_correction', '')}")
+@pytest.mark.parametrize("loss_fn", LOSSES, ids=lambda l: f"{type(l).__name__}-{getattr(l, 'logq_correction', '')}-{getattr(l, 'per_position', '')}")
 def test_gradients_reach_the_embedding_table_and_hidden_states(loss_fn):
     embeddings = _embeddings().requires_grad_()
     hidden = _hidden().requires_grad_()
