@@ -61,6 +61,8 @@ def build_dataclass(cls: type, values: dict[str, Any]) -> Any:
         hint = hints[name]
         if isinstance(value, dict) and "kind" not in value and dataclasses.is_dataclass(hint):
             rebuilt[name] = build_dataclass(hint, value)
+        elif isinstance(value, list) and typing.get_origin(hint) is tuple:  # JSON has no tuples
+            rebuilt[name] = tuple(value)
         else:
             rebuilt[name] = from_plain(value)
     return cls(**rebuilt)

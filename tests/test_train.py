@@ -84,6 +84,24 @@ def test_trainer_learns_the_regression():
     assert torch.allclose(task.module[1].weight, TRUE_WEIGHTS, atol=0.3)
 
 
+def test_adam_betas_reach_the_optimiser(monkeypatch):
+    seen = []
+
+    class RecordingAdam(torch.optim.Adam):
+        def __init__(self, params, **kwargs):
+            seen.append(kwargs["betas"])
+            super().__init__(params, **kwargs)
+
+    monkeypatch.setattr(torch.optim, "Adam", RecordingAdam)
+    weights = []
+    for betas in ((0.9, 0.98), (0.9, 0.999)):
+        task = RegressionTask()
+        Trainer(TrainerConfig(epochs=3, patience=3, lr=0.05, adam_betas=betas), seed=0).fit(task)
+        weights.append(task.module[1].weight.detach().clone())
+    assert seen == [(0.9, 0.98), (0.9, 0.999)]
+    assert not torch.equal(*weights)
+
+
 def test_early_stopping_after_patience_restores_the_best_weights():
     # best at epoch 1, then `patience` = 2 epochs without improvement (a tie is not one)
     scripted = [0.1, 0.5, 0.3, 0.5, 0.9, 0.95, 0.99]
