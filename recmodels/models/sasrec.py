@@ -83,10 +83,17 @@ def sasrec_ss(**backbone: object) -> SASRecConfig:
 
 
 def esasrec(**backbone: object) -> SASRecConfig:
-    """eSASRec (RecSys 2025): LiGR blocks with sampled softmax, initialised as in the authors'
-    RecTools code (Xavier-normal, unscaled embeddings): on ML-1M that lifts validation NDCG@10
-    from 0.153 to 0.165 over SASRec's scaled embeddings (README)."""
-    defaults: dict[str, object] = {"xavier_init": True, "scale_embeddings": False}
+    """eSASRec (RecSys 2025): LiGR blocks with sampled softmax, set up as in the authors'
+    RecTools code: Xavier-normal start with unscaled embeddings, and the dropout rate also
+    on the attention weights and on the item table (input and scores). On ML-1M the start
+    lifted validation NDCG@10 from 0.153 to 0.165, the two dropouts to 0.169 (README)."""
+    dropout = backbone.get("dropout", BackboneConfig.dropout)
+    defaults: dict[str, object] = {
+        "xavier_init": True,
+        "scale_embeddings": False,
+        "attention_dropout": dropout,
+        "item_dropout": dropout,
+    }
     config = BackboneConfig(block=LiGRBlockConfig(), **(defaults | backbone))
     return SASRecConfig(backbone=config, loss=SampledSoftmaxConfig())
 

@@ -17,7 +17,7 @@ from recmodels.models.base import CONFIG_FILE, HistoryBatch, ModelConfig, Recomm
 from recmodels.models.baselines import MostPopular
 from recmodels.models.diffrec import ClusteredLatentConfig, diffrec, l_diffrec, t_diffrec
 from recmodels.models.sasrec import GNNOConfig, esasrec, sasrec, sasrec_ss, with_gnno
-from recmodels.nn.losses import FullSoftmaxConfig
+from recmodels.nn.losses import FullSoftmaxConfig, SampledSoftmaxConfig
 from recmodels.train import TrainerConfig
 
 SMALL_BACKBONE = {"dim": 16, "max_len": 20, "ff_mult": 2}
@@ -56,6 +56,10 @@ CASES = {
     "sasrec_full_softmax": ("sasrec", _short(dataclasses.replace(sasrec(**SMALL_BACKBONE), loss=FullSoftmaxConfig()))),
     "esasrec": ("sasrec", _short(esasrec(**SMALL_BACKBONE))),
     "esasrec_gnno": ("sasrec", _short(with_gnno(esasrec(**SMALL_BACKBONE), QUICK_GNNO))),
+    "esasrec_per_position_negatives": (
+        "sasrec",
+        _short(dataclasses.replace(esasrec(**SMALL_BACKBONE), loss=SampledSoftmaxConfig(per_position=True))),
+    ),
     "sasrec_gnno": ("sasrec", _short(with_gnno(sasrec(**SMALL_BACKBONE), QUICK_GNNO))),
     "diffrec": ("diffrec", _small_diffrec(diffrec())),
     "l_diffrec": ("diffrec", _small_diffrec(l_diffrec())),

@@ -267,6 +267,17 @@ def test_presets_pick_their_authors_initialisation():
     assert esasrec(scale_embeddings=True, dim=32).backbone.scale_embeddings  # still overridable
 
 
+def test_esasrec_preset_drops_attention_and_items_at_its_dropout_rate():
+    from recmodels.models.sasrec import esasrec, sasrec_ss
+
+    ligr = esasrec(dropout=0.1).backbone
+    assert (ligr.dropout, ligr.attention_dropout, ligr.item_dropout) == (0.1, 0.1, 0.1)
+    assert esasrec().backbone.item_dropout == BackboneConfig.dropout
+    assert esasrec(dropout=0.1, attention_dropout=0.0).backbone.attention_dropout == 0.0  # still overridable
+    original = sasrec_ss(dropout=0.1).backbone
+    assert (original.attention_dropout, original.item_dropout) == (0.0, 0.0)  # as in its measured README figures
+
+
 # --- blocks ---------------------------------------------------------------------------------------
 
 
