@@ -31,12 +31,12 @@ DROPOUT = {"ml-1m-seq/ml-1m.txt": 0.1}
 
 def variant_config(variant: str, max_len: int, seed: int, epochs: int | None, patience: int = 10, dropout: float = 0.2):
     from recmodels.models.sasrec import esasrec, sasrec, sasrec_ss, with_gnno
-    from recmodels.train import TrainerConfig
 
     base = variant.removesuffix("_gnno")
     presets = {"sasrec": sasrec, "sasrec_ss": sasrec_ss, "esasrec": esasrec}
-    trainer = TrainerConfig(epochs=epochs or 200, patience=patience, lr=1e-3, batch_size=128)
-    config = dataclasses.replace(presets[base](max_len=max_len, dropout=dropout), seed=seed, trainer=trainer)
+    preset = presets[base](max_len=max_len, dropout=dropout)
+    trainer = dataclasses.replace(preset.trainer, epochs=epochs or 200, patience=patience, lr=1e-3, batch_size=128)
+    config = dataclasses.replace(preset, seed=seed, trainer=trainer)
     return with_gnno(config) if variant.endswith("_gnno") else config
 
 

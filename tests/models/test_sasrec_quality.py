@@ -20,7 +20,6 @@ from recmodels.data.splits import SplitData, leave_one_out_split
 from recmodels.evaluation import evaluate
 from recmodels.models.baselines import MostPopular
 from recmodels.models.sasrec import GNNOConfig, SASRec, esasrec, with_gnno
-from recmodels.train import TrainerConfig
 
 N_USERS = 1000
 SMALL = {"dim": 32, "max_len": 50, "blocks": 1, "ff_mult": 2}
@@ -55,8 +54,9 @@ def most_popular_ndcg(ml1m_small_split) -> float:
 
 
 def _config(epochs: int):
-    trainer = TrainerConfig(epochs=epochs, patience=epochs, lr=0.03, batch_size=128)
-    return dataclasses.replace(esasrec(**SMALL), trainer=trainer, seed=0)
+    preset = esasrec(**SMALL)
+    trainer = dataclasses.replace(preset.trainer, epochs=epochs, patience=epochs, lr=0.03, batch_size=128)
+    return dataclasses.replace(preset, trainer=trainer, seed=0)
 
 
 def test_esasrec_beats_most_popular(ml1m_small_split, most_popular_ndcg):

@@ -386,3 +386,18 @@ def test_block_configs_build_their_blocks():
     ligr = LiGRBlockConfig().build(8, 2, 0.1, 0.0, 3)
     assert isinstance(ligr, LiGRBlock)
     assert ligr.feed_forward.down.weight.shape == (8, 24)
+
+
+def test_esasrec_preset_trains_like_the_authors_code():
+    from recmodels.models.sasrec import esasrec, sasrec_ss
+
+    preset = esasrec()
+    assert preset.loss.per_position  # a fresh draw of negatives for every position
+    assert preset.trainer.adam_betas == (0.9, 0.98)
+    assert not preset.group_by_length  # randomly mixed users in a batch
+    original = sasrec_ss()
+    assert (original.loss.per_position, original.trainer.adam_betas, original.group_by_length) == (
+        False,
+        (0.9, 0.999),
+        True,
+    )  # as in its measured README figures
