@@ -93,8 +93,8 @@ def esasrec(**backbone: object) -> SASRecConfig:
     """eSASRec (RecSys 2025): LiGR blocks with sampled softmax, trained as in the authors'
     RecTools code: Xavier-normal start with unscaled embeddings, the dropout rate also on
     the attention weights and on the item table (input and scores), 256 fresh negatives
-    for every position, Adam's beta2 0.98, and batches of randomly mixed users. Each of
-    these lifted ML-1M validation NDCG@10 (README)."""
+    for every position, Adam's beta2 0.98, and batches of randomly mixed users. So trained
+    it reaches the published ML-1M figures (test NDCG@10 0.182 against 0.177; README)."""
     dropout = backbone.get("dropout", BackboneConfig.dropout)
     defaults: dict[str, object] = {
         "xavier_init": True,
