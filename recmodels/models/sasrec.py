@@ -70,13 +70,10 @@ class SASRecConfig(ModelConfig):
     trainer: TrainerConfig = TrainerConfig()
     valid_metric: str = "ndcg@10"
     # Batches of users of similar length waste little compute on padding (ML-1M: 0.65 M
-    # instead of 1.21 M tokens per epoch), but the loss, a mean over a batch's positions,
-    # then weighs a short history's positions as much as a long one's: eSASRec on ML-1M
-    # learned far more slowly so (validation NDCG@10 0.159 against 0.170 at epoch 45).
+    # instead of 1.21 M tokens per epoch), but eSASRec on ML-1M learned far more slowly
+    # from them (validation NDCG@10 0.159 against 0.170 at epoch 45), also when every
+    # position was given the same weight across batches (README).
     group_by_length: bool = True
-    # Keeps grouped batches' speed with mixed batches' weighting: a batch's summed loss is
-    # divided by the mean number of positions per batch, not by its own count.
-    equal_position_weights: bool = False
 
 
 def sasrec(**backbone: object) -> SASRecConfig:
@@ -145,8 +142,6 @@ class _NextItemTask:
     device: torch.device
     batch_size: int
     group_by_length: bool
-    # Positions in an average batch, when every position should weigh the same across batches.
-    positions_per_batch: float | None = None
 
     def batches(self, epoch: int, generator: torch.Generator) -> Iterator[_Batch]:
         max_len = self.module.config.max_len
@@ -185,10 +180,7 @@ class _NextItemTask:
         if self.sampler is not None:
             threshold = self.schedule.threshold(epoch)
             extra = self.sampler.sample(batch.targets.cpu(), batch.histories, threshold, generator).to(self.device)
-        loss = self.loss_fn(hidden, batch.targets, catalogue, generator, extra)
-        if self.positions_per_batch is None:
-            return loss
-        return loss * (batch.targets > 0).sum() / self.positions_per_batch
+        return self.loss_fn(hidden, batch.targets, catalogue, generator, extra)
 
     def validation_score(self) -> float:
         return stage_metric(self.model, self.split.valid, self.model.config.valid_metric)
@@ -242,10 +234,6 @@ class SASRec(TorchRecommender):
         self.module = SequenceBackbone(split.n_items, config.backbone).to(device)
         sequences = split.train.sequences()
         users = np.flatnonzero(sequences.lengths >= 2)
-        positions_per_batch = None
-        if config.equal_position_weights:
-            positions = np.minimum(sequences.lengths[users] - 1, config.backbone.max_len)
-            positions_per_batch = float(positions.mean()) * min(config.trainer.batch_size, len(users))
         sampler, schedule = None, None
         if config.hard_negatives is not None:
             gnno = config.hard_negatives
@@ -266,7 +254,6 @@ class SASRec(TorchRecommender):
             device=device,
             batch_size=config.trainer.batch_size,
             group_by_length=config.group_by_length,
-            positions_per_batch=positions_per_batch,
         )
         trainer = Trainer(config.trainer, config.seed, checkpoint_dir)
         self.history = trainer.fit(task, max_epochs)
