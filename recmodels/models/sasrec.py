@@ -227,8 +227,15 @@ class SASRec(TorchRecommender):
         ``overlap`` (the pipeline's ``item_neighbourhood_overlap``) is built from the
         training sequences when hard negatives are on and none is given.
         """
+        torch.manual_seed(self.config.seed)
+        task = self._training_task(split, overlap)
+        trainer = Trainer(self.config.trainer, self.config.seed, checkpoint_dir)
+        self.history = trainer.fit(task, max_epochs)
+        return self
+
+    def _training_task(self, split: SplitData, overlap: NeighbourhoodOverlap | None) -> _NextItemTask:
+        """A freshly initialised backbone and the task that trains it on ``split.train``."""
         config = self.config
-        torch.manual_seed(config.seed)
         device = resolve_device(config.trainer.device)
         self.n_items = split.n_items
         self.module = SequenceBackbone(split.n_items, config.backbone).to(device)
@@ -242,7 +249,7 @@ class SASRec(TorchRecommender):
                 overlap = neighbourhood_overlap(graph, gnno.top_m)
             sampler = NeighbourhoodNegativeSampler(overlap, split.n_items, gnno.sampler_config)
             schedule = gnno.schedule
-        task = _NextItemTask(
+        return _NextItemTask(
             module=self.module,
             model=self,
             split=split,
@@ -255,9 +262,6 @@ class SASRec(TorchRecommender):
             batch_size=config.trainer.batch_size,
             group_by_length=config.group_by_length,
         )
-        trainer = Trainer(config.trainer, config.seed, checkpoint_dir)
-        self.history = trainer.fit(task, max_epochs)
-        return self
 
     def scorer(self) -> nn.Module:
         self._require_fitted()

@@ -11,10 +11,8 @@ import torch
 from recmodels.data.interactions import Interactions
 from recmodels.data.splits import SplitData, leave_one_out_split
 from recmodels.models.sasrec import SASRec, _NextItemTask, sasrec_ss
-from recmodels.nn.layers import SequenceBackbone
 
 N_USERS = 300
-BATCH = 32
 
 
 @pytest.fixture(scope="module")
@@ -24,24 +22,11 @@ def split(ml1m_seq_raw) -> SplitData:
 
 
 def _task(split: SplitData, group_by_length: bool) -> _NextItemTask:
-    config = dataclasses.replace(sasrec_ss(dim=16, max_len=50), group_by_length=group_by_length)
+    preset = sasrec_ss(dim=16, max_len=50)
+    trainer = dataclasses.replace(preset.trainer, batch_size=32, device="cpu")
+    config = dataclasses.replace(preset, trainer=trainer, group_by_length=group_by_length)
     torch.manual_seed(0)
-    module = SequenceBackbone(split.n_items, config.backbone)
-    sequences = split.train.sequences()
-    users = np.flatnonzero(sequences.lengths >= 2)
-    return _NextItemTask(
-        module=module,
-        model=SASRec(config),
-        split=split,
-        sequences=sequences,
-        users=users,
-        loss_fn=config.loss.build(),
-        sampler=None,
-        schedule=None,
-        device=torch.device("cpu"),
-        batch_size=BATCH,
-        group_by_length=group_by_length,
-    )
+    return SASRec(config)._training_task(split, overlap=None)
 
 
 @pytest.mark.parametrize("group_by_length", [True, False])
