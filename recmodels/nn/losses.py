@@ -81,10 +81,11 @@ class SampledSoftmax(NextItemLoss):
     # Up to this many catalogue items per negative, scoring the whole catalogue and picking
     # the sampled columns beats gathering ``[positions, k, d]`` embeddings (memory-bound):
     # 0.36 s against 2.4-3.7 s for a batch of ML-1M (21,760 positions, 3,417 items, k = 256,
-    # forward and backward, 2 threads). Rows go in chunks that fit the allocator's reused
-    # memory rather than fresh pages. The loss is the same either way.
+    # forward and backward, 2 threads). Rows go in chunks whose ``[rows, catalogue]`` logits
+    # stay in a core's L2 cache (about 2 MB at 128 x 4,096): a whole eSASRec batch on ML-1M
+    # trains 9% faster than with chunks of 1,024 rows. The loss is the same either way.
     DENSE_ITEMS_PER_NEGATIVE = 16
-    DENSE_CHUNK_ROWS = 1024
+    DENSE_CHUNK_ROWS = 128
 
     def __init__(
         self, n_negatives: int, logq_correction: bool, mask_sequence_items: bool = False, per_position: bool = False

@@ -18,6 +18,7 @@ from recmodels.nn.layers import (
     SelfAttention,
     SequenceBackbone,
     SwiGLU,
+    TokenLayout,
     attention_mask,
     causal_mask,
 )
@@ -33,8 +34,9 @@ def _backbone(block: str, max_len: int = 10, seed: int = 0) -> SequenceBackbone:
     return SequenceBackbone(N_ITEMS, config).eval()
 
 
-def _plain_mask(length: int) -> torch.Tensor:
-    return attention_mask(causal_mask(length), torch.zeros(1, length, dtype=torch.bool))
+def _plain_layout(batch: int, length: int) -> TokenLayout:
+    """A batch without padding, as a stream of ``batch * length`` tokens."""
+    return TokenLayout.of(torch.zeros(batch, length, dtype=torch.bool), causal_mask(length), pack=False)
 
 
 # --- masks -------------------------------------------------------------------------------------
@@ -98,8 +100,9 @@ def test_self_attention_matches_manual_multi_head_attention():
     attention = SelfAttention(dim, heads, dropout=0.0).eval()
     queries, keys = torch.randn(2, length, dim), torch.randn(2, length, dim)
     padding = torch.tensor([[True, False, False, False], [False, False, False, False]])
-    mask = attention_mask(causal_mask(length), padding)
-    got = attention(queries, keys, mask)
+    layout = TokenLayout.of(padding, causal_mask(length), pack=False)
+    mask = layout.grids[0].mask
+    got = attention(layout.to_stream(queries), layout.to_stream(keys), layout).view(2, length, dim)
 
     q = queries @ attention.query.weight.T + attention.query.bias
     kv = keys @ attention.key_value.weight.T + attention.key_value.bias
@@ -180,25 +183,48 @@ def test_only_the_sasrec_stack_ends_with_a_layer_norm():
     assert isinstance(SequenceBackbone(N_ITEMS, with_norm).final_norm, torch.nn.LayerNorm)
 
 
+def test_token_layout_packs_real_tokens_and_restores_the_grid():
+    padding = torch.tensor([[False, False, False], [True, True, False], [True, False, False], [True, True, True]])
+    grid = torch.arange(1.0, 13.0).view(4, 3, 1)
+    packed = TokenLayout.of(padding, causal_mask(3), pack=True, attention_grids=2)
+    # sequences sorted by length: the empty one and the single token share a grid of length 1
+    assert [(g.batch, g.length) for g in packed.grids] == [(2, 1), (2, 3)]
+    assert torch.equal(packed.to_stream(grid).squeeze(1), torch.tensor([6.0, 8.0, 9.0, 1.0, 2.0, 3.0]))
+    assert packed.sizes == (1, 5)
+    assert torch.equal(packed.to_grid(packed.to_stream(grid)), grid.masked_fill(padding.unsqueeze(-1), 0.0))
+    short, long = packed.to_attention_grids(packed.to_stream(grid))
+    assert torch.equal(short.squeeze(-1), torch.tensor([[0.0], [6.0]]))  # the empty sequence is a zero row
+    assert torch.equal(long.squeeze(-1), torch.tensor([[0.0, 8.0, 9.0], [1.0, 2.0, 3.0]]))
+    assert torch.equal(packed.from_attention_grids([short, long]), packed.to_stream(grid))
+    unpacked = TokenLayout.of(padding, causal_mask(3), pack=False)
+    assert unpacked.to_stream(grid).shape == (12, 1) and len(unpacked.grids) == 1
+    assert torch.equal(unpacked.to_grid(unpacked.to_stream(grid)), grid)
+
+
 @pytest.mark.parametrize("block", sorted(BLOCKS))
-def test_padded_positions_are_zeroed_before_the_final_norm(block):
+def test_packing_changes_neither_outputs_nor_gradients(block):
+    """Training packs the real tokens; real positions must not notice, padded ones stay zero."""
     torch.manual_seed(0)
     config = dataclasses.replace(_backbone(block).config, block=dataclasses.replace(BLOCKS[block], final_norm=True))
-    backbone = SequenceBackbone(N_ITEMS, config).eval()
+    backbone = SequenceBackbone(N_ITEMS, config).train()  # dropout is 0: training mode only switches packing on
     with torch.no_grad():
         backbone.final_norm.bias.copy_(torch.linspace(-1.0, 1.0, 8))
-    captured = {}
-    backbone.final_norm.register_forward_hook(lambda module, inputs, output: captured.update(x=inputs[0]))
-    items = torch.tensor([[0, 0, 0, 5, 6, 7], [0, 1, 2, 3, 4, 5]])
-    with torch.no_grad():
-        out = backbone(items)
-    hidden = captured["x"]
-    assert torch.equal(hidden[0, :3], torch.zeros(3, 8))
-    assert torch.equal(hidden[1, :1], torch.zeros(1, 8))
-    assert (hidden[0, 3:].abs().sum(-1) > 0).all() and (hidden[1, 1:].abs().sum(-1) > 0).all()
-    # LayerNorm of a zero vector is its bias
-    assert torch.allclose(out[0, :3], backbone.final_norm.bias.expand(3, 8))
-    assert torch.isfinite(out).all()
+    items = torch.tensor(
+        [[0, 0, 0, 5, 6, 7], [0, 1, 2, 3, 4, 5], [0, 0, 0, 0, 0, 9], [0, 0, 0, 0, 0, 0], [3, 1, 4, 1, 5, 9], [0, 0, 2, 7, 1, 8]]
+    )  # 4 attention grids of sequences sorted by length: 2, 2, 1 and 1 sequences
+    outputs, gradients = {}, {}
+    for pack in (True, False):
+        backbone.zero_grad()
+        out = backbone(items, pack=pack)
+        (out * torch.linspace(0.5, 1.5, 8)).sum().backward()
+        outputs[pack] = out.detach()
+        gradients[pack] = {name: p.grad.clone() for name, p in backbone.named_parameters()}
+    torch.testing.assert_close(outputs[True], outputs[False], atol=1e-5, rtol=1e-5)
+    for name, gradient in gradients[True].items():
+        torch.testing.assert_close(gradient, gradients[False][name], atol=1e-5, rtol=1e-4, msg=name)
+    padded = items == 0
+    assert torch.equal(outputs[True][padded], torch.zeros(int(padded.sum()), 8))
+    assert (outputs[True][~padded].abs().sum(-1) > 0).all() and torch.isfinite(outputs[False]).all()
 
 
 def test_padding_embedding_is_zero():
@@ -285,9 +311,9 @@ def test_esasrec_preset_drops_attention_and_items_at_its_dropout_rate():
 def test_block_output_shape(cls):
     torch.manual_seed(0)
     block = cls(8, 2, 0.0, 0.0, 2).eval()
-    x = torch.randn(3, 5, 8)
-    out = block(x, _plain_mask(5).expand(3, 1, 5, 5))
-    assert out.shape == (3, 5, 8)
+    x = torch.randn(3 * 5, 8)
+    out = block(x, _plain_layout(3, 5))
+    assert out.shape == (3 * 5, 8)
     assert torch.isfinite(out).all()
 
 
@@ -295,12 +321,12 @@ def test_sasrec_block_matches_its_formula():
     """Normalised queries, raw keys/values, residual from the normalised queries, ReLU feed-forward."""
     torch.manual_seed(3)
     block = SASRecBlock(6, 2, 0.0, 0.0, 2).eval()
-    x = torch.randn(2, 4, 6)
-    mask = _plain_mask(4).expand(2, 1, 4, 4)
+    x = torch.randn(2 * 4, 6)
+    layout = _plain_layout(2, 4)
     with torch.no_grad():
-        got = block(x, mask)
+        got = block(x, layout)
         queries = F.layer_norm(x, (6,), block.attention_norm.weight, block.attention_norm.bias, eps=1e-8)
-        h = queries + block.attention(queries, x, mask)
+        h = queries + block.attention(queries, x, layout)
         h = F.layer_norm(h, (6,), block.feed_forward_norm.weight, block.feed_forward_norm.bias, eps=1e-8)
         first, second = block.feed_forward[0], block.feed_forward[3]
         expected = h + F.relu(h @ first.weight.T + first.bias) @ second.weight.T + second.bias
@@ -325,18 +351,18 @@ def _swiglu_by_hand(module: SwiGLU, x: torch.Tensor) -> torch.Tensor:
 
 def test_ligr_block_gates_read_the_unnormalised_input():
     block = _ligr()
-    x = torch.randn(2, 5, 6) * 2 + 1  # far from normalised
-    mask = _plain_mask(5).expand(2, 1, 5, 5)
+    x = torch.randn(2 * 5, 6) * 2 + 1  # far from normalised
+    layout = _plain_layout(2, 5)
     with torch.no_grad():
-        got = block(x, mask)
+        got = block(x, layout)
         ln1 = F.layer_norm(x, (6,), block.attention_norm.weight, block.attention_norm.bias)
         attention_gate, feed_forward_gate = block.attention_gate, block.feed_forward_gate
-        h = x + torch.sigmoid(x @ attention_gate.weight.T + attention_gate.bias) * block.attention(ln1, ln1, mask)
+        h = x + torch.sigmoid(x @ attention_gate.weight.T + attention_gate.bias) * block.attention(ln1, ln1, layout)
         ln2 = F.layer_norm(h, (6,), block.feed_forward_norm.weight, block.feed_forward_norm.bias)
         gate = torch.sigmoid(h @ feed_forward_gate.weight.T + feed_forward_gate.bias)
         expected = h + gate * _swiglu_by_hand(block.feed_forward, ln2)
         # the same formula with gates on the normalised inputs is measurably different
-        h_wrong = x + torch.sigmoid(attention_gate(ln1)) * block.attention(ln1, ln1, mask)
+        h_wrong = x + torch.sigmoid(attention_gate(ln1)) * block.attention(ln1, ln1, layout)
         ln2_wrong = F.layer_norm(h_wrong, (6,), block.feed_forward_norm.weight, block.feed_forward_norm.bias)
         wrong = h_wrong + torch.sigmoid(feed_forward_gate(ln2_wrong)) * _swiglu_by_hand(
             block.feed_forward, ln2_wrong
@@ -347,16 +373,16 @@ def test_ligr_block_gates_read_the_unnormalised_input():
 
 def test_ligr_block_with_closed_gates_is_the_identity():
     block = _ligr(seed=1)
-    x = torch.rand(2, 5, 6) + 0.5  # positive inputs: an all-negative gate matrix gives a very negative pre-activation
-    mask = _plain_mask(5).expand(2, 1, 5, 5)
+    x = torch.rand(2 * 5, 6) + 0.5  # positive inputs: an all-negative gate matrix gives a very negative pre-activation
+    layout = _plain_layout(2, 5)
     with torch.no_grad():
         for gate in (block.attention_gate, block.feed_forward_gate):
             gate.weight.fill_(-50.0)
             gate.bias.zero_()
-        closed = block(x, mask)
+        closed = block(x, layout)
         for gate in (block.attention_gate, block.feed_forward_gate):
             gate.weight.fill_(50.0)
-        open_ = block(x, mask)
+        open_ = block(x, layout)
     torch.testing.assert_close(closed, x, atol=1e-5, rtol=0)
     assert (open_ - x).abs().max() > 0.1  # with open gates the sub-layers do contribute
 
