@@ -84,12 +84,13 @@ def evaluate(
     ks: tuple[int, ...] = (10, 20),
     *,
     beyond: BeyondAccuracyInputs | None = None,
-    batch_size: int = 1024,
+    batch_size: int | None = None,
 ) -> Evaluation:
     """Rank the whole catalogue for every evaluated user of ``stage``.
 
     Accuracy metrics average over users with at least one target; beyond-accuracy
-    metrics are computed at the largest cutoff of ``ks``.
+    metrics are computed at the largest cutoff of ``ks``. ``batch_size`` defaults to
+    the model's ``evaluation_batch_size``.
     """
     if not ks:
         raise ValueError("ks must name at least one cutoff")
@@ -97,7 +98,7 @@ def evaluate(
     started = time.perf_counter()
     tops, per_user_parts, users = [], [], []
     with torch.inference_mode():
-        for batch in stage.batches(batch_size, model.max_history_length):
+        for batch in stage.batches(batch_size or model.evaluation_batch_size, model.max_history_length):
             scores = model.score(HistoryBatch.from_numpy(batch.history_items, batch.history_timestamps))
             top = top_k(scores, batch.exclude, max_k)
             tops.append(top)

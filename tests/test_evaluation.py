@@ -179,6 +179,17 @@ def test_evaluate_hand_computed_metrics(fixed_model_class, hand_stage, batch_siz
     assert len(model.seen) == math.ceil(3 / batch_size)
 
 
+def test_evaluate_batches_by_the_models_evaluation_batch_size(fixed_model_class, hand_stage):
+    class TwoUsersABatch(fixed_model_class):
+        evaluation_batch_size = 2
+
+    model = fixed_model(TwoUsersABatch)
+    evaluate(model, hand_stage, ks=(2,))
+    assert [len(history) for history in model.seen] == [2, 1]
+    evaluate(model, hand_stage, ks=(2,), batch_size=3)  # an explicit size wins
+    assert [len(history) for history in model.seen] == [2, 1, 3]
+
+
 def test_evaluate_reads_only_the_models_history_length(fixed_model_class, hand_stage):
     class OneItemHistory(fixed_model_class):
         max_history_length = 1

@@ -45,6 +45,8 @@ class Recommender(ABC):
 
     family: ClassVar[str]
     config_class: ClassVar[type[ModelConfig]] = ModelConfig
+    # Users scored per batch in evaluation: the fastest size differs by family.
+    evaluation_batch_size: ClassVar[int] = 1024
     _families: ClassVar[dict[str, type["Recommender"]]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:

@@ -207,6 +207,9 @@ class SASRec(TorchRecommender):
     family = "sasrec"
     config_class = SASRecConfig
     config: SASRecConfig
+    # 128 histories of up to 200 items: ML-1M validation takes 8.8 s instead of 16 s at
+    # 1,024 (one thread); the blocks' intermediates stay small enough for the caches.
+    evaluation_batch_size = 128
 
     module: SequenceBackbone
 
