@@ -19,6 +19,7 @@ from recmodels.nn.losses import (
     BinaryCrossEntropy,
     FullSoftmax,
     FullSoftmaxConfig,
+    SampledLogits,
     SampledSoftmax,
     SampledSoftmaxConfig,
 )
@@ -232,13 +233,13 @@ def test_sampled_softmax_per_position_masks_other_items_of_the_sequence():
     assert kept(hidden, targets, _embeddings(), _generator(3)).item() == pytest.approx(expected, rel=1e-6)
 
 
-def test_sampled_softmax_per_position_dense_and_gathered_paths_agree(monkeypatch):
+def test_sampled_softmax_per_position_dense_and_sparse_paths_agree(monkeypatch):
     torch.manual_seed(0)
     n_items, dim = 50, 4
     targets = torch.randint(1, n_items + 1, (3, 6))
     targets[0, :2] = 0
     results = []
-    for items_per_negative in (SampledSoftmax.DENSE_ITEMS_PER_NEGATIVE, 0):  # 0 forces the gather path
+    for items_per_negative in (SampledSoftmax.DENSE_ITEMS_PER_NEGATIVE, 0):  # 0 forces the sparse path
         monkeypatch.setattr(SampledSoftmax, "DENSE_ITEMS_PER_NEGATIVE", items_per_negative)
         monkeypatch.setattr(SampledSoftmax, "DENSE_CHUNK_ROWS", 4)  # several chunks on the dense path
         torch.manual_seed(1)
@@ -247,8 +248,26 @@ def test_sampled_softmax_per_position_dense_and_gathered_paths_agree(monkeypatch
         loss = SampledSoftmax(8, logq_correction=True, per_position=True)(hidden, targets, embeddings, _generator())
         loss.backward()
         results.append((loss.detach(), embeddings.grad, hidden.grad))
-    for dense, gathered in zip(*results):
-        torch.testing.assert_close(dense, gathered)
+    for dense, sparse in zip(*results):
+        torch.testing.assert_close(dense, sparse)
+
+
+def test_sampled_logits_match_gathered_embeddings_and_their_gradients():
+    """The sparse kernels against the obvious gather, with an item repeated within a row."""
+    generator = torch.Generator().manual_seed(0)
+    queries = torch.randn(5, 3, dtype=torch.float64, generator=generator).requires_grad_()
+    embeddings = torch.randn(9, 3, dtype=torch.float64, generator=generator).requires_grad_()
+    items = torch.randint(1, 9, (5, 4), generator=generator)
+    items[2] = torch.tensor([7, 7, 1, 7])
+    logits = SampledLogits.apply(queries, embeddings, items)
+    expected = torch.einsum("nd,nkd->nk", queries, embeddings[items])
+    torch.testing.assert_close(logits, expected)
+    weights = torch.randn(5, 4, dtype=torch.float64, generator=generator)
+    got = torch.autograd.grad((logits * weights).sum(), (queries, embeddings))
+    want = torch.autograd.grad((expected * weights).sum(), (queries, embeddings))
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b)
+    assert torch.autograd.gradcheck(lambda q, e: SampledLogits.apply(q, e, items), (queries, embeddings))
 
 
 def test_sampled_softmax_ignores_invalid_extra_negatives():
