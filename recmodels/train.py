@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -206,8 +207,9 @@ class Trainer:
             for name, value in task.epoch_figures(epoch).items():
                 history.extra.setdefault(name, []).append(value)
             log.info(
-                "epoch %d: loss %.4f, valid %.4f (best %.4f at %d), %.1f s",
-                epoch, history.loss[-1], score, history.best_score, history.best_epoch, seconds,
+                "epoch %d: loss %.4f, valid %s (best %.4f at %d), %.1f s",
+                epoch, history.loss[-1], "-" if math.isnan(score) else f"{score:.4f}", history.best_score,
+                history.best_epoch, seconds,
             )
             if checkpoint is not None:
                 self._save(checkpoint, epoch + 1, module, optimiser, generator, history, best_state, average)
