@@ -92,7 +92,8 @@ def esasrec(**backbone: object) -> SASRecConfig:
     RecTools code: Xavier-normal start with unscaled embeddings, the dropout rate also on
     the attention weights and on the item table (input and scores), 256 fresh negatives
     for every position, Adam's beta2 0.98, and batches of randomly mixed users. So trained
-    it reaches the published ML-1M figures (test NDCG@10 0.181 over 3 seeds against 0.177; README)."""
+    it reaches the published ML-1M figures (test NDCG@10 0.181 over 3 seeds against 0.177;
+    README)."""
     dropout = backbone.get("dropout", BackboneConfig.dropout)
     defaults: dict[str, object] = {
         "xavier_init": True,
