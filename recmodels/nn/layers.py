@@ -70,7 +70,7 @@ class TokenLayout:
     @classmethod
     def of(cls, padding: torch.Tensor, causal: torch.Tensor, pack: bool, attention_grids: int = 8) -> TokenLayout:
         batch, length = padding.shape
-        if not pack:
+        if not pack or padding.all():  # a batch without tokens has nothing to pack
             grid = AttentionGrid(batch, length, attention_mask(causal, padding), None)
             return cls(batch, length, (grid,), None, (batch * length,))
         lengths = (~padding).sum(1)

@@ -225,6 +225,8 @@ def test_packing_changes_neither_outputs_nor_gradients(block):
     padded = items == 0
     assert torch.equal(outputs[True][padded], torch.zeros(int(padded.sum()), 8))
     assert (outputs[True][~padded].abs().sum(-1) > 0).all() and torch.isfinite(outputs[False]).all()
+    empty = backbone(torch.zeros(2, 6, dtype=torch.int64), pack=True)  # nothing to pack: still zeros, no error
+    assert torch.equal(empty, torch.zeros(2, 6, 8))
 
 
 def test_padding_embedding_is_zero():
