@@ -35,6 +35,7 @@ from recmodels.config import PartConfig
 from recmodels.data.splits import SplitData
 from recmodels.evaluation import stage_metric
 from recmodels.models.base import ModelConfig, TorchRecommender
+from recmodels.nn.aligned import AlignedLinear
 from recmodels.nn.denoiser import DenoiserConfig, MLPDenoiser
 from recmodels.nn.diffusion import DiffusionConfig, GaussianDiffusion, ImportanceStepSampler
 from recmodels.train import Trainer, TrainerConfig, resolve_device
@@ -191,8 +192,8 @@ class ClusteredAutoencoder(DiffusionSpace):
         self.width = config.latent_dim
         self.slices = slices
         self.members = [torch.nonzero(cluster_of_item == cluster).flatten() for cluster in range(len(sizes))]
-        self.encoders = nn.ModuleList(nn.Linear(size, 2 * latent) for size, latent in zip(sizes, slices))
-        self.decoder = nn.Linear(config.latent_dim, n_items)
+        self.encoders = nn.ModuleList(AlignedLinear(size, 2 * latent) for size, latent in zip(sizes, slices))
+        self.decoder = AlignedLinear(config.latent_dim, n_items)
         self.dropout = nn.Dropout(config.input_dropout)
         for layer in [*self.encoders, self.decoder]:
             nn.init.xavier_normal_(layer.weight)
@@ -352,7 +353,7 @@ class _DiffusionTask:
         noise = torch.randn(z.shape, generator=generator).to(z.device)
         t = t.to(z.device)
         predicted = module.denoiser(module.diffusion.q_sample(z, t, noise), t)
-        weighted = module.diffusion.loss_weight[t] * (predicted - z).pow(2).mean(dim=1)
+        weighted = module.diffusion.loss_weight[t] * F.mse_loss(predicted, z, reduction="none").mean(dim=1)
         module.step_sampler.record(t, weighted)
         diffusion_loss = (weighted / scale.to(z.device)).mean()
         step = epoch * self.batches_per_epoch + batch.index

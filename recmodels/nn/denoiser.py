@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from recmodels.nn.aligned import AlignedLinear
+
 
 def step_embedding(t: torch.Tensor, dim: int, max_period: float = 10_000.0) -> torch.Tensor:
     """Sinusoidal embedding of integer steps, ``[cos(t f_i), sin(t f_i)]`` with geometric frequencies."""
@@ -52,9 +54,10 @@ class MLPDenoiser(nn.Module):
         self.config = config
         widths = [width, *reversed(config.hidden), *config.hidden[1:], width]
         self.step_projection = nn.Linear(config.step_embedding_dim, config.step_embedding_dim)
-        self.input_layer = nn.Linear(width, widths[1])
+        self.input_layer = AlignedLinear(width, widths[1])
         self.step_layer = nn.Linear(config.step_embedding_dim, widths[1], bias=False)
-        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[1:-1], widths[2:]))
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[1:-2], widths[2:-1]))
+        self.layers.append(AlignedLinear(widths[-2], widths[-1]))
         self._init_like_authors(width + config.step_embedding_dim)
 
     def _init_like_authors(self, first_fan_in: int) -> None:

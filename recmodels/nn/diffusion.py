@@ -103,11 +103,11 @@ class GaussianDiffusion(nn.Module):
 
     def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """``x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) noise``, one ``t`` per row."""
-        return self.sqrt_alpha_bar[t, None] * x0 + self.sqrt_one_minus_alpha_bar[t, None] * noise
+        return torch.addcmul(self.sqrt_alpha_bar[t, None] * x0, self.sqrt_one_minus_alpha_bar[t, None], noise)
 
     def posterior_mean(self, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Mean of ``q(x_{t-1} | x_t, x0)``."""
-        return self.posterior_x0_coef[t, None] * x0 + self.posterior_xt_coef[t, None] * x_t
+        return torch.addcmul(self.posterior_x0_coef[t, None] * x0, self.posterior_xt_coef[t, None], x_t)
 
     def denoise(self, denoiser: nn.Module, x0: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
         """Inference: noise ``x0`` to step T' (none when T' = 0), then follow the posterior
