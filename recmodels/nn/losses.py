@@ -147,11 +147,12 @@ class SampledSoftmax(NextItemLoss):
             negative_logits = negative_logits + math.log(embeddings.shape[0] - 1)
         parts = [_positive_logits(hidden, targets, embeddings)[positions].unsqueeze(-1), negative_logits]
         if extra is not None:
-            extra_logits = torch.einsum("bld,blkd->blk", hidden, F.embedding(extra.items, embeddings))
-            blocked = ~extra.valid | (extra.items == targets[..., None])
+            items = extra.items[positions]
+            extra_logits = self._item_logits(hidden[positions], embeddings, items)
+            blocked = ~extra.valid[positions] | (items == targets[positions][:, None])
             if self.logq_correction:
-                extra_logits = extra_logits - extra.log_q
-            parts.append(extra_logits.masked_fill(blocked, float("-inf"))[positions])
+                extra_logits = extra_logits - extra.log_q[positions]
+            parts.append(extra_logits.masked_fill(blocked, float("-inf")))
         logits = torch.cat(parts, dim=-1)
         return F.cross_entropy(logits, torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device))
 
@@ -170,11 +171,7 @@ class SampledSoftmax(NextItemLoss):
         queries, own_targets = hidden[positions], targets[positions]
         n_catalogue = embeddings.shape[0]
         negatives = _uniform_items((queries.shape[0], self.n_negatives), n_catalogue - 1, generator, hidden.device)
-        if n_catalogue <= self.DENSE_ITEMS_PER_NEGATIVE * self.n_negatives:
-            chunks = zip(queries.split(self.DENSE_CHUNK_ROWS), negatives.split(self.DENSE_CHUNK_ROWS))
-            logits = torch.cat([(rows @ embeddings.T).gather(1, drawn) for rows, drawn in chunks])
-        else:
-            logits = SampledLogits.apply(queries, embeddings, negatives)
+        logits = self._item_logits(queries, embeddings, negatives)
         if self.mask_sequence_items:
             in_sequence = torch.zeros(targets.shape[0], n_catalogue, dtype=torch.bool, device=targets.device)
             in_sequence.scatter_(1, targets, True)  # column 0 (padding) is never drawn
@@ -183,6 +180,14 @@ class SampledSoftmax(NextItemLoss):
         else:
             blocked = negatives == own_targets[:, None]
         return logits.masked_fill(blocked, float("-inf"))
+
+    @classmethod
+    def _item_logits(cls, queries: torch.Tensor, embeddings: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """``[rows, k]`` logits of each query row against its own ``k`` items, by the faster route."""
+        if embeddings.shape[0] <= cls.DENSE_ITEMS_PER_NEGATIVE * items.shape[1]:
+            chunks = zip(queries.split(cls.DENSE_CHUNK_ROWS), items.split(cls.DENSE_CHUNK_ROWS))
+            return torch.cat([(rows @ embeddings.T).gather(1, drawn) for rows, drawn in chunks])
+        return SampledLogits.apply(queries, embeddings, items)
 
 
 class FullSoftmax(NextItemLoss):

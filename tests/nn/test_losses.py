@@ -234,10 +234,13 @@ def test_sampled_softmax_per_position_masks_other_items_of_the_sequence():
 
 
 def test_sampled_softmax_per_position_dense_and_sparse_paths_agree(monkeypatch):
+    """Uniform and sampler (extra) negatives alike: the same loss and gradients by either route."""
     torch.manual_seed(0)
     n_items, dim = 50, 4
     targets = torch.randint(1, n_items + 1, (3, 6))
     targets[0, :2] = 0
+    extra_items = torch.randint(1, n_items + 1, (3, 6, 5))
+    extra = _extra(extra_items.tolist(), (torch.rand(3, 6, 5) > 0.3).tolist(), torch.log(torch.rand(3, 6, 5)).tolist())
     results = []
     for items_per_negative in (SampledSoftmax.DENSE_ITEMS_PER_NEGATIVE, 0):  # 0 forces the sparse path
         monkeypatch.setattr(SampledSoftmax, "DENSE_ITEMS_PER_NEGATIVE", items_per_negative)
@@ -245,7 +248,7 @@ def test_sampled_softmax_per_position_dense_and_sparse_paths_agree(monkeypatch):
         torch.manual_seed(1)
         embeddings = torch.randn(n_items + 1, dim).requires_grad_()
         hidden = torch.randn(3, 6, dim).requires_grad_()
-        loss = SampledSoftmax(8, logq_correction=True, per_position=True)(hidden, targets, embeddings, _generator())
+        loss = SampledSoftmax(8, logq_correction=True, per_position=True)(hidden, targets, embeddings, _generator(), extra)
         loss.backward()
         results.append((loss.detach(), embeddings.grad, hidden.grad))
     for dense, sparse in zip(*results):
