@@ -73,7 +73,8 @@ class NeighbourhoodNegativeSampler:
         a neighbourhood slot of a target without any falls back to a uniform draw.
         """
         n_slots, share = self.config.n_negatives, self.config.uniform_share
-        flat_targets = targets.reshape(-1)
+        real = _real_positions(targets)
+        flat_targets = targets.reshape(-1)[real]
         candidates, scores = self.candidates[flat_targets], self.scores[flat_targets]
         admissible = (scores > 0) & (scores <= threshold)
         has_neighbourhood = admissible.any(dim=1)
@@ -92,7 +93,7 @@ class NeighbourhoodNegativeSampler:
         mixture = (1.0 - share) * drawn_hood_probability + share / self.n_items
         uniform_log_q = -math.log(self.n_items)
         log_q = torch.where(has_neighbourhood[:, None], torch.log(mixture), uniform_log_q).to(torch.float32)
-        return _finish(drawn, log_q, targets, histories, self.n_items)
+        return _finish(drawn, log_q, real, targets, histories, self.n_items)
 
 
 class UniformNegativeSampler:
@@ -108,9 +109,16 @@ class UniformNegativeSampler:
         self, targets: torch.Tensor, histories: torch.Tensor, threshold: float, generator: torch.Generator
     ) -> SampledNegatives:
         """Negatives ``[B, L, n]``; ``threshold`` is ignored (there is no curriculum for uniform draws)."""
-        drawn = _uniform_items(targets.numel(), self.n_negatives, self.n_items, generator)
+        real = _real_positions(targets)
+        drawn = _uniform_items(len(real), self.n_negatives, self.n_items, generator)
         log_q = torch.full(drawn.shape, -math.log(self.n_items), dtype=torch.float32)
-        return _finish(drawn, log_q, targets, histories, self.n_items)
+        return _finish(drawn, log_q, real, targets, histories, self.n_items)
+
+
+def _real_positions(targets: torch.Tensor) -> torch.Tensor:
+    """Flat indices of the positions with a target: the only ones worth drawing for
+    (padding is most of a short-sequence batch)."""
+    return torch.nonzero(targets.reshape(-1)).squeeze(1)
 
 
 def _uniform_items(n_rows: int, n_slots: int, n_items: int, generator: torch.Generator) -> torch.Tensor:
@@ -130,14 +138,24 @@ def _probability_of(
 
 
 def _finish(
-    drawn: torch.Tensor, log_q: torch.Tensor, targets: torch.Tensor, histories: torch.Tensor, n_items: int
+    drawn: torch.Tensor,
+    log_q: torch.Tensor,
+    real: torch.Tensor,
+    targets: torch.Tensor,
+    histories: torch.Tensor,
+    n_items: int,
 ) -> SampledNegatives:
-    """Reshape to ``[B, L, n]`` and mark padding positions, the target and the row's history invalid."""
+    """Place the draws of the ``real`` positions in ``[B, L, n]`` and mark invalid the padding
+    positions, a draw equal to the position's target, and a draw from the row's history."""
     batch, length = targets.shape
-    drawn = drawn.reshape(batch, length, -1)
     stride = n_items + 1
     history_keys = (torch.arange(batch).unsqueeze(1) * stride + histories)[histories != 0]
-    drawn_keys = torch.arange(batch).view(batch, 1, 1) * stride + drawn
-    in_history = torch.isin(drawn_keys, history_keys)
-    valid = (targets != 0).unsqueeze(-1) & (drawn != targets.unsqueeze(-1)) & ~in_history
-    return SampledNegatives(items=drawn, log_q=log_q.reshape(drawn.shape), valid=valid)
+    in_history = torch.isin((real // length).unsqueeze(1) * stride + drawn, history_keys)
+    valid_draws = (drawn != targets.reshape(-1)[real].unsqueeze(1)) & ~in_history
+    shape = (batch * length, drawn.shape[1])
+    items = torch.zeros(shape, dtype=drawn.dtype).index_copy_(0, real, drawn)
+    valid = torch.zeros(shape, dtype=torch.bool).index_copy_(0, real, valid_draws)
+    log_q = torch.zeros(shape, dtype=log_q.dtype).index_copy_(0, real, log_q)
+    return SampledNegatives(
+        items=items.reshape(batch, length, -1), log_q=log_q.reshape(batch, length, -1), valid=valid.reshape(batch, length, -1)
+    )

@@ -56,7 +56,10 @@ def test_shapes_and_dtypes(overlap):
     assert sampled.items.shape == sampled.log_q.shape == sampled.valid.shape == (2, 3, 5)
     assert sampled.items.dtype == torch.int64 and sampled.log_q.dtype == torch.float32
     assert sampled.valid.dtype == torch.bool
-    assert ((sampled.items >= 1) & (sampled.items <= N_ITEMS)).all()
+    real = targets != 0
+    assert ((sampled.items[real] >= 1) & (sampled.items[real] <= N_ITEMS)).all()
+    # nothing is drawn for padding: item 0, never valid
+    assert (sampled.items[~real] == 0).all() and not sampled.valid[~real].any()
 
 
 def test_respects_the_threshold(overlap):
@@ -113,6 +116,8 @@ def test_log_q_is_the_mixture_probability(overlap):
     for b in range(2):
         for position in range(4):
             target = int(targets[b, position])
+            if target == 0:  # padding: no draws
+                continue
             hood = _softmax(_admissible(overlap, target, threshold), temperature)
             for slot in range(32):
                 item = int(sampled.items[b, position, slot])
@@ -178,7 +183,8 @@ def test_uniform_sampler_ignores_threshold():
     hard = sampler.sample(targets, _no_history(2), 0.9, torch.Generator().manual_seed(8))
     torch.testing.assert_close(easy.items, hard.items)
     assert easy.items.shape == (2, 2, 4)
-    torch.testing.assert_close(easy.log_q, torch.full((2, 2, 4), -math.log(N_ITEMS)))
+    torch.testing.assert_close(easy.log_q[targets != 0], torch.full((3, 4), -math.log(N_ITEMS)))
+    assert not easy.valid[1, 1].any()  # the padding position
 
 
 def test_rejects_bad_configuration(overlap):
