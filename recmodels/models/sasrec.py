@@ -30,6 +30,7 @@ from recmodels.graph.overlap import NeighbourhoodOverlap, neighbourhood_overlap
 from recmodels.graph.sampler import HardNegativeConfig, NeighbourhoodNegativeSampler
 from recmodels.graph.transitions import item_transition_graph
 from recmodels.models.base import ModelConfig, TorchRecommender
+from recmodels.nn.aligned import aligned_linear
 from recmodels.nn.layers import BackboneConfig, LiGRBlockConfig, SASRecBlockConfig, SequenceBackbone
 from recmodels.nn.losses import BCELossConfig, FullSoftmaxConfig, NextItemLoss, SampledSoftmaxConfig
 from recmodels.train import Trainer, TrainerConfig, resolve_device
@@ -200,7 +201,7 @@ class NextItemScorer(nn.Module):
 
     def forward(self, history: torch.Tensor) -> torch.Tensor:
         hidden = self.backbone(history)[:, -1]
-        return hidden @ self.backbone.item_embeddings.weight.T
+        return aligned_linear(hidden, self.backbone.item_embeddings.weight)
 
 
 class SASRec(TorchRecommender):

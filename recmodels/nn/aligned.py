@@ -1,9 +1,11 @@
-"""A linear layer for item-wide matrices whose products write 64-byte-aligned rows.
+"""Linear maps for item-wide matrices whose products write 64-byte-aligned rows.
 
 MKL's float32 product runs at about 60% speed on this project's CPUs when the
 rows of its output are not a whole number of cache lines: ML-1M's 2,810 items
 make ``[batch, 2810]`` outputs and ``[hidden, 2810]`` weight gradients, the
-two slowest of DiffRec's five large products. Writing the same values into
+two slowest of DiffRec's five large products, and scoring 128 histories
+against Beauty's 12,103-slot catalogue takes twice as long as against an
+aligned one. Writing the same values into
 rows padded to 16 floats (and handing out a view without the padding) costs
 nothing and restores full speed. Only CPU tensors take this path; CUDA,
 tracing and export see a plain ``F.linear``.
@@ -45,17 +47,22 @@ class _AlignedLinearFunction(torch.autograd.Function):
         return grad_x, grad_weight, grad_bias
 
 
+def aligned_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``F.linear`` with cache-line-aligned output rows where that is safe: CPU, 2-D, not traced."""
+    plain = (
+        x.device.type != "cpu"
+        or x.dim() != 2
+        or torch.jit.is_tracing()
+        or torch.compiler.is_compiling()
+        or torch.compiler.is_exporting()
+    )
+    if plain:
+        return F.linear(x, weight, bias)
+    return _AlignedLinearFunction.apply(x, weight, bias)
+
+
 class AlignedLinear(nn.Linear):
     """``nn.Linear`` (same parameters, same state dict) for 2-D inputs with an item-sized side."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        plain = (
-            x.device.type != "cpu"
-            or x.dim() != 2
-            or torch.jit.is_tracing()
-            or torch.compiler.is_compiling()
-            or torch.compiler.is_exporting()
-        )
-        if plain:
-            return F.linear(x, self.weight, self.bias)
-        return _AlignedLinearFunction.apply(x, self.weight, self.bias)
+        return aligned_linear(x, self.weight, self.bias)

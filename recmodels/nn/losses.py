@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from recmodels.config import PartConfig
 from recmodels.graph.sampler import SampledNegatives
+from recmodels.nn.aligned import aligned_linear
 
 
 class NextItemLoss(ABC):
@@ -186,7 +187,7 @@ class SampledSoftmax(NextItemLoss):
         """``[rows, k]`` logits of each query row against its own ``k`` items, by the faster route."""
         if embeddings.shape[0] <= cls.DENSE_ITEMS_PER_NEGATIVE * items.shape[1]:
             chunks = zip(queries.split(cls.DENSE_CHUNK_ROWS), items.split(cls.DENSE_CHUNK_ROWS))
-            return torch.cat([(rows @ embeddings.T).gather(1, drawn) for rows, drawn in chunks])
+            return torch.cat([aligned_linear(rows, embeddings).gather(1, drawn) for rows, drawn in chunks])
         return SampledLogits.apply(queries, embeddings, items)
 
 
@@ -195,9 +196,8 @@ class FullSoftmax(NextItemLoss):
 
     def __call__(self, hidden, targets, embeddings, generator, extra=None):
         positions = targets > 0
-        logits = hidden[positions] @ embeddings.T
-        logits[:, 0] = float("-inf")
-        return F.cross_entropy(logits, targets[positions])
+        real_items = embeddings[1:]  # the padding slot is never a candidate
+        return F.cross_entropy(aligned_linear(hidden[positions], real_items), targets[positions] - 1)
 
 
 @dataclass(frozen=True)
