@@ -12,7 +12,7 @@ export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 # DVC: a local-directory remote outside the git tree (any DVC remote URL works).
 export RECPIPE_DVC_REMOTE ?= $(HOME)/.cache/recpipe/dvc-remote
 
-.PHONY: install run test ui replay serve bench clean
+.PHONY: install run test format ui replay serve bench clean
 
 install: $(BIN)/.installed
 
@@ -31,6 +31,11 @@ run: install $(DAGSTER_HOME)/dagster.yaml
 test: install
 	$(BIN)/python -m pytest; status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests"; status=0; fi; exit $$status
+
+# The style `make test` enforces (tests/test_style.py), applied.
+format: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
 
 # `dagster dev` runs the daemon beside the webserver, so the sensors and the schedule tick;
 # artifacts/ is served on :3001 so report links in asset metadata (drift reports) open.

@@ -60,7 +60,9 @@ def run_one(
     prepared = prepare(data_dir, dataset, quick)
     split = prepared.split
     config = with_overrides(variant_config(variant, seed, 10 if quick else epochs), overrides)
-    clusters = clusters_for(data_dir / dataset, split, config) if isinstance(config.space, ClusteredLatentConfig) else None
+    clusters = (
+        clusters_for(data_dir / dataset, split, config) if isinstance(config.space, ClusteredLatentConfig) else None
+    )
     model = DiffRec(config)
     started = time.perf_counter()
     model.fit(split, clusters=clusters)
@@ -94,6 +96,7 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         groups.setdefault((row["dataset"], row["model"]), []).append(row)
     summary = []
     for (dataset, model), group in groups.items():
+
         def spread(values: list[float]) -> float:
             return round(statistics.stdev(values), 5) if len(values) > 1 else 0.0
 
@@ -117,7 +120,11 @@ def main() -> None:
     args = parser("diffusion", ["ml-1m-diffrec/clean"], VARIANTS)
     args.add_argument("--seeds", type=int, nargs="+", default=None, help="several seeds (overrides --seed)")
     args.add_argument(
-        "--set", nargs="+", default=[], metavar="FIELD=JSON", dest="overrides",
+        "--set",
+        nargs="+",
+        default=[],
+        metavar="FIELD=JSON",
+        dest="overrides",
         help="config overrides for a sweep, e.g. denoiser.hidden=[1000] trainer.lr=5e-4",
     )
     options = args.parse_args()
@@ -136,7 +143,9 @@ def main() -> None:
                 )
                 results.append(row)
     for line in summarise(results):
-        progress(f"{line['dataset']} {line['model']} over seeds {line['seeds']}: {line['metrics_mean']} ± {line['metrics_std']}")
+        progress(
+            f"{line['dataset']} {line['model']} over seeds {line['seeds']}: {line['metrics_mean']} ± {line['metrics_std']}"
+        )
     finish("diffusion", results, summary=summarise(results))
 
 

@@ -80,11 +80,10 @@ def replay(source: Path, model: str, window_days: int, quick: bool, root: Path, 
     import dagster as dg
 
     from orchestration import automation
-    from orchestration.resources import ArtifactStore, DatasetResource
-    from orchestration.assets.live import StreamResource
     from orchestration.assets import live
-    from orchestration.assets.live import CHAMPION, TrainedModel
+    from orchestration.assets.live import CHAMPION, StreamResource, TrainedModel
     from orchestration.replay import drop, window_files
+    from orchestration.resources import ArtifactStore, DatasetResource
     from recmodels.data.readers import load_dataset
     from recmodels.data.stream import landed_windows, read_windows
 
@@ -110,14 +109,19 @@ def replay(source: Path, model: str, window_days: int, quick: bool, root: Path, 
         landed = automation.incoming_files_sensor(context)
         for request in landed.dynamic_partitions_requests:
             instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
-        champion = TrainedModel.load(root / "artifacts" / CHAMPION) if (root / "artifacts" / CHAMPION).exists() else None
+        champion = (
+            TrainedModel.load(root / "artifacts" / CHAMPION) if (root / "artifacts" / CHAMPION).exists() else None
+        )
         for request in landed.run_requests:
             result = dg.materialize(
                 ingest, instance=instance, resources=resources, partition_key=request.partition_key, tags=request.tags
             )
             for event in result.get_asset_materialization_events():
                 materialization = event.event_specific_data.materialization
-                if materialization.asset_key.to_user_string() == "drift_report" and "data_drift" in materialization.metadata:
+                if (
+                    materialization.asset_key.to_user_string() == "drift_report"
+                    and "data_drift" in materialization.metadata
+                ):
                     metadata = materialization.metadata
                     row["drift"] = bool(metadata["drift_detected"].value)
                     row["data_drifted_share"] = metadata["data_drifted_share"].value
@@ -126,7 +130,9 @@ def replay(source: Path, model: str, window_days: int, quick: bool, root: Path, 
                         metric: metadata[f"champion_{metric}"].value for metric in ("ndcg@10", "recall@10")
                     }
         if champion is not None and first_champion.exists():
-            history = read_windows(stream.landing_path, [key for key in landed_windows(stream.landing_path) if key < window])
+            history = read_windows(
+                stream.landing_path, [key for key in landed_windows(stream.landing_path) if key < window]
+            )
             current = read_windows(stream.landing_path, [window])
             frozen = TrainedModel.load(first_champion).evaluate_on(history, current, (10,)).metrics
             row["no_retraining"] = {metric: frozen[metric] for metric in ("ndcg@10", "recall@10")}
@@ -145,7 +151,8 @@ def replay(source: Path, model: str, window_days: int, quick: bool, root: Path, 
                 retrain, instance=instance, resources=resources, run_config=run_config, raise_on_error=False
             )
             gate = [
-                evaluation for evaluation in result.get_asset_check_evaluations()
+                evaluation
+                for evaluation in result.get_asset_check_evaluations()
                 if evaluation.check_name == "challenger_beats_champion"
             ][0]
             row["promoted"] = gate.passed
@@ -207,24 +214,39 @@ def plot(rows: list[dict], path: Path) -> None:
     figure, axis = plt.subplots(figsize=(11, 4.5))
     first_policy = compared[0]["policy"]
     baseline = [row for row in compared if row["policy"] == first_policy]
-    axis.plot([position[row["window"]] for row in baseline], [row["no_retraining"]["ndcg@10"] for row in baseline],
-              marker="s", color="gray", label="first champion kept (no retraining)")
+    axis.plot(
+        [position[row["window"]] for row in baseline],
+        [row["no_retraining"]["ndcg@10"] for row in baseline],
+        marker="s",
+        color="gray",
+        label="first champion kept (no retraining)",
+    )
     for policy, colour in (("drift", "tab:blue"), ("schedule", "tab:orange")):
         mine = [row for row in compared if row["policy"] == policy]
         if not mine:
             continue
         label = "drift-triggered retraining" if policy == "drift" else "scheduled retraining, every window"
-        axis.plot([position[row["window"]] for row in mine], [row["champion"]["ndcg@10"] for row in mine],
-                  marker="o", color=colour, label=label)
+        axis.plot(
+            [position[row["window"]] for row in mine],
+            [row["champion"]["ndcg@10"] for row in mine],
+            marker="o",
+            color=colour,
+            label=label,
+        )
         if policy == "drift":
             for row in mine:
                 if row["drift"]:
-                    axis.axvspan(position[row["window"]] - 0.4, position[row["window"]] + 0.4, color="tab:red", alpha=0.1, lw=0)
+                    axis.axvspan(
+                        position[row["window"]] - 0.4, position[row["window"]] + 0.4, color="tab:red", alpha=0.1, lw=0
+                    )
                 if row["promoted"]:
                     axis.axvline(position[row["window"]] + 0.5, color="tab:green", ls="--", lw=1)
     axis.set_xticks(range(len(windows)), windows, rotation=60, ha="right", fontsize=7)
     axis.set_ylabel("NDCG@10 on the window")
-    axis.set_title("Champion NDCG@10 per window. Drift policy: red = drift detected, green = promotion (serves from the next window)", fontsize=9)
+    axis.set_title(
+        "Champion NDCG@10 per window. Drift policy: red = drift detected, green = promotion (serves from the next window)",
+        fontsize=9,
+    )
     axis.legend()
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -58,7 +58,9 @@ def run_one(
     split = prepared.split
     max_len = MAX_LEN.get(dataset, SHORT_SEQUENCE_MAX_LEN)
     dropout = DROPOUT.get(dataset, 0.2)
-    config = with_overrides(variant_config(variant, max_len, seed, 3 if quick else epochs, patience, dropout), overrides)
+    config = with_overrides(
+        variant_config(variant, max_len, seed, 3 if quick else epochs, patience, dropout), overrides
+    )
     model = SASRec(config)
     started = time.perf_counter()
     run_name = "-".join([variant, *overrides, f"seed{seed}"]).replace("/", "_")
@@ -73,7 +75,10 @@ def run_one(
         "split": prepared.protocol,
         "model": variant,
         "seed": seed,
-        "metrics": {name: round(result.metrics[name], 5) for name in ("recall@10", "ndcg@10", "recall@20", "ndcg@20", "coverage@10")},
+        "metrics": {
+            name: round(result.metrics[name], 5)
+            for name in ("recall@10", "ndcg@10", "recall@20", "ndcg@20", "coverage@10")
+        },
         "valid_ndcg@10": round(history.best_score, 5),
         "seconds_per_epoch": round(sum(history.seconds) / len(history.seconds), 2),
         "epochs": len(history.seconds),
@@ -89,13 +94,20 @@ def main() -> None:
     args.set_defaults(model=None)
     args.add_argument("--seeds", type=int, nargs="+", default=None, help="several seeds (overrides --seed)")
     args.add_argument(
-        "--checkpoint-dir", type=Path, default=None, help="checkpoint every epoch here; a rerun resumes where it stopped"
+        "--checkpoint-dir",
+        type=Path,
+        default=None,
+        help="checkpoint every epoch here; a rerun resumes where it stopped",
     )
     args.add_argument(
         "--patience", type=int, default=10, help="epochs without a better validation score before stopping"
     )
     args.add_argument(
-        "--set", nargs="+", default=[], metavar="FIELD=JSON", dest="overrides",
+        "--set",
+        nargs="+",
+        default=[],
+        metavar="FIELD=JSON",
+        dest="overrides",
         help='config overrides, e.g. loss={"kind":"full_softmax"} backbone.dropout=0.3',
     )
     options = args.parse_args()

@@ -45,12 +45,18 @@ def build_model(variant: str, split, epochs: int):
 
     if variant == "diffrec":
         config = diffrec()
-        return DiffRec(dataclasses.replace(config, trainer=dataclasses.replace(config.trainer, epochs=epochs, validate_every=epochs)))
+        return DiffRec(
+            dataclasses.replace(
+                config, trainer=dataclasses.replace(config.trainer, epochs=epochs, validate_every=epochs)
+            )
+        )
     preset = {"sasrec_ss": sasrec_ss, "esasrec": esasrec}[variant](max_len=HISTORY_LENGTH)
     return SASRec(dataclasses.replace(preset, trainer=dataclasses.replace(preset.trainer, epochs=epochs)))
 
 
-def scoring_speed(data_dir: Path, dataset: str, variant: str, epochs: int, requests: int, quick: bool, registry: str) -> dict[str, Any]:
+def scoring_speed(
+    data_dir: Path, dataset: str, variant: str, epochs: int, requests: int, quick: bool, registry: str
+) -> dict[str, Any]:
     """Fit, export, register; time PyTorch and ONNX Runtime on the same inputs."""
     import numpy as np
     import onnxruntime as ort
@@ -64,10 +70,20 @@ def scoring_speed(data_dir: Path, dataset: str, variant: str, epochs: int, reque
     work = Path(tempfile.mkdtemp())
     spec = export_onnx(model, work / "model.onnx", k=K)
     folder = register(
-        Path(registry), work / "model.onnx", model=f"{variant}_model", family=model.family, config=model.config.to_dict(),
-        training_data_version=dataset, metrics={}, item_ids=[str(item) for item in split.train.item_ids],
-        max_history_length=model.max_history_length, opset=spec.opset, k=spec.k, inputs=spec.inputs,
-        outputs=spec.outputs, parity={},
+        Path(registry),
+        work / "model.onnx",
+        model=f"{variant}_model",
+        family=model.family,
+        config=model.config.to_dict(),
+        training_data_version=dataset,
+        metrics={},
+        item_ids=[str(item) for item in split.train.item_ids],
+        max_history_length=model.max_history_length,
+        opset=spec.opset,
+        k=spec.k,
+        inputs=spec.inputs,
+        outputs=spec.outputs,
+        parity={},
     )
     if variant == "esasrec":
         set_champion(Path(registry), f"{variant}_model", folder.name, "serving benchmark")
@@ -113,7 +129,9 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def load_test(base: str, histories: list[list[str]], requests: int, concurrency: int, reload_models: list[str] | None) -> dict[str, Any]:
+def load_test(
+    base: str, histories: list[list[str]], requests: int, concurrency: int, reload_models: list[str] | None
+) -> dict[str, Any]:
     """``requests`` POST /recommend spread over ``concurrency`` threads (bounded), optionally with hot swaps."""
     import httpx
 
@@ -183,8 +201,19 @@ def http_benchmark(registry: Path, data_dir: Path, dataset: str, requests: int, 
     port = _free_port()
     environment = {**os.environ, "PYTHONPATH": str(REPO_ROOT / "deploy"), "RECSERVE_REGISTRY": str(registry)}
     server = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "--factory", "recserve.app:create_app", "--host", "127.0.0.1",
-         "--port", str(port), "--log-level", "warning"],
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--factory",
+            "recserve.app:create_app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
         env=environment,
     )
     base = f"http://127.0.0.1:{port}"
@@ -203,7 +232,12 @@ def http_benchmark(registry: Path, data_dir: Path, dataset: str, requests: int, 
         rows = []
         for concurrency, swaps in ((1, None), (16, None), (16, ["sasrec_ss_model", "esasrec_model"])):
             row = load_test(base, histories, requests, concurrency, swaps)
-            row |= {"dataset": dataset, "model": "esasrec", "provider": health["provider"], "during_hot_reload": bool(swaps)}
+            row |= {
+                "dataset": dataset,
+                "model": "esasrec",
+                "provider": health["provider"],
+                "during_hot_reload": bool(swaps),
+            }
             progress(f"  HTTP {row}")
             rows.append(row)
         return rows
@@ -225,7 +259,16 @@ def main() -> None:
     for variant in options.model:
         progress(f"{dataset}: {variant}")
         results.append(
-            run_isolated(scoring_speed, options.data_dir, dataset, variant, options.epochs, options.requests, options.quick, str(registry))
+            run_isolated(
+                scoring_speed,
+                options.data_dir,
+                dataset,
+                variant,
+                options.epochs,
+                options.requests,
+                options.quick,
+                str(registry),
+            )
         )
     progress("HTTP service on loopback")
     results.extend(http_benchmark(registry, options.data_dir, dataset, options.requests, options.quick))

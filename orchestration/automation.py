@@ -63,7 +63,9 @@ def incoming_files_sensor(
         report = land_file(path, stream.landing_path, stream.window_days, rules)
         shutil.move(path, done / path.name)  # moved only once landed: a crash re-lands, never loses
         if report.rejected:
-            context.log.warning(f"{path.name} rejected, set aside in {stream.landing_path / 'rejected'}: {report.rejected}")
+            context.log.warning(
+                f"{path.name} rejected, set aside in {stream.landing_path / 'rejected'}: {report.rejected}"
+            )
             continue
         context.log.info(
             f"{path.name}: {report.rows_in} rows in, {report.rows_kept} kept, {report.rows_quarantined} quarantined "
@@ -82,7 +84,9 @@ def incoming_files_sensor(
     return dg.SensorResult(
         run_requests=run_requests,
         dynamic_partitions_requests=[WINDOWS.build_add_request(new_windows)] if new_windows else [],
-        skip_reason=None if run_requests else "every new file was rejected (see the sensor log and the rejected folder)",
+        skip_reason=None
+        if run_requests
+        else "every new file was rejected (see the sensor log and the rejected folder)",
     )
 
 

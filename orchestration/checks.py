@@ -35,9 +35,7 @@ def split_is_usable(store: ArtifactStore) -> dg.AssetCheckResult:
     leak_free = True
     if data.protocol == "temporal":
         latest_train = int(data.train.frame["timestamp"].max())
-        earliest_held_out = int(
-            min(data.valid_rows.frame["timestamp"].min(), data.test_rows.frame["timestamp"].min())
-        )
+        earliest_held_out = int(min(data.valid_rows.frame["timestamp"].min(), data.test_rows.frame["timestamp"].min()))
         leak_free = latest_train < earliest_held_out
         metadata.update({"latest_train_timestamp": latest_train, "earliest_held_out_timestamp": earliest_held_out})
     return dg.AssetCheckResult(passed=bool(valid_users > 0 and test_users > 0 and leak_free), metadata=metadata)

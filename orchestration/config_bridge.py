@@ -49,7 +49,10 @@ def launchpad_config(name: str, preset: Any, extra: dict[str, tuple[Any, Any]] |
         if _is_plain(hint):
             fields[field.name] = (hint, value)
         elif _plain_sequence_item(hint) is not None:
-            fields[field.name] = (list[_plain_sequence_item(hint)], pydantic.Field(default_factory=lambda v=value: list(v)))
+            fields[field.name] = (
+                list[_plain_sequence_item(hint)],
+                pydantic.Field(default_factory=lambda v=value: list(v)),
+            )
         elif _is_section(hint):
             section = launchpad_config(f"{name}_{field.name}", value)
             fields[field.name] = (section, pydantic.Field(default_factory=section))

@@ -96,7 +96,9 @@ def summarise(snapshot: Snapshot | dict) -> DriftSummary:
         name = config["column"]
         if name not in verdicts:
             raise ValueError(f"the report has no drift test for column {name!r}: run it with include_tests=True")
-        columns[name] = ColumnDrift(config["method"], float(config["threshold"]), float(metric["value"]), verdicts[name])
+        columns[name] = ColumnDrift(
+            config["method"], float(config["threshold"]), float(metric["value"]), verdicts[name]
+        )
     drift_share = float(share["config"]["drift_share"])
     drifted_share = float(share["value"]["share"])
     return DriftSummary(

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from orchestration.resources import DatasetResource
 from orchestration.assets.live import StreamResource
+from orchestration.resources import DatasetResource
 from recmodels.data.readers import load_dataset
 from recmodels.data.stream import replay_batches
 

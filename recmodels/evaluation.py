@@ -15,8 +15,8 @@ import scipy.sparse as sp
 import torch
 
 from recmodels import metrics
-from recmodels.data.splits import EvalStage
 from recmodels.data.history import HistoryBatch
+from recmodels.data.splits import EvalStage
 
 if TYPE_CHECKING:
     from recmodels.models.base import Recommender

@@ -71,8 +71,14 @@ def export_onnx(model: Recommender, path: Path, k: int = 100) -> ExportSpec:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the exporter's notes on optional torchvision ops
         program = torch.onnx.export(
-            head, (example,), dynamo=True, dynamic_shapes={INPUT_NAME: dims}, input_names=[INPUT_NAME],
-            output_names=list(OUTPUT_NAMES), opset_version=OPSET, external_data=False,
+            head,
+            (example,),
+            dynamo=True,
+            dynamic_shapes={INPUT_NAME: dims},
+            input_names=[INPUT_NAME],
+            output_names=list(OUTPUT_NAMES),
+            opset_version=OPSET,
+            external_data=False,
         )
     program.save(str(path), external_data=False)
     return ExportSpec(
@@ -80,7 +86,10 @@ def export_onnx(model: Recommender, path: Path, k: int = 100) -> ExportSpec:
         k=k,
         n_items=n_items,
         inputs={INPUT_NAME: {"dtype": "int64", "shape": ["batch", "length"], "padding": 0}},
-        outputs={"items": {"dtype": "int64", "shape": ["batch", k]}, "scores": {"dtype": "float32", "shape": ["batch", k]}},
+        outputs={
+            "items": {"dtype": "int64", "shape": ["batch", k]},
+            "scores": {"dtype": "float32", "shape": ["batch", k]},
+        },
     )
 
 

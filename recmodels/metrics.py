@@ -50,26 +50,20 @@ def _check_top_items(top_items: np.ndarray, n_cols: int) -> np.ndarray:
     if top_items.size and top_items.min() < 0:
         raise ValueError("top_items contains negative item ids")
     if top_items.size and top_items.max() >= n_cols:
-        raise ValueError(
-            f"top_items contains item id {top_items.max()} >= n_items + 1 = {n_cols}"
-        )
+        raise ValueError(f"top_items contains item id {top_items.max()} >= n_items + 1 = {n_cols}")
     ranked = np.sort(top_items, axis=1)
     if np.any((ranked[:, 1:] == ranked[:, :-1]) & (ranked[:, 1:] > 0)):
         raise ValueError("top_items repeats an item within a user's list")
     return top_items.astype(np.int64, copy=False)
 
 
-def _hits_and_n_rel(
-    top_items: np.ndarray, targets: sp.csr_matrix
-) -> tuple[np.ndarray, np.ndarray]:
+def _hits_and_n_rel(top_items: np.ndarray, targets: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
     if not sp.issparse(targets) or targets.format != "csr":
         raise ValueError(f"targets must be a scipy.sparse CSR matrix, got {type(targets)}")
     n_users, n_cols = targets.shape
     top_items = _check_top_items(top_items, n_cols)
     if top_items.shape[0] != n_users:
-        raise ValueError(
-            f"top_items has {top_items.shape[0]} users but targets has {n_users} rows"
-        )
+        raise ValueError(f"top_items has {top_items.shape[0]} users but targets has {n_users} rows")
     # Canonical form (sorted, no duplicates, no explicit zeros) so rows are sorted id sets.
     targets = targets.copy()
     targets.sum_duplicates()
@@ -92,9 +86,7 @@ def hits_matrix(top_items: np.ndarray, targets: sp.csr_matrix) -> np.ndarray:
     return _hits_and_n_rel(top_items, targets)[0]
 
 
-def ranking_metrics(
-    top_items: np.ndarray, targets: sp.csr_matrix, ks: Sequence[int]
-) -> dict[str, np.ndarray]:
+def ranking_metrics(top_items: np.ndarray, targets: sp.csr_matrix, ks: Sequence[int]) -> dict[str, np.ndarray]:
     """Per-user recall/ndcg/hr/mrr/precision at every k in ks (keys like 'ndcg@10').
 
     Returns per-user float arrays so batches can be concatenated and averaged by the caller;
@@ -131,9 +123,7 @@ def ranking_metrics(
 def _check_popularity(item_popularity: np.ndarray) -> np.ndarray:
     item_popularity = np.asarray(item_popularity, dtype=np.float64)
     if item_popularity.ndim != 1 or item_popularity.size < 2:
-        raise ValueError(
-            f"item_popularity must be 1-D of length n_items + 1, got {item_popularity.shape}"
-        )
+        raise ValueError(f"item_popularity must be 1-D of length n_items + 1, got {item_popularity.shape}")
     if not np.all(np.isfinite(item_popularity)) or item_popularity.min() < 0:
         raise ValueError("item_popularity must be finite and non-negative")
     return item_popularity
@@ -157,9 +147,7 @@ def catalogue_coverage(top_items: np.ndarray, n_items: int, k: int) -> float:
     return np.unique(top[top > 0]).size / n_items
 
 
-def novelty(
-    top_items: np.ndarray, item_popularity: np.ndarray, n_train_users: int, k: int
-) -> float:
+def novelty(top_items: np.ndarray, item_popularity: np.ndarray, n_train_users: int, k: int) -> float:
     """Mean self-information -log2(p_i) of recommended items: higher = less obvious picks.
 
     p_i = item_popularity[i] / n_train_users, where item_popularity[i] counts the training
@@ -205,9 +193,7 @@ def _unit_rows(item_features: sp.csr_matrix | np.ndarray) -> sp.csr_matrix | np.
     return features * scale[:, None]
 
 
-def intra_list_diversity(
-    top_items: np.ndarray, item_features: sp.csr_matrix | np.ndarray, k: int
-) -> float:
+def intra_list_diversity(top_items: np.ndarray, item_features: sp.csr_matrix | np.ndarray, k: int) -> float:
     """ILD: mean over users of the mean pairwise (1 - cosine similarity) of their top k.
 
     item_features has one row per item id (n_items + 1 rows): a sparse multi-hot (e.g. genres)
@@ -228,13 +214,9 @@ def intra_list_diversity(
         if sp.issparse(gathered):
             gathered = gathered.toarray()
         vectors = gathered.reshape(*ids.shape, n_dims) * (ids > 0)[:, :, None]
-        pair_sim = (
-            np.square(vectors.sum(axis=1)).sum(axis=1) - np.square(vectors).sum(axis=(1, 2))
-        ) / 2
+        pair_sim = (np.square(vectors.sum(axis=1)).sum(axis=1) - np.square(vectors).sum(axis=(1, 2))) / 2
         n_recommended = (ids > 0).sum(axis=1)
         n_pairs = n_recommended * (n_recommended - 1) / 2
-        per_user[start : start + chunk] = np.where(
-            n_recommended >= 2, 1.0 - pair_sim / np.maximum(n_pairs, 1), np.nan
-        )
+        per_user[start : start + chunk] = np.where(n_recommended >= 2, 1.0 - pair_sim / np.maximum(n_pairs, 1), np.nan)
     per_user = per_user[~np.isnan(per_user)]
     return float(per_user.mean()) if per_user.size else float("nan")

@@ -81,7 +81,11 @@ def register(root: Path, onnx_file: Path, **fields: Any) -> Path:
 def versions(root: Path, model: str) -> list[Manifest]:
     """Every registered version of ``model``, oldest first."""
     folder = Path(root) / model
-    found = [Manifest.read(entry) for entry in folder.iterdir() if (entry / MANIFEST_FILE).exists()] if folder.exists() else []
+    found = (
+        [Manifest.read(entry) for entry in folder.iterdir() if (entry / MANIFEST_FILE).exists()]
+        if folder.exists()
+        else []
+    )
     return sorted(found, key=lambda manifest: (manifest.created_at, manifest.version))
 
 

@@ -208,8 +208,12 @@ class Trainer:
                 history.extra.setdefault(name, []).append(value)
             log.info(
                 "epoch %d: loss %.4f, valid %s (best %.4f at %d), %.1f s",
-                epoch, history.loss[-1], "-" if math.isnan(score) else f"{score:.4f}", history.best_score,
-                history.best_epoch, seconds,
+                epoch,
+                history.loss[-1],
+                "-" if math.isnan(score) else f"{score:.4f}",
+                history.best_score,
+                history.best_epoch,
+                seconds,
             )
             if checkpoint is not None:
                 self._save(checkpoint, epoch + 1, module, optimiser, generator, history, best_state, average)

@@ -87,9 +87,7 @@ def ml1m_seq_raw(data_dir: Path) -> pd.DataFrame:
             users.extend([parts[0]] * n)
             items.extend(parts[1:])
             positions.extend(range(n))
-    frame = pd.DataFrame(
-        {"user_id": users, "item_id": items, "timestamp": np.asarray(positions, dtype=np.int64)}
-    )
+    frame = pd.DataFrame({"user_id": users, "item_id": items, "timestamp": np.asarray(positions, dtype=np.int64)})
     assert len(frame) == 1_000_209, f"{path}: expected 1,000,209 interactions, got {len(frame)}"
     return frame
 

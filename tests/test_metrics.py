@@ -38,9 +38,7 @@ def hand_case() -> tuple[np.ndarray, sp.csr_matrix]:
 
 def test_hits_matrix_hand_case_and_padding_never_hits():
     top, targets = hand_case()
-    expected = np.array(
-        [[True, False, True], [False, True, False], [False, False, False], [False] * 3]
-    )
+    expected = np.array([[True, False, True], [False, True, False], [False, False, False], [False] * 3])
     np.testing.assert_array_equal(hits_matrix(top, targets), expected)
     # targets are not modified by canonicalisation
     np.testing.assert_array_equal(targets.indices, [5, 2, 4, 1, 4, 2, 3])

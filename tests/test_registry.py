@@ -7,9 +7,17 @@ import pytest
 from recmodels.registry import CHAMPION_FILE, Manifest, file_version, register, set_champion, versions
 
 FIELDS = dict(
-    family="ease", config={"l2": 500.0}, training_data_version="abc.dir", metrics={"ndcg@10": 0.2},
-    item_ids=["", "10", "20"], max_history_length=None, opset=18, k=2,
-    inputs={"history": {"dtype": "int64"}}, outputs={}, parity={"passed": True},
+    family="ease",
+    config={"l2": 500.0},
+    training_data_version="abc.dir",
+    metrics={"ndcg@10": 0.2},
+    item_ids=["", "10", "20"],
+    max_history_length=None,
+    opset=18,
+    k=2,
+    inputs={"history": {"dtype": "int64"}},
+    outputs={},
+    parity={"passed": True},
 )
 
 

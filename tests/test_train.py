@@ -257,13 +257,17 @@ def test_resume_with_a_weight_average_matches_an_uninterrupted_run(tmp_path):
     assert _same_weights(resumed_task.module.state_dict(), straight_task.module.state_dict())
     # a checkpoint written without an average cannot silently resume with one
     plain_dir = tmp_path / "plain"
-    Trainer(dataclasses.replace(config, epochs=1, ema_decay=0.0), seed=3, checkpoint_dir=plain_dir).fit(RegressionTask())
+    Trainer(dataclasses.replace(config, epochs=1, ema_decay=0.0), seed=3, checkpoint_dir=plain_dir).fit(
+        RegressionTask()
+    )
     with pytest.raises(ValueError, match="without a weight average"):
         Trainer(config, seed=3, checkpoint_dir=plain_dir).fit(RegressionTask())
 
 
 def test_history_as_dict_round_trips():
-    history = TrainingHistory(loss=[1.0], valid_score=[0.5], seconds=[0.1], extra={"h": [0.2]}, best_epoch=0, best_score=0.5)
+    history = TrainingHistory(
+        loss=[1.0], valid_score=[0.5], seconds=[0.1], extra={"h": [0.2]}, best_epoch=0, best_score=0.5
+    )
     assert TrainingHistory(**history.as_dict()) == history
     assert TrainingHistory().best_score == -math.inf and TrainingHistory().best_epoch == -1
 

@@ -129,7 +129,9 @@ def _announce_to_console() -> None:
 def create_app(settings: Settings | None = None) -> FastAPI:
     _announce_to_console()
     settings = settings or Settings.from_env()
-    slot = ModelSlot(LoadedModel.load(resolve(settings.registry, settings.model, settings.version), settings.prefer_gpu))
+    slot = ModelSlot(
+        LoadedModel.load(resolve(settings.registry, settings.model, settings.version), settings.prefer_gpu)
+    )
     app = FastAPI(title="recserve", description="History in, top-k out, from recpipe's ONNX registry.")
     app.state.slot = slot
     log.info("serving %s/%s on %s", slot.current.name, slot.current.version, slot.current.provider)
@@ -138,7 +140,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def limit_body(request: Request, call_next):
         declared = request.headers.get("content-length")
         if declared is not None and int(declared) > settings.max_body_bytes:
-            return JSONResponse({"detail": f"body of {declared} bytes exceeds {settings.max_body_bytes}"}, status_code=413)
+            return JSONResponse(
+                {"detail": f"body of {declared} bytes exceeds {settings.max_body_bytes}"}, status_code=413
+            )
         return await call_next(request)
 
     def checked(requests: list[RecommendRequest]) -> None:
@@ -146,7 +150,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise HTTPException(413, f"{len(requests)} requests in one batch; at most {settings.max_batch}")
         for index, item in enumerate(requests):
             if len(item.history) > settings.max_history_items:
-                raise HTTPException(413, f"request {index}: history of {len(item.history)} items; at most {settings.max_history_items}")
+                raise HTTPException(
+                    413, f"request {index}: history of {len(item.history)} items; at most {settings.max_history_items}"
+                )
 
     def answer(model: LoadedModel, requests: list[RecommendRequest]) -> list[dict]:
         ks = {item.k for item in requests}
@@ -186,7 +192,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def models() -> dict:
         model = slot.current
         live = {key: value for key, value in model.manifest.items() if key != "item_ids"}
-        available = sorted(str(path.parent.relative_to(settings.registry)) for path in settings.registry.glob("*/*/manifest.json"))
+        available = sorted(
+            str(path.parent.relative_to(settings.registry)) for path in settings.registry.glob("*/*/manifest.json")
+        )
         return {"live": live, "provider": model.provider, "n_items": len(model.item_ids) - 1, "available": available}
 
     @app.post("/admin/reload")

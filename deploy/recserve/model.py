@@ -18,7 +18,9 @@ CPU_PROVIDER = "CPUExecutionProvider"
 def open_session(path: Path, prefer_gpu: bool) -> ort.InferenceSession:
     """CUDA only where the session really runs on it: onnxruntime-gpu lists CUDA among the
     available providers even without a GPU and then silently falls back to CPU."""
-    wanted = [GPU_PROVIDER, CPU_PROVIDER] if prefer_gpu and GPU_PROVIDER in ort.get_available_providers() else [CPU_PROVIDER]
+    wanted = (
+        [GPU_PROVIDER, CPU_PROVIDER] if prefer_gpu and GPU_PROVIDER in ort.get_available_providers() else [CPU_PROVIDER]
+    )
     return ort.InferenceSession(str(path), providers=wanted)
 
 
@@ -65,7 +67,9 @@ class LoadedModel:
             max_history_length=int(manifest.get("max_history_length") or default_max_history),
         )
         fallback = prefer_gpu and GPU_PROVIDER in ort.get_available_providers() and model.provider != GPU_PROVIDER
-        note = " (onnxruntime lists CUDA, but no usable CUDA device or library here: running on CPU)" if fallback else ""
+        note = (
+            " (onnxruntime lists CUDA, but no usable CUDA device or library here: running on CPU)" if fallback else ""
+        )
         log.info("loaded %s/%s, running on %s%s", model.name, model.version, model.provider, note)
         return model
 

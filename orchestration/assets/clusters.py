@@ -27,7 +27,9 @@ class ItemEmbeddingsConfig(dg.Config):
 
 
 @dg.asset(group_name=GROUP, deps=["split"], kinds={"numpy"})
-def item_embeddings(config: ItemEmbeddingsConfig, dataset: DatasetResource, store: ArtifactStore) -> dg.MaterializeResult:
+def item_embeddings(
+    config: ItemEmbeddingsConfig, dataset: DatasetResource, store: ArtifactStore
+) -> dg.MaterializeResult:
     """One vector per item (row = internal item id, row 0 padding): SVD of the training matrix or a provided file."""
     data = load_split(store.folder("split"))
     if config.provided_file is None:

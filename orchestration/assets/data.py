@@ -8,7 +8,7 @@ import pandas as pd
 from pydantic import Field
 
 from orchestration.resources import ArtifactStore, DatasetResource
-from recmodels.data.interactions import k_core, save_interactions, Interactions, load_interactions
+from recmodels.data.interactions import Interactions, k_core, load_interactions, save_interactions
 from recmodels.data.readers import load_dataset
 from recmodels.data.schemas import ValidationRules, validate_interactions, validate_items
 from recmodels.data.splits import make_split, save_split
@@ -21,7 +21,9 @@ def raw_interactions(dataset: DatasetResource, store: ArtifactStore) -> dg.Mater
     """Snapshot of the source dataset under ``data/raw/``, tracked by ``data.dvc``."""
     source = dataset.source.resolve()
     if not source.exists():
-        raise FileNotFoundError(f"dataset {source} not found (data_dir={dataset.data_dir!r}, dataset={dataset.dataset!r})")
+        raise FileNotFoundError(
+            f"dataset {source} not found (data_dir={dataset.data_dir!r}, dataset={dataset.dataset!r})"
+        )
     snapshot = store.snapshot_folder() / "raw" / dataset.dataset
     if source != snapshot.resolve():
         if snapshot.exists():

@@ -50,7 +50,11 @@ def export_checked(
         "family": model.family,
         "providers": session.get_providers(),
         "spec": spec.__dict__,
-        "parity": {"passed": report.passed, "tolerance": report.tolerance, "cases": [case.__dict__ for case in report.cases]},
+        "parity": {
+            "passed": report.passed,
+            "tolerance": report.tolerance,
+            "cases": [case.__dict__ for case in report.cases],
+        },
         "max_abs_diff": max(case.max_abs_score_diff for case in report.cases),
         "swapped_near_ties": sum(case.swapped_near_ties for case in report.cases),
     }
@@ -110,7 +114,11 @@ def onnx_models(config: OnnxExportConfig, store: ArtifactStore) -> dg.Materializ
     checks, summary = [], {}
     for name in MODEL_ASSETS:
         record = export_checked(Recommender.load(store.folder(name)), folder / name, histories, shapes, config)
-        summary[name] = {"passed": record["parity"]["passed"], "max_abs_diff": record["max_abs_diff"], "provider": record["providers"][0]}
+        summary[name] = {
+            "passed": record["parity"]["passed"],
+            "max_abs_diff": record["max_abs_diff"],
+            "provider": record["providers"][0],
+        }
         checks.append(parity_check_result(parity_check_name(name), record, shapes))
     version, dvc_metadata = store.version(folder)
     return dg.MaterializeResult(
@@ -131,7 +139,9 @@ def model_registry(store: ArtifactStore) -> dg.MaterializeResult:
     data_version = versioning.recorded_md5(store.folder("split"))
     for name in MODEL_ASSETS:
         model = Recommender.load(store.folder(name))
-        metrics = {key: float(value) for key, value in table.loc[name].items() if isinstance(value, (int, float, np.number))}
+        metrics = {
+            key: float(value) for key, value in table.loc[name].items() if isinstance(value, (int, float, np.number))
+        }
         folder = register_export(root, exports, name, model, data.train.item_ids, data_version, metrics)
         registered[name] = folder.name
     champion = str(table.index[0])  # the leaderboard is sorted best first
@@ -139,5 +149,10 @@ def model_registry(store: ArtifactStore) -> dg.MaterializeResult:
     version, dvc_metadata = store.version(root)
     return dg.MaterializeResult(
         data_version=version,
-        metadata={"versions": dg.MetadataValue.json(registered), "champion": champion, "root": str(root.relative_to(store.root)), **dvc_metadata},
+        metadata={
+            "versions": dg.MetadataValue.json(registered),
+            "champion": champion,
+            "root": str(root.relative_to(store.root)),
+            **dvc_metadata,
+        },
     )

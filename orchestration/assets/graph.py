@@ -7,8 +7,8 @@ from pydantic import Field
 
 from orchestration.resources import ArtifactStore
 from recmodels.data.splits import load_split
-from recmodels.graph.overlap import NeighbourhoodOverlap, neighbourhood_overlap
 from recmodels.graph import transitions
+from recmodels.graph.overlap import NeighbourhoodOverlap, neighbourhood_overlap
 
 GROUP = "graph"
 
@@ -56,7 +56,9 @@ def item_neighbourhood_overlap(config: OverlapConfig, store: ArtifactStore) -> d
         metadata={
             "top_m": config.top_m,
             "mean_candidates_per_item": float(filled.sum(axis=1).mean()),
-            "mean_overlap_of_first_candidate": float(overlap.scores[:, 0][filled[:, 0]].mean()) if filled.any() else 0.0,
+            "mean_overlap_of_first_candidate": float(overlap.scores[:, 0][filled[:, 0]].mean())
+            if filled.any()
+            else 0.0,
             **dvc_metadata,
         },
     )

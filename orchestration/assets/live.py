@@ -145,7 +145,9 @@ def catalogue_items(dataset: DatasetResource) -> pd.DataFrame | None:
 
 
 @dg.asset(group_name=GROUP, partitions_def=WINDOWS, kinds={"dvc"})
-def interaction_window(context: dg.AssetExecutionContext, stream: StreamResource, store: ArtifactStore) -> dg.MaterializeResult:
+def interaction_window(
+    context: dg.AssetExecutionContext, stream: StreamResource, store: ArtifactStore
+) -> dg.MaterializeResult:
     """One time window of validated interactions, as landed by the incoming-file sensor."""
     key = context.partition_key
     rows = read_windows(stream.landing_path, [key])
@@ -323,7 +325,9 @@ class PromotionConfig(dg.Config):
 
 
 @dg.asset_check(asset=challenger_model, blocking=True, description="Promote only a challenger that beats the champion.")
-def challenger_beats_champion(config: PromotionConfig, stream: StreamResource, store: ArtifactStore) -> dg.AssetCheckResult:
+def challenger_beats_champion(
+    config: PromotionConfig, stream: StreamResource, store: ArtifactStore
+) -> dg.AssetCheckResult:
     """Both models ranked on the same current window (histories before it); the verdict is logged."""
     challenger = TrainedModel.load(store.folder(CHALLENGER))
     champion = load_champion(store)

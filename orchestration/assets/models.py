@@ -62,7 +62,9 @@ def model_asset(spec: ModelSpec) -> dg.AssetsDefinition:
     config_class = launchpad_config(
         spec.asset,
         spec.preset,
-        extra={"valid_ks": (list[int], pydantic.Field(default=[10, 20], description="Cutoffs reported on validation."))},
+        extra={
+            "valid_ks": (list[int], pydantic.Field(default=[10, 20], description="Cutoffs reported on validation."))
+        },
     )
     deps = ["split", *spec.inputs]
 

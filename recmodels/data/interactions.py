@@ -91,9 +91,7 @@ class Interactions:
         Ids are sorted as strings, so the same rows always give the same maps.
         """
         user_ids = np.asarray(sorted(raw["user_id"].astype(str).unique()), dtype=object)
-        item_ids = np.asarray(
-            [""] + sorted(raw["item_id"].astype(str).unique()), dtype=object
-        )
+        item_ids = np.asarray([""] + sorted(raw["item_id"].astype(str).unique()), dtype=object)
         user_index = pd.Index(user_ids)
         item_index = pd.Index(item_ids)
         frame = pd.DataFrame(
@@ -111,9 +109,7 @@ class Interactions:
 
     def subset(self, mask: np.ndarray | pd.Series) -> "Interactions":
         """Rows where ``mask`` holds, sharing this container's id maps."""
-        return Interactions(
-            self.frame.loc[np.asarray(mask)].reset_index(drop=True), self.user_ids, self.item_ids
-        )
+        return Interactions(self.frame.loc[np.asarray(mask)].reset_index(drop=True), self.user_ids, self.item_ids)
 
     def concat(self, other: "Interactions") -> "Interactions":
         """Union of two row sets over the same id maps, chronologically re-sorted."""

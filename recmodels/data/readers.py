@@ -23,9 +23,25 @@ import pyarrow.parquet as pq
 RECBOLE_TYPES = ("token", "float", "token_seq", "float_seq")
 SPLITS_IN_TIME_ORDER = ("train", "test", "valid")  # DiffRec files: test precedes valid in time
 MOVIELENS_GENRES = (
-    "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime",
-    "Documentary", "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery",
-    "Romance", "Sci-Fi", "Thriller", "War", "Western",
+    "unknown",
+    "Action",
+    "Adventure",
+    "Animation",
+    "Children's",
+    "Comedy",
+    "Crime",
+    "Documentary",
+    "Drama",
+    "Fantasy",
+    "Film-Noir",
+    "Horror",
+    "Musical",
+    "Mystery",
+    "Romance",
+    "Sci-Fi",
+    "Thriller",
+    "War",
+    "Western",
 )
 ISO_ZONE_OFFSET = r"[T ]\S*?(?:Z|[+-]\d{2}(?::?\d{2})?)$"
 TITLE_WITH_YEAR = r"^(?P<title>.*?)\s*\((?P<year>\d{4})\)\s*$"
@@ -175,9 +191,7 @@ def read_table(path: Path, columns: ColumnMap = ColumnMap()) -> RawDataset:
     else:
         timestamps = _positions_in_user(table[columns.user_id])
     ratings = _parse_numbers(table[columns.rating], origin, columns.rating) if columns.rating else np.nan
-    interactions = _interaction_frame(
-        table[columns.user_id], table[columns.item_id], timestamps, ratings, table.index
-    )
+    interactions = _interaction_frame(table[columns.user_id], table[columns.item_id], timestamps, ratings, table.index)
     return RawDataset(path.stem, interactions, None, columns.timestamp is not None, path)
 
 
@@ -189,11 +203,16 @@ def read_movielens_zip(path: Path) -> RawDataset:
         raise DataFormatError(f"{path}: no u.data found")
     origin = _Origin(ratings_member[0])
     table = _read_delimited(
-        io.BytesIO(ratings_member[1]), origin, ["user_id", "item_id", "rating", "timestamp"],
-        has_header=False, sep="\t", quoting=csv.QUOTE_NONE,
+        io.BytesIO(ratings_member[1]),
+        origin,
+        ["user_id", "item_id", "rating", "timestamp"],
+        has_header=False,
+        sep="\t",
+        quoting=csv.QUOTE_NONE,
     )
     interactions = _interaction_frame(
-        table["user_id"], table["item_id"],
+        table["user_id"],
+        table["item_id"],
         _whole_seconds(_parse_numbers(table["timestamp"], origin, "timestamp")),
         _parse_numbers(table["rating"], origin, "rating"),
         table.index,
@@ -269,15 +288,21 @@ def _read_delimited(
     first_line = 2 if has_header else 1
     try:
         table = pd.read_csv(
-            source, header=None, skiprows=first_line - 1, dtype=str, keep_default_na=False, na_values=[""],
-            skip_blank_lines=False, **options,
+            source,
+            header=None,
+            skiprows=first_line - 1,
+            dtype=str,
+            keep_default_na=False,
+            na_values=[""],
+            skip_blank_lines=False,
+            **options,
         )
     except pd.errors.EmptyDataError as error:
         raise origin.error("file is empty (no data rows)") from error
     except pd.errors.ParserError as error:
         raise origin.error(str(error).strip()) from error
     table.index = pd.RangeIndex(first_line, first_line + len(table))
-    overfull = table.iloc[:, len(names):].notna().any(axis=1)
+    overfull = table.iloc[:, len(names) :].notna().any(axis=1)
     if overfull.any():
         raise origin.error(f"more than {len(names)} fields ({', '.join(names)})", int(overfull.idxmax()))
     table = table.reindex(columns=range(len(names))).set_axis(names, axis="columns").dropna(how="all")
@@ -294,9 +319,7 @@ def _header_names(path: Path, origin: _Origin, **options) -> list[str]:
         raise origin.error("file is empty") from error
 
 
-def _read_parquet(
-    path: Path, wanted: list[str], id_columns: tuple[str, str], origin: _Origin
-) -> pd.DataFrame:
+def _read_parquet(path: Path, wanted: list[str], id_columns: tuple[str, str], origin: _Origin) -> pd.DataFrame:
     """Selected Parquet columns with ids as strings; the index is the 0-based row."""
     _require_columns(pq.read_schema(path).names, wanted, origin)
     table = pq.read_table(path, columns=wanted)
@@ -364,9 +387,7 @@ def _reject_bad_values(raw: pd.Series, bad: pd.Series, origin: _Origin, column: 
     if not bad.any():
         return
     offenders = raw[bad]
-    shown = "; ".join(
-        f"{origin.unit} {row}: {value!r}" for row, value in offenders.iloc[:MAX_REPORTED_VALUES].items()
-    )
+    shown = "; ".join(f"{origin.unit} {row}: {value!r}" for row, value in offenders.iloc[:MAX_REPORTED_VALUES].items())
     raise DataFormatError(
         f"{origin.name}: column {column!r} must hold {expected}; {len(offenders)} bad value(s), "
         f"first {min(len(offenders), MAX_REPORTED_VALUES)}: {shown}"
@@ -416,8 +437,14 @@ def _diffrec_items(mapping_path: Path, movies_path: Path) -> pd.DataFrame:
         mapping_path, mapping_origin, mapping_names, has_header=True, sep="\t", quoting=csv.QUOTE_NONE
     )
     movies = _read_delimited(
-        movies_path, _Origin(str(movies_path)), ["movie_id", "full_title", "genres"], has_header=False,
-        sep="::", engine="python", encoding="latin-1", quoting=csv.QUOTE_NONE,
+        movies_path,
+        _Origin(str(movies_path)),
+        ["movie_id", "full_title", "genres"],
+        has_header=False,
+        sep="::",
+        engine="python",
+        encoding="latin-1",
+        quoting=csv.QUOTE_NONE,
     )
     joined = mapping.merge(movies, how="left", left_on="movielens_movie_id", right_on="movie_id")
     title, year = _split_title_year(joined["full_title"])
@@ -437,9 +464,13 @@ def _movielens_member(path: Path, member: str) -> tuple[str, bytes] | None:
 def _movielens_items(name: str, content: bytes) -> pd.DataFrame:
     """GroupLens `u.item` (latin-1, '|' separated): year from the title, genres from 19 flag columns."""
     table = _read_delimited(
-        io.BytesIO(content), _Origin(name),
+        io.BytesIO(content),
+        _Origin(name),
         ["item_id", "full_title", "release_date", "video_release_date", "url", *MOVIELENS_GENRES],
-        has_header=False, sep="|", encoding="latin-1", quoting=csv.QUOTE_NONE,
+        has_header=False,
+        sep="|",
+        encoding="latin-1",
+        quoting=csv.QUOTE_NONE,
     )
     title, year = _split_title_year(table["full_title"])
     flags = table[list(MOVIELENS_GENRES)].eq("1")
@@ -463,7 +494,11 @@ def _interaction_frame(
 ) -> pd.DataFrame:
     """The canonical interaction columns in their fixed order, with a fresh 0-based index."""
     columns = {
-        "user_id": user_id, "item_id": item_id, "timestamp": timestamp, "rating": rating, "source_row": source_row
+        "user_id": user_id,
+        "item_id": item_id,
+        "timestamp": timestamp,
+        "rating": rating,
+        "source_row": source_row,
     }
     if split is not None:
         columns["split"] = split

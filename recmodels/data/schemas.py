@@ -111,9 +111,7 @@ def _validate(df: pd.DataFrame, schema: pa.DataFrameSchema) -> ValidationResult:
     valid = rows[~rejected].reset_index(drop=True)
     quarantined = rows[rejected].assign(reasons=reasons).reset_index(drop=True)
     if len(valid) + len(quarantined) != len(rows):
-        raise RuntimeError(
-            f"validation lost rows: {len(rows)} in, {len(valid)} kept + {len(quarantined)} quarantined"
-        )
+        raise RuntimeError(f"validation lost rows: {len(rows)} in, {len(valid)} kept + {len(quarantined)} quarantined")
     by_reason = row_failures.drop_duplicates(["row", "key"])["key"].value_counts().to_dict()
     return ValidationResult(valid, quarantined, by_reason)
 
@@ -163,10 +161,12 @@ def _describe_row_failures(failures: pd.DataFrame) -> pd.DataFrame:
     entries = [pd.DataFrame({"row": single["row"], "key": single_keys, "value": single["failure_case"].map(_show)})]
     duplicates = failures[is_duplicate].groupby("row", sort=False)
     entries.append(
-        pd.DataFrame({
-            "key": duplicates["column"].agg(", ".join) + ": duplicate",
-            "value": duplicates["failure_case"].agg(lambda values: "(" + ", ".join(map(_show, values)) + ")"),
-        }).reset_index()
+        pd.DataFrame(
+            {
+                "key": duplicates["column"].agg(", ".join) + ": duplicate",
+                "value": duplicates["failure_case"].agg(lambda values: "(" + ", ".join(map(_show, values)) + ")"),
+            }
+        ).reset_index()
     )
     described = pd.concat(entries, ignore_index=True).sort_values("row", kind="stable")
     return described.assign(text=described["key"] + " (value=" + described["value"] + ")")

@@ -76,9 +76,7 @@ class SplitData:
         return self.train.n_items
 
 
-def temporal_split(
-    interactions: Interactions, valid_fraction: float = 0.1, test_fraction: float = 0.1
-) -> SplitData:
+def temporal_split(interactions: Interactions, valid_fraction: float = 0.1, test_fraction: float = 0.1) -> SplitData:
     """Global time split: the latest ``test_fraction`` of interactions is test, the
     ``valid_fraction`` before it validation, the rest train.
 
@@ -86,9 +84,7 @@ def temporal_split(
     or test interaction. The test stage reads train + validation history.
     """
     if not (0 < valid_fraction and 0 < test_fraction and valid_fraction + test_fraction < 1):
-        raise ValueError(
-            f"need 0 < valid_fraction, 0 < test_fraction, sum < 1; got {valid_fraction}, {test_fraction}"
-        )
+        raise ValueError(f"need 0 < valid_fraction, 0 < test_fraction, sum < 1; got {valid_fraction}, {test_fraction}")
     times = interactions.frame["timestamp"].to_numpy()
     valid_start = np.quantile(times, 1 - valid_fraction - test_fraction, method="higher")
     test_start = np.quantile(times, 1 - test_fraction, method="higher")
@@ -165,12 +161,14 @@ def stage_for_item_map(history: pd.DataFrame, held_out: pd.DataFrame, item_ids: 
     history_items = item_index.get_indexer(history["item_id"].astype(str))
     history_users = users.get_indexer(history["user_id"].astype(str))
     readable = (history_items > 0) & (history_users >= 0)
-    frame = pd.DataFrame({
-        "user": history_users[readable].astype(np.int64),
-        "item": history_items[readable].astype(np.int64),
-        "timestamp": history["timestamp"].to_numpy(dtype=np.int64)[readable],
-        "weight": np.ones(int(readable.sum()), dtype=np.float32),
-    })
+    frame = pd.DataFrame(
+        {
+            "user": history_users[readable].astype(np.int64),
+            "item": history_items[readable].astype(np.int64),
+            "timestamp": history["timestamp"].to_numpy(dtype=np.int64)[readable],
+            "weight": np.ones(int(readable.sum()), dtype=np.float32),
+        }
+    )
     history_rows = Interactions(chronological(frame), users.to_numpy(dtype=object), item_index.to_numpy(dtype=object))
     n_columns = len(item_index)
     target_items = item_index.get_indexer(held_out["item_id"].astype(str))
@@ -211,7 +209,9 @@ def _assemble(
 
     valid_stage = _stage(train, valid, known_items, train_matrix, "valid", report)
     if protocol == "holdout":  # one held-out set behind both stages: the same targets, the same exclusions
-        report.update({key.replace("valid_", "test_", 1): value for key, value in report.items() if key.startswith("valid_")})
+        report.update(
+            {key.replace("valid_", "test_", 1): value for key, value in report.items() if key.startswith("valid_")}
+        )
         return SplitData(protocol, train, valid, test, valid_stage, valid_stage, report)
     test_history = train.concat(valid) if test_reads_valid else train
     test_exclude = (train_matrix + valid_matrix).sign().tocsr()
@@ -275,7 +275,9 @@ def load_split(folder: Path) -> SplitData:
     rows = load_interactions(folder)
     part = rows.frame["part"].to_numpy()
     train, valid, test = (
-        Interactions(rows.frame.loc[part == name].drop(columns="part").reset_index(drop=True), rows.user_ids, rows.item_ids)
+        Interactions(
+            rows.frame.loc[part == name].drop(columns="part").reset_index(drop=True), rows.user_ids, rows.item_ids
+        )
         for name in ("train", "valid", "test")
     )
     split = _assemble(meta["protocol"], train, valid, test, test_reads_valid=_TEST_READS_VALID[meta["protocol"]])

@@ -82,7 +82,9 @@ def land_file(path: Path, landing: Path, window_days: int, rules: ValidationRule
     report.rows_quarantined, report.by_reason = int(summary["rows_quarantined"]), dict(summary["by_reason"])
     if len(result.quarantined):
         (landing / "quarantine").mkdir(parents=True, exist_ok=True)
-        result.quarantined.assign(file=path.name).to_parquet(landing / "quarantine" / f"{path.stem}.parquet", index=False)
+        result.quarantined.assign(file=path.name).to_parquet(
+            landing / "quarantine" / f"{path.stem}.parquet", index=False
+        )
     valid = result.valid.assign(window=window_keys(result.valid["timestamp"], window_days))
     for key, rows in valid.groupby("window", sort=True):
         folder = landing / "windows" / str(key)

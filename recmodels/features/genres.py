@@ -21,9 +21,7 @@ def genre_matrix(items: pd.DataFrame, item_ids: np.ndarray) -> tuple[sp.csr_matr
     genre_index = pd.Series(np.arange(len(vocabulary)), index=vocabulary)
     rows = position.loc[exploded["item_id"].astype(str)].to_numpy()
     cols = genre_index.loc[exploded["genre"]].to_numpy()
-    matrix = sp.csr_matrix(
-        (np.ones(len(rows), dtype=np.float32), (rows, cols)), shape=(len(item_ids), len(vocabulary))
-    )
+    matrix = sp.csr_matrix((np.ones(len(rows), dtype=np.float32), (rows, cols)), shape=(len(item_ids), len(vocabulary)))
     matrix.sum_duplicates()
     matrix.data[:] = 1.0
     return matrix, vocabulary

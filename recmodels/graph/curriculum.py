@@ -57,9 +57,7 @@ def plot_schedule(schedule: CurriculumSchedule, n_epochs: int, path: Path) -> Pa
     axes.step(np.arange(n_epochs), schedule.values(n_epochs), where="post")
     axes.set_xlabel("epoch")
     axes.set_ylabel("overlap threshold")
-    axes.set_title(
-        f"start {schedule.start_epoch}, pace {schedule.pace:g}, max {schedule.max_hardness:g}"
-    )
+    axes.set_title(f"start {schedule.start_epoch}, pace {schedule.pace:g}, max {schedule.max_hardness:g}")
     axes.set_ylim(0, 1)
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

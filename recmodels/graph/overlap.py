@@ -48,9 +48,7 @@ class NeighbourhoodOverlap:
         size = self.items.shape[0]
         present = self.scores > 0
         rows = np.broadcast_to(np.arange(size)[:, None], self.items.shape)
-        return sp.csr_matrix(
-            (self.scores[present], (rows[present], self.items[present])), shape=(size, size)
-        )
+        return sp.csr_matrix((self.scores[present], (rows[present], self.items[present])), shape=(size, size))
 
     def save(self, folder: Path) -> Path:
         folder.mkdir(parents=True, exist_ok=True)

@@ -157,5 +157,7 @@ def _finish(
     valid = torch.zeros(shape, dtype=torch.bool).index_copy_(0, real, valid_draws)
     log_q = torch.zeros(shape, dtype=log_q.dtype).index_copy_(0, real, log_q)
     return SampledNegatives(
-        items=items.reshape(batch, length, -1), log_q=log_q.reshape(batch, length, -1), valid=valid.reshape(batch, length, -1)
+        items=items.reshape(batch, length, -1),
+        log_q=log_q.reshape(batch, length, -1),
+        valid=valid.reshape(batch, length, -1),
     )

@@ -126,7 +126,9 @@ class ItemKNN(Recommender):
         off_diagonal = co_counts.row != co_counts.col
         rows, cols = co_counts.row[off_diagonal], co_counts.col[off_diagonal]
         values = co_counts.data[off_diagonal] / (norms[rows] * norms[cols] + self.config.shrink)
-        self.similarity = top_per_row(rows, cols, values.astype(np.float32), users_items.shape[1], self.config.neighbours)
+        self.similarity = top_per_row(
+            rows, cols, values.astype(np.float32), users_items.shape[1], self.config.neighbours
+        )
         self.n_items = split.n_items
         return self
 

@@ -71,7 +71,9 @@ class TimeWeightedHistory(PartConfig):
         length = present.sum(dim=1, keepdim=True)
         rank = torch.arange(items.shape[1], device=items.device)[None, :] - (items.shape[1] - length)
         share = rank.float() / (length - 1).clamp(min=1).float()
-        return torch.where(present, self.w_min + (self.w_max - self.w_min) * share, torch.zeros((), device=items.device))
+        return torch.where(
+            present, self.w_min + (self.w_max - self.w_min) * share, torch.zeros((), device=items.device)
+        )
 
 
 def history_vectors(items: torch.Tensor, n_items: int, history: BinaryHistory | TimeWeightedHistory) -> torch.Tensor:
@@ -109,8 +111,14 @@ class DiffusionSpace(nn.Module, ABC):
 
     @abstractmethod
     def training_loss(
-        self, diffusion_loss: torch.Tensor, x0: torch.Tensor, corrupted: torch.Tensor, predicted_z: torch.Tensor,
-        kl: torch.Tensor | None, epoch: int, step: int,
+        self,
+        diffusion_loss: torch.Tensor,
+        x0: torch.Tensor,
+        corrupted: torch.Tensor,
+        predicted_z: torch.Tensor,
+        kl: torch.Tensor | None,
+        epoch: int,
+        step: int,
     ) -> torch.Tensor: ...
 
 
@@ -420,7 +428,9 @@ class DiffRec(TorchRecommender):
         for start in range(0, split.train.n_users, chunk):
             users = np.arange(start, min(start + chunk, split.train.n_users))
             items, _ = sequences.padded(users)
-            parts.append(sp.csr_matrix(history_vectors(torch.from_numpy(items), split.n_items, self.config.history).numpy()))
+            parts.append(
+                sp.csr_matrix(history_vectors(torch.from_numpy(items), split.n_items, self.config.history).numpy())
+            )
         return sp.vstack(parts).tocsr()
 
     def scorer(self) -> nn.Module:

@@ -62,21 +62,25 @@ def interaction_features(rows: pd.DataFrame, context: FeatureContext) -> pd.Data
     users = rows["user_id"].astype(str)
     per_user_window = rows.groupby([users, rows["window"]])["item_id"].transform("size")
     times = pd.to_datetime(rows["timestamp"], unit="s", utc=True)
-    return pd.DataFrame({
-        "rating": rows["rating"].astype(float).to_numpy(),
-        "item_popularity": context.popularity(items),
-        "user_activity": pd.cut(per_user_window, ACTIVITY_EDGES, labels=ACTIVITY_LABELS).astype(str).to_numpy(),
-        "item_genre": context.genre(items),
-        "hour": times.dt.hour.astype(str).to_numpy(),
-        "weekday": times.dt.day_name().to_numpy(),
-    })
+    return pd.DataFrame(
+        {
+            "rating": rows["rating"].astype(float).to_numpy(),
+            "item_popularity": context.popularity(items),
+            "user_activity": pd.cut(per_user_window, ACTIVITY_EDGES, labels=ACTIVITY_LABELS).astype(str).to_numpy(),
+            "item_genre": context.genre(items),
+            "hour": times.dt.hour.astype(str).to_numpy(),
+            "weekday": times.dt.day_name().to_numpy(),
+        }
+    )
 
 
 def newcomer_shares(rows: pd.DataFrame, context: FeatureContext) -> dict[str, float]:
     """Share of the window's interactions on items, and of its users, absent from the reference."""
     users = rows["user_id"].astype(str).unique()
     return {
-        "new_item_share": float(np.mean(~rows["item_id"].astype(str).isin(context.item_bucket.index))) if len(rows) else 0.0,
+        "new_item_share": float(np.mean(~rows["item_id"].astype(str).isin(context.item_bucket.index)))
+        if len(rows)
+        else 0.0,
         "new_user_share": float(np.mean(~pd.Index(users).isin(context.reference_users))) if len(users) else 0.0,
     }
 

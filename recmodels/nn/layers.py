@@ -103,15 +103,20 @@ class TokenLayout:
         """``[tokens, c]`` -> one ``[batch, length, c]`` per attention grid."""
         width = stream.shape[-1]
         return [
-            (part if grid.slots is None else part.new_zeros(grid.batch * grid.length, width).index_copy(0, grid.slots, part))
-            .view(grid.batch, grid.length, width)
+            (
+                part
+                if grid.slots is None
+                else part.new_zeros(grid.batch * grid.length, width).index_copy(0, grid.slots, part)
+            ).view(grid.batch, grid.length, width)
             for grid, part in zip(self.grids, stream.split(self.sizes))
         ]
 
     def from_attention_grids(self, parts: list[torch.Tensor]) -> torch.Tensor:
         """The inverse of ``to_attention_grids``."""
         flats = [part.reshape(grid.batch * grid.length, part.shape[-1]) for grid, part in zip(self.grids, parts)]
-        picked = [flat if grid.slots is None else flat.index_select(0, grid.slots) for grid, flat in zip(self.grids, flats)]
+        picked = [
+            flat if grid.slots is None else flat.index_select(0, grid.slots) for grid, flat in zip(self.grids, flats)
+        ]
         return picked[0] if len(picked) == 1 else torch.cat(picked)
 
 
@@ -136,12 +141,18 @@ class SelfAttention(nn.Module):
         dim, heads = queries.shape[-1], self.heads
         attended = []
         for grid, q, kv in zip(
-            layout.grids, layout.to_attention_grids(self.query(queries)), layout.to_attention_grids(self.key_value(keys))
+            layout.grids,
+            layout.to_attention_grids(self.query(queries)),
+            layout.to_attention_grids(self.key_value(keys)),
         ):
             q = q.view(grid.batch, grid.length, heads, dim // heads).transpose(1, 2)
             k, v = kv.view(grid.batch, grid.length, 2, heads, dim // heads).unbind(2)
             out = F.scaled_dot_product_attention(
-                q, k.transpose(1, 2), v.transpose(1, 2), attn_mask=grid.mask, dropout_p=self.dropout if self.training else 0.0
+                q,
+                k.transpose(1, 2),
+                v.transpose(1, 2),
+                attn_mask=grid.mask,
+                dropout_p=self.dropout if self.training else 0.0,
             )
             attended.append(out.transpose(1, 2).reshape(grid.batch, grid.length, dim))
         return self.output(layout.from_attention_grids(attended))
@@ -167,7 +178,11 @@ class SASRecBlock(TransformerBlock):
         self.output_dropout = nn.Dropout(dropout)
         self.feed_forward_norm = nn.LayerNorm(dim, eps=1e-8)
         self.feed_forward = nn.Sequential(
-            nn.Linear(dim, ff_mult * dim), nn.ReLU(), nn.Dropout(dropout), nn.Linear(ff_mult * dim, dim), nn.Dropout(dropout)
+            nn.Linear(dim, ff_mult * dim),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Linear(ff_mult * dim, dim),
+            nn.Dropout(dropout),
         )
 
     def forward(self, x: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
@@ -292,7 +307,9 @@ class SequenceBackbone(nn.Module):
         """The item table one batch reads and scores against: dropped out while training."""
         return F.dropout(self.item_embeddings.weight, self.config.item_dropout, self.training)
 
-    def forward(self, items: torch.Tensor, catalogue: torch.Tensor | None = None, pack: bool | None = None) -> torch.Tensor:
+    def forward(
+        self, items: torch.Tensor, catalogue: torch.Tensor | None = None, pack: bool | None = None
+    ) -> torch.Tensor:
         """``catalogue`` is the batch's table from ``catalogue()``; the raw table when omitted.
 
         ``pack`` (default: while training) computes real tokens only; padded positions of

@@ -37,7 +37,9 @@ class NextItemLoss(ABC):
         """
 
 
-def _uniform_items(shape: tuple[int, ...], n_items: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+def _uniform_items(
+    shape: tuple[int, ...], n_items: int, generator: torch.Generator, device: torch.device
+) -> torch.Tensor:
     return torch.randint(1, n_items + 1, shape, generator=generator).to(device)
 
 
@@ -67,7 +69,9 @@ class SampledLogits(torch.autograd.Function):
         flat_items, flat_gradient = items.flatten(), gradient.flatten()
         by_row = _rows_as_csr(items, flat_gradient, embeddings.shape[0])
         order = flat_items.argsort()
-        item_offsets = torch.cat([flat_items.new_zeros(1), torch.bincount(flat_items, minlength=embeddings.shape[0]).cumsum(0)])
+        item_offsets = torch.cat(
+            [flat_items.new_zeros(1), torch.bincount(flat_items, minlength=embeddings.shape[0]).cumsum(0)]
+        )
         query_of_entry = torch.arange(items.shape[0], device=items.device).repeat_interleave(items.shape[1])[order]
         by_item = _csr(item_offsets, query_of_entry, flat_gradient[order], (embeddings.shape[0], items.shape[0]))
         return by_row @ embeddings, by_item @ queries, None
@@ -159,7 +163,9 @@ class SampledSoftmax(NextItemLoss):
 
     def _shared_logits(self, hidden, targets, embeddings, generator, positions) -> torch.Tensor:
         """``[positions, n_negatives]`` logits of each sequence's own draws."""
-        negatives = _uniform_items((targets.shape[0], self.n_negatives), embeddings.shape[0] - 1, generator, hidden.device)
+        negatives = _uniform_items(
+            (targets.shape[0], self.n_negatives), embeddings.shape[0] - 1, generator, hidden.device
+        )
         logits = torch.bmm(hidden, F.embedding(negatives, embeddings).transpose(1, 2))
         if self.mask_sequence_items:  # any item of the sequence is a positive somewhere: never a negative
             blocked = (negatives[:, :, None] == targets[:, None, :]).any(-1)[:, None, :]

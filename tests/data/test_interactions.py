@@ -127,9 +127,7 @@ def test_real_ml100k_maps_cover_every_user_and_item(ml100k_raw):
 
 def test_rows_sorted_by_user_then_time_then_source_order(hand_frame):
     data = Interactions.from_frame(hand_frame)
-    got = list(
-        zip(data.user_ids[data.frame["user"]], data.item_ids[data.frame["item"]], data.frame["timestamp"])
-    )
+    got = list(zip(data.user_ids[data.frame["user"]], data.item_ids[data.frame["item"]], data.frame["timestamp"]))
     assert got == [
         ("u10", "a", 1),
         ("u10", "c", 3),
@@ -151,9 +149,7 @@ def test_real_rows_are_chronological_per_user(ml100k_raw):
     assert np.all(times[1:][same_user] >= times[:-1][same_user])
     # exact order, ties included: a stable sort of the source rows by (user id string, timestamp)
     expected = ml100k_raw.sort_values(["user_id", "timestamp"], kind="stable")
-    np.testing.assert_array_equal(
-        data.item_ids[frame["item"]].astype(str), expected["item_id"].to_numpy()
-    )
+    np.testing.assert_array_equal(data.item_ids[frame["item"]].astype(str), expected["item_id"].to_numpy())
     assert np.sum(times[1:][same_user] == times[:-1][same_user]) > 1000  # ties do occur
 
 

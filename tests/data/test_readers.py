@@ -20,10 +20,33 @@ from recmodels.data import (
 
 CANONICAL_COLUMNS = ["user_id", "item_id", "timestamp", "rating", "source_row"]
 CANONICAL_DTYPES = {
-    "user_id": "object", "item_id": "object", "timestamp": "int64", "rating": "float64", "source_row": "int64"
+    "user_id": "object",
+    "item_id": "object",
+    "timestamp": "int64",
+    "rating": "float64",
+    "source_row": "int64",
 }
-GENRES = ["unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama",
-          "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western"]
+GENRES = [
+    "unknown",
+    "Action",
+    "Adventure",
+    "Animation",
+    "Children's",
+    "Comedy",
+    "Crime",
+    "Documentary",
+    "Drama",
+    "Fantasy",
+    "Film-Noir",
+    "Horror",
+    "Musical",
+    "Mystery",
+    "Romance",
+    "Sci-Fi",
+    "Thriller",
+    "War",
+    "Western",
+]
 
 
 def dtypes(frame: pd.DataFrame) -> dict[str, str]:
@@ -60,7 +83,11 @@ def test_recbole_ml100k_interactions(ml100k):
     assert interactions.iloc[0].tolist() == ["196", "242", 881250949, 3.0, 2]
     assert interactions["source_row"].iloc[-1] == 100_001
     assert interactions["rating"].value_counts().sort_index().to_dict() == {
-        1.0: 6_110, 2.0: 11_370, 3.0: 27_145, 4.0: 34_174, 5.0: 21_201
+        1.0: 6_110,
+        2.0: 11_370,
+        3.0: 27_145,
+        4.0: 34_174,
+        5.0: 21_201,
     }
     first, last = pd.to_datetime(interactions["timestamp"].agg(["min", "max"]), unit="s")
     assert (first.year, first.month) == (1997, 9)
@@ -106,7 +133,11 @@ def test_sequences_beauty(data_dir):
     assert interactions["user_id"].nunique() == 22_363
     assert interactions["item_id"].nunique() == 12_101
     assert interactions.head(5)[["user_id", "item_id", "timestamp", "source_row"]].values.tolist() == [
-        ["1", "1", 0, 1], ["1", "2", 1, 1], ["1", "3", 2, 1], ["1", "4", 3, 1], ["1", "5", 4, 1]
+        ["1", "1", 0, 1],
+        ["1", "2", 1, 1],
+        ["1", "3", 2, 1],
+        ["1", "4", 3, 1],
+        ["1", "5", 4, 1],
     ]
 
 
@@ -172,13 +203,17 @@ def test_table_csv_without_timestamp_uses_positions(tmp_path):
 
 def test_table_parquet_custom_columns(tmp_path):
     path = tmp_path / "events.parquet"
-    pd.DataFrame({
-        "customer": [7, 7, 9],
-        "product": [42, 43, 42],
-        "event_time": pd.to_datetime(["2020-01-01 00:00:00", "2020-01-01 00:01:00", "2021-06-01 12:00:00"], utc=True),
-        "score": [1.0, None, 5.0],
-        "ignored": ["a", "b", "c"],
-    }).to_parquet(path)
+    pd.DataFrame(
+        {
+            "customer": [7, 7, 9],
+            "product": [42, 43, 42],
+            "event_time": pd.to_datetime(
+                ["2020-01-01 00:00:00", "2020-01-01 00:01:00", "2021-06-01 12:00:00"], utc=True
+            ),
+            "score": [1.0, None, 5.0],
+            "ignored": ["a", "b", "c"],
+        }
+    ).to_parquet(path)
     dataset = read_table(path, ColumnMap(user_id="customer", item_id="product", timestamp="event_time", rating="score"))
     interactions = dataset.interactions
     assert dtypes(interactions) == CANONICAL_DTYPES
@@ -205,10 +240,15 @@ def u_item_line(item_id: int, full_title: str, genres: set[str]) -> str:
 def write_movielens(folder: Path) -> None:
     folder.mkdir(parents=True)
     (folder / "u.data").write_text("1\t10\t4\t881250949\n1\t20\t5\t881250950\n2\t10\t3\t881250951\n")
-    (folder / "u.item").write_bytes("\n".join([
-        u_item_line(10, "Cité des enfants perdus, La (1995)", {"Drama", "Sci-Fi"}),
-        u_item_line(20, "unknown", {"unknown"}),
-    ]).encode("latin-1") + b"\n")
+    (folder / "u.item").write_bytes(
+        "\n".join(
+            [
+                u_item_line(10, "Cité des enfants perdus, La (1995)", {"Drama", "Sci-Fi"}),
+                u_item_line(20, "unknown", {"unknown"}),
+            ]
+        ).encode("latin-1")
+        + b"\n"
+    )
 
 
 def zip_folder(folder: Path, archive_path: Path) -> Path:
@@ -368,9 +408,11 @@ def test_sequence_user_on_two_lines(tmp_path):
 
 @pytest.mark.parametrize(
     ("array", "description"),
-    [(np.zeros((4, 3), dtype=np.int64), "int64 array of shape (4, 3)"),
-     (np.zeros((4, 2), dtype=np.float64), "float64 array of shape (4, 2)"),
-     (np.zeros(8, dtype=np.int64), "int64 array of shape (8,)")],
+    [
+        (np.zeros((4, 3), dtype=np.int64), "int64 array of shape (4, 3)"),
+        (np.zeros((4, 2), dtype=np.float64), "float64 array of shape (4, 2)"),
+        (np.zeros(8, dtype=np.int64), "int64 array of shape (8,)"),
+    ],
 )
 def test_predefined_npy_with_wrong_shape_or_dtype(tmp_path, array, description):
     pairs = np.array([[0, 1], [0, 2]], dtype=np.int64)

@@ -43,14 +43,16 @@ def test_clean_ml100k_items_pass(ml100k):
 def test_injected_bad_rows_are_quarantined_with_reasons(ml100k):
     clean = ml100k.interactions.head(200)
     copied = clean.iloc[10]
-    bad = pd.DataFrame([
-        interaction("1", "1", -1, 3.0, 900_001),
-        interaction("1", "2", 880_000_000, 7.0, 900_002),
-        interaction("", "3", 880_000_000, 3.0, 900_003),
-        copied.to_dict(),
-        interaction("1", "4", 4_102_444_800, 3.0, 900_005),
-        interaction("1", "", 880_000_000, 0.5, 900_006),
-    ]).astype(clean.dtypes.to_dict())
+    bad = pd.DataFrame(
+        [
+            interaction("1", "1", -1, 3.0, 900_001),
+            interaction("1", "2", 880_000_000, 7.0, 900_002),
+            interaction("", "3", 880_000_000, 3.0, 900_003),
+            copied.to_dict(),
+            interaction("1", "4", 4_102_444_800, 3.0, 900_005),
+            interaction("1", "", 880_000_000, 0.5, 900_006),
+        ]
+    ).astype(clean.dtypes.to_dict())
     # bad rows interleaved with clean ones, and a non-unique index, as after a careless concat
     mixed = pd.concat([clean.iloc[:50], bad.iloc[:3], clean.iloc[50:120], bad.iloc[3:], clean.iloc[120:]])
 
@@ -84,10 +86,12 @@ def test_injected_bad_rows_are_quarantined_with_reasons(ml100k):
 
 def test_default_max_timestamp_is_now():
     now = int(time.time())
-    frame = pd.DataFrame([
-        interaction("1", "1", now - 3_600, 4.0, 2),
-        interaction("1", "2", now + 3_600, 4.0, 3),
-    ])
+    frame = pd.DataFrame(
+        [
+            interaction("1", "1", now - 3_600, 4.0, 2),
+            interaction("1", "2", now + 3_600, 4.0, 3),
+        ]
+    )
     result = validate_interactions(frame)
     assert result.valid["source_row"].tolist() == [2]
     assert result.quarantined["source_row"].tolist() == [3]
@@ -149,12 +153,14 @@ def test_whole_column_problems_raise_instead_of_quarantining(ml100k, change, exp
 
 def test_items_with_bad_rows_are_quarantined(ml100k):
     clean = ml100k.items.head(30)
-    bad = pd.DataFrame({
-        "item_id": ["5", "901", "", "902"],
-        "title": ["Copy of five", "Too old", "No id", "Too far"],
-        "year": pd.array([1990, 1850, 2000, 2200], dtype="Int64"),
-        "genres": ["Drama", None, "Comedy", None],
-    })
+    bad = pd.DataFrame(
+        {
+            "item_id": ["5", "901", "", "902"],
+            "title": ["Copy of five", "Too old", "No id", "Too far"],
+            "year": pd.array([1990, 1850, 2000, 2200], dtype="Int64"),
+            "genres": ["Drama", None, "Comedy", None],
+        }
+    )
     unknown_year = pd.DataFrame(
         {"item_id": ["903"], "title": [None], "year": pd.array([None], dtype="Int64"), "genres": [None]}
     )

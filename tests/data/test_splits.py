@@ -192,8 +192,12 @@ def test_leave_one_out_real_positions(ml1m_loo, ml1m_seq_raw):
         )
 
     columns = ["user_id", "item_id", "timestamp"]
-    pd.testing.assert_frame_equal(as_ids(split.test_rows.frame), last[columns].sort_values("user_id").reset_index(drop=True))
-    pd.testing.assert_frame_equal(as_ids(split.valid_rows.frame), second[columns].sort_values("user_id").reset_index(drop=True))
+    pd.testing.assert_frame_equal(
+        as_ids(split.test_rows.frame), last[columns].sort_values("user_id").reset_index(drop=True)
+    )
+    pd.testing.assert_frame_equal(
+        as_ids(split.valid_rows.frame), second[columns].sort_values("user_id").reset_index(drop=True)
+    )
     assert len(split.test_rows) == len(split.valid_rows) == 6040
     assert len(split.train) == 1_000_209 - 2 * 6040
 
@@ -388,9 +392,9 @@ def test_save_load_split_round_trip_leave_one_out(ml100k_small_raw, tmp_path):
 
 
 def test_save_load_split_round_trip_predefined(tmp_path):
-    frame = hand_rows(("u1", "a", 1), ("u1", "b", 2), ("u1", "c", 3), ("u2", "a", 1), ("u2", "c", 2), ("u2", "b", 3)).assign(
-        split=["train", "train", "test", "train", "valid", "test"]
-    )
+    frame = hand_rows(
+        ("u1", "a", 1), ("u1", "b", 2), ("u1", "c", 3), ("u2", "a", 1), ("u2", "c", 2), ("u2", "b", 3)
+    ).assign(split=["train", "train", "test", "train", "valid", "test"])
     split = predefined_split(Interactions.from_frame(frame))
     assert split.test.targets.nnz == 1  # u2's b (a and b are in train via u1)
     save_split(split, tmp_path)

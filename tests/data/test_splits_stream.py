@@ -75,7 +75,9 @@ def test_holdout_rows_partition_the_input(holdout, ml100k, holdout_mask, last_we
     assert set(window_keys(holdout.test_rows.frame["timestamp"], 7)) == {last_week}
     report = holdout.report
     assert (report["train_rows"], report["valid_rows"], report["test_rows"]) == (
-        len(holdout.train), len(holdout.valid_rows), len(holdout.test_rows)
+        len(holdout.train),
+        len(holdout.valid_rows),
+        len(holdout.test_rows),
     )
 
 
@@ -136,7 +138,7 @@ def model_view(stream_rows, weeks, last_week):
     history = stream_rows.loc[keys < last_week].reset_index(drop=True)
     held_out = stream_rows.loc[keys == last_week].reset_index(drop=True)
     shared = sorted(set(history["item_id"]) & set(held_out["item_id"]))
-    missing = set(shared[::len(shared) // 30][:30])
+    missing = set(shared[:: len(shared) // 30][:30])
     item_ids = np.asarray([""] + sorted(set(history["item_id"]) - missing), dtype=object)
     return history, held_out, item_ids, missing
 
@@ -158,7 +160,7 @@ def test_stage_for_item_map_counts_unknown_targets_as_misses(model_view):
     np.testing.assert_array_equal(row_sums[evaluated], per_user[evaluated])
     # unknown items sit past the catalogue, so no score over len(item_ids) columns can hit them
     known_part = stage.targets[:, : len(item_ids)]
-    unknown_part = stage.targets[:, len(item_ids):]
+    unknown_part = stage.targets[:, len(item_ids) :]
     index = pd.Index(users)
     is_unknown = ~held_out["item_id"].isin(set(item_ids))
     on_evaluated = np.isin(index.get_indexer(held_out["user_id"]), evaluated)
@@ -193,12 +195,15 @@ def test_stage_for_item_map_history_keeps_known_items_of_held_out_users(model_vi
 def test_stage_for_item_map_by_hand():
     """Users a, b, c hold out rows; the model knows items x, y only (index 0 is padding)."""
     history = raw_rows(
-        ("a", "x", 1), ("a", "z", 2),  # z unknown to the model: dropped from a's history
+        ("a", "x", 1),
+        ("a", "z", 2),  # z unknown to the model: dropped from a's history
         ("b", "z", 3),  # b's only history item is unknown: b cannot be read, so is not evaluated
         ("d", "x", 4),  # d has nothing held out: not a user of this stage
     )
     held_out = raw_rows(
-        ("a", "y", 10), ("a", "w", 11), ("a", "v", 12),  # w and v unknown: targets, never hits
+        ("a", "y", 10),
+        ("a", "w", 11),
+        ("a", "v", 12),  # w and v unknown: targets, never hits
         ("b", "x", 13),
         ("c", "y", 14),  # c has no history at all
     )

@@ -9,11 +9,12 @@ import time
 from pathlib import Path
 
 import httpx
-import numpy as np
 import onnxruntime as ort
 import pytest
 import uvicorn
 from fastapi.testclient import TestClient
+from recserve.app import Settings, create_app, resolve
+from recserve.model import CPU_PROVIDER, LoadedModel, open_session
 
 from recmodels.data.interactions import Interactions
 from recmodels.data.splits import leave_one_out_split
@@ -22,8 +23,6 @@ from recmodels.models.baselines import EASE
 from recmodels.models.sasrec import SASRec, esasrec
 from recmodels.registry import register, set_champion
 from recmodels.train import TrainerConfig
-from recserve.app import Settings, create_app, resolve
-from recserve.model import CPU_PROVIDER, LoadedModel, open_session
 
 K = 20
 SASREC_MAX_LEN = 30
@@ -48,10 +47,20 @@ def registry(split, tmp_path_factory) -> Path:
     for name, model in models.items():
         spec = export_onnx(model, work / name / "model.onnx", k=K)
         folder = register(
-            root, work / name / "model.onnx", model=name, family=model.family, config=model.config.to_dict(),
-            training_data_version="test", metrics={}, item_ids=[str(item) for item in split.train.item_ids],
-            max_history_length=model.max_history_length, opset=spec.opset, k=spec.k, inputs=spec.inputs,
-            outputs=spec.outputs, parity={"passed": True},
+            root,
+            work / name / "model.onnx",
+            model=name,
+            family=model.family,
+            config=model.config.to_dict(),
+            training_data_version="test",
+            metrics={},
+            item_ids=[str(item) for item in split.train.item_ids],
+            max_history_length=model.max_history_length,
+            opset=spec.opset,
+            k=spec.k,
+            inputs=spec.inputs,
+            outputs=spec.outputs,
+            parity={"passed": True},
         )
         if name == "ease_model":
             set_champion(root, name, folder.name, "test")
@@ -159,7 +168,9 @@ def _free_port() -> int:
 
 def test_hot_reload_under_concurrent_requests_fails_none(registry, known_history):
     port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(Settings(registry=registry)), host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(Settings(registry=registry)), host="127.0.0.1", port=port, log_level="warning")
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     base = f"http://127.0.0.1:{port}"

@@ -35,7 +35,14 @@ def test_jaccard_matches_hand_computation(tiny_graph):
     overlap = neighbourhood_overlap(tiny_graph, top_m=3)
     expected_items = np.array([[0, 0, 0], [2, 4, 3], [1, 4, 3], [5, 1, 2], [1, 2, 0], [3, 0, 0]])
     expected_scores = np.array(
-        [[0, 0, 0], [1 / 3, 1 / 3, 1 / 4], [1 / 3, 1 / 3, 1 / 4], [1 / 3, 1 / 4, 1 / 4], [1 / 3, 1 / 3, 0], [1 / 3, 0, 0]],
+        [
+            [0, 0, 0],
+            [1 / 3, 1 / 3, 1 / 4],
+            [1 / 3, 1 / 3, 1 / 4],
+            [1 / 3, 1 / 4, 1 / 4],
+            [1 / 3, 1 / 3, 0],
+            [1 / 3, 0, 0],
+        ],
         dtype=np.float32,
     )
     assert overlap.items.dtype == np.int64 and overlap.scores.dtype == np.float32
@@ -57,8 +64,8 @@ def test_padding_and_no_self_on_a_wider_table(tiny_graph):
     for item in range(6):
         listed = overlap.items[item][overlap.scores[item] > 0]
         assert item not in listed
-        assert (overlap.items[item][len(listed):] == 0).all()
-        assert (overlap.scores[item][len(listed):] == 0).all()
+        assert (overlap.items[item][len(listed) :] == 0).all()
+        assert (overlap.scores[item][len(listed) :] == 0).all()
         assert (np.diff(overlap.scores[item]) <= 0).all()
     np.testing.assert_array_equal((overlap.scores > 0).sum(axis=1), [0, 3, 3, 3, 2, 1])
 

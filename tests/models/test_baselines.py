@@ -15,6 +15,7 @@ from recmodels.evaluation import evaluate
 from recmodels.models.base import HistoryBatch, Recommender, model_family
 from recmodels.models.baselines import EASE, EASEConfig, ItemKNN, ItemKNNConfig, MostPopular
 
+
 def test_baselines_are_registered():
     assert {"most_popular", "item_knn", "ease"} <= set(Recommender._families)
     assert model_family("ease") is EASE

@@ -207,7 +207,9 @@ def test_encode_in_training_samples_and_returns_the_kl():
 @pytest.mark.parametrize("on_dropped", [True, False])
 def test_likelihood_scores_the_dropped_input_as_the_authors_code_does(on_dropped):
     torch.manual_seed(SEED)
-    config = ClusteredLatentConfig(n_clusters=2, latent_dim=10, input_dropout=0.5, likelihood_on_dropped_input=on_dropped)
+    config = ClusteredLatentConfig(
+        n_clusters=2, latent_dim=10, input_dropout=0.5, likelihood_on_dropped_input=on_dropped
+    )
     autoencoder = ClusteredAutoencoder(torch.tensor(SIX_FOUR), config).train()
     x0 = torch.ones(4, 10)
     corrupted = autoencoder.corrupt(x0)

@@ -41,7 +41,9 @@ def test_every_user_trains_once_per_epoch(split, group_by_length):
 def test_grouped_batches_hold_users_of_similar_length(split):
     lengths = split.train.sequences().lengths
     spread = {
-        grouped: np.mean([np.ptp(lengths[batch]) for batch in _task(split, grouped)._user_batches(torch.Generator().manual_seed(0))])
+        grouped: np.mean(
+            [np.ptp(lengths[batch]) for batch in _task(split, grouped)._user_batches(torch.Generator().manual_seed(0))]
+        )
         for grouped in (True, False)
     }
     assert spread[True] < 0.25 * spread[False]

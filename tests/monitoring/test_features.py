@@ -44,10 +44,15 @@ def context(reference, ml100k_items) -> FeatureContext:
 
 def hand_rows(*rows) -> pd.DataFrame:
     users, items, times, windows = zip(*rows)
-    return pd.DataFrame({
-        "user_id": users, "item_id": items, "timestamp": np.asarray(times, dtype=np.int64),
-        "rating": np.arange(len(rows), dtype=np.float64) % 5 + 1, "window": windows,
-    })
+    return pd.DataFrame(
+        {
+            "user_id": users,
+            "item_id": items,
+            "timestamp": np.asarray(times, dtype=np.int64),
+            "rating": np.arange(len(rows), dtype=np.float64) % 5 + 1,
+            "window": windows,
+        }
+    )
 
 
 # ---------------------------------------------------------------- FeatureContext

@@ -210,7 +210,14 @@ def test_packing_changes_neither_outputs_nor_gradients(block):
     with torch.no_grad():
         backbone.final_norm.bias.copy_(torch.linspace(-1.0, 1.0, 8))
     items = torch.tensor(
-        [[0, 0, 0, 5, 6, 7], [0, 1, 2, 3, 4, 5], [0, 0, 0, 0, 0, 9], [0, 0, 0, 0, 0, 0], [3, 1, 4, 1, 5, 9], [0, 0, 2, 7, 1, 8]]
+        [
+            [0, 0, 0, 5, 6, 7],
+            [0, 1, 2, 3, 4, 5],
+            [0, 0, 0, 0, 0, 9],
+            [0, 0, 0, 0, 0, 0],
+            [3, 1, 4, 1, 5, 9],
+            [0, 0, 2, 7, 1, 8],
+        ]
     )  # 4 attention grids of sequences sorted by length: 2, 2, 1 and 1 sequences
     outputs, gradients = {}, {}
     for pack in (True, False):
@@ -250,7 +257,10 @@ def test_initialisation_follows_the_config():
     assert xavier.position_embeddings.weight.std().item() == pytest.approx(math.sqrt(2.0 / (20 + dim)), rel=0.1)
     assert torch.equal(xavier.item_embeddings.weight[0], torch.zeros(dim))
     # LayerNorm weights (1-D) keep their ones under either initialisation
-    assert all(torch.equal(norm.weight, torch.ones(dim)) for norm in (xavier.blocks[0].attention_norm, xavier.blocks[0].feed_forward_norm))
+    assert all(
+        torch.equal(norm.weight, torch.ones(dim))
+        for norm in (xavier.blocks[0].attention_norm, xavier.blocks[0].feed_forward_norm)
+    )
     # with no blocks (and the LiGR stack's missing final norm) the output is the input embedding
     items = torch.tensor([[0, 5, 7]])
     positions = torch.tensor([18, 19])
@@ -264,7 +274,14 @@ def test_initialisation_follows_the_config():
 def test_item_dropout_drops_one_table_per_batch_only_while_training():
     torch.manual_seed(0)
     config = BackboneConfig(
-        dim=16, blocks=1, heads=1, max_len=6, dropout=0.0, item_dropout=0.5, block=LiGRBlockConfig(), scale_embeddings=False
+        dim=16,
+        blocks=1,
+        heads=1,
+        max_len=6,
+        dropout=0.0,
+        item_dropout=0.5,
+        block=LiGRBlockConfig(),
+        scale_embeddings=False,
     )
     backbone = SequenceBackbone(200, config)
     assert backbone.eval().catalogue() is backbone.item_embeddings.weight
@@ -366,9 +383,7 @@ def test_ligr_block_gates_read_the_unnormalised_input():
         # the same formula with gates on the normalised inputs is measurably different
         h_wrong = x + torch.sigmoid(attention_gate(ln1)) * block.attention(ln1, ln1, layout)
         ln2_wrong = F.layer_norm(h_wrong, (6,), block.feed_forward_norm.weight, block.feed_forward_norm.bias)
-        wrong = h_wrong + torch.sigmoid(feed_forward_gate(ln2_wrong)) * _swiglu_by_hand(
-            block.feed_forward, ln2_wrong
-        )
+        wrong = h_wrong + torch.sigmoid(feed_forward_gate(ln2_wrong)) * _swiglu_by_hand(block.feed_forward, ln2_wrong)
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
     assert (got - wrong).abs().max() > 1e-2
 

@@ -48,9 +48,9 @@ def _draws(shape: tuple[int, ...], seed: int = SEED) -> torch.Tensor:
     return torch.randint(1, N_ITEMS + 1, shape, generator=_generator(seed))
 
 
-def _logit(b: int, l: int, item: int) -> float:
-    """``hidden[b, l] . E[item]`` written out on the 2-d vectors."""
-    h, e = _hidden()[b, l], _embeddings()[item]
+def _logit(b: int, position: int, item: int) -> float:
+    """``hidden[b, position] . E[item]`` written out on the 2-d vectors."""
+    h, e = _hidden()[b, position], _embeddings()[item]
     return float(h[0] * e[0] + h[1] * e[1])
 
 
@@ -96,9 +96,12 @@ def test_bce_uses_the_samplers_first_valid_draw():
     loss = BinaryCrossEntropy()(_hidden(), TARGETS, _embeddings(), _generator(), extra)
     # (0,0): slot 0 -> item 2 (slot 1 ignored); (0,1): slot 0 -> item 4; (1,1): slot 0 invalid, slot 1 -> item 3
     expected = (
-        _softplus(-_logit(0, 0, 1)) + _softplus(_logit(0, 0, 2))
-        + _softplus(-_logit(0, 1, 3)) + _softplus(_logit(0, 1, 4))
-        + _softplus(-_logit(1, 1, 4)) + _softplus(_logit(1, 1, 3))
+        _softplus(-_logit(0, 0, 1))
+        + _softplus(_logit(0, 0, 2))
+        + _softplus(-_logit(0, 1, 3))
+        + _softplus(_logit(0, 1, 4))
+        + _softplus(-_logit(1, 1, 4))
+        + _softplus(_logit(1, 1, 3))
     ) / 3
     assert loss.item() == pytest.approx(expected, rel=1e-6)
 
@@ -110,21 +113,29 @@ def test_bce_uses_the_samplers_first_valid_draw():
     # (0,0): slot 0 invalid, slot 1 -> item 3; (1,1): slot 1 -> item 2
     assert uniform[0, 0] != 3 and uniform[1, 1] != 2  # the uniform fallback would give something else
     expected = (
-        _softplus(-_logit(0, 0, 1)) + _softplus(_logit(0, 0, 3))
-        + _softplus(-_logit(0, 1, 3)) + _softplus(_logit(0, 1, 4))
-        + _softplus(-_logit(1, 1, 4)) + _softplus(_logit(1, 1, 2))
+        _softplus(-_logit(0, 0, 1))
+        + _softplus(_logit(0, 0, 3))
+        + _softplus(-_logit(0, 1, 3))
+        + _softplus(_logit(0, 1, 4))
+        + _softplus(-_logit(1, 1, 4))
+        + _softplus(_logit(1, 1, 2))
     ) / 3
     assert loss.item() == pytest.approx(expected, rel=1e-6)
 
 
 def test_bce_falls_back_to_the_uniform_draw_without_a_valid_one():
     uniform = _draws((2, 2))  # [[4, 1], [2, 3]]
-    extra = _extra([[[2, 3], [4, 1]], [[1, 1], [1, 2]]], [[[False, False], [True, True]], [[False, False], [False, False]]])
+    extra = _extra(
+        [[[2, 3], [4, 1]], [[1, 1], [1, 2]]], [[[False, False], [True, True]], [[False, False], [False, False]]]
+    )
     loss = BinaryCrossEntropy()(_hidden(), TARGETS, _embeddings(), _generator(), extra)
     expected = (
-        _softplus(-_logit(0, 0, 1)) + _softplus(_logit(0, 0, int(uniform[0, 0])))
-        + _softplus(-_logit(0, 1, 3)) + _softplus(_logit(0, 1, 4))
-        + _softplus(-_logit(1, 1, 4)) + _softplus(_logit(1, 1, int(uniform[1, 1])))
+        _softplus(-_logit(0, 0, 1))
+        + _softplus(_logit(0, 0, int(uniform[0, 0])))
+        + _softplus(-_logit(0, 1, 3))
+        + _softplus(_logit(0, 1, 4))
+        + _softplus(-_logit(1, 1, 4))
+        + _softplus(_logit(1, 1, int(uniform[1, 1])))
     ) / 3
     assert loss.item() == pytest.approx(expected, rel=1e-6)
 
@@ -183,10 +194,14 @@ def test_sampled_softmax_accidental_hit_equals_loss_without_that_negative():
     ) / 3
     assert a.item() == pytest.approx(expected, rel=1e-6)
     # counting the hit as a negative would give a larger loss
-    counted = expected + (
-        _cross_entropy(_logit(0, 0, 1), [_logit(0, 0, 4), _logit(0, 0, 1), _logit(0, 0, 2)])
-        - _cross_entropy(_logit(0, 0, 1), [_logit(0, 0, 4), _logit(0, 0, 2)])
-    ) / 3
+    counted = (
+        expected
+        + (
+            _cross_entropy(_logit(0, 0, 1), [_logit(0, 0, 4), _logit(0, 0, 1), _logit(0, 0, 2)])
+            - _cross_entropy(_logit(0, 0, 1), [_logit(0, 0, 4), _logit(0, 0, 2)])
+        )
+        / 3
+    )
     assert counted - a.item() > 0.05
 
 
@@ -248,7 +263,9 @@ def test_sampled_softmax_per_position_dense_and_sparse_paths_agree(monkeypatch):
         torch.manual_seed(1)
         embeddings = torch.randn(n_items + 1, dim).requires_grad_()
         hidden = torch.randn(3, 6, dim).requires_grad_()
-        loss = SampledSoftmax(8, logq_correction=True, per_position=True)(hidden, targets, embeddings, _generator(), extra)
+        loss = SampledSoftmax(8, logq_correction=True, per_position=True)(
+            hidden, targets, embeddings, _generator(), extra
+        )
         loss.backward()
         results.append((loss.detach(), embeddings.grad, hidden.grad))
     for dense, sparse in zip(*results):
@@ -317,8 +334,13 @@ def test_full_softmax_is_cross_entropy_over_real_items():
     with_padding = F.cross_entropy(_hidden()[positions] @ _embeddings().T, TARGETS[positions])
     assert (with_padding - expected).abs() > 1e-3
     # by hand: position (0,0) has logits (2, 1, -1.5, -1) over items 1..4
-    by_hand = [_cross_entropy(_logit(b, l, int(TARGETS[b, l])), [_logit(b, l, i) for i in range(1, 5) if i != TARGETS[b, l]]) for b, l in REAL]
-    assert by_hand[0] == pytest.approx(-math.log(math.exp(2) / (math.exp(2) + math.exp(1) + math.exp(-1.5) + math.exp(-1))))
+    by_hand = [
+        _cross_entropy(_logit(b, p, int(TARGETS[b, p])), [_logit(b, p, i) for i in range(1, 5) if i != TARGETS[b, p]])
+        for b, p in REAL
+    ]
+    assert by_hand[0] == pytest.approx(
+        -math.log(math.exp(2) / (math.exp(2) + math.exp(1) + math.exp(-1.5) + math.exp(-1)))
+    )
     assert loss.item() == pytest.approx(sum(by_hand) / 3, rel=1e-6)
 
 
@@ -333,7 +355,11 @@ LOSSES = [
 ]
 
 
-@pytest.mark.parametrize("loss_fn", LOSSES, ids=lambda l: f"{type(l).__name__}-{getattr(l, 'logq_correction', '')}-{getattr(l, 'per_position', '')}")
+def _loss_id(loss) -> str:
+    return f"{type(loss).__name__}-{getattr(loss, 'logq_correction', '')}-{getattr(loss, 'per_position', '')}"
+
+
+@pytest.mark.parametrize("loss_fn", LOSSES, ids=_loss_id)
 def test_padded_positions_do_not_count(loss_fn):
     hidden = _hidden()
     changed = hidden.clone()
@@ -344,7 +370,7 @@ def test_padded_positions_do_not_count(loss_fn):
     torch.testing.assert_close(a, b)
 
 
-@pytest.mark.parametrize("loss_fn", LOSSES, ids=lambda l: f"{type(l).__name__}-{getattr(l, 'logq_correction', '')}-{getattr(l, 'per_position', '')}")
+@pytest.mark.parametrize("loss_fn", LOSSES, ids=_loss_id)
 def test_gradients_reach_the_embedding_table_and_hidden_states(loss_fn):
     embeddings = _embeddings().requires_grad_()
     hidden = _hidden().requires_grad_()

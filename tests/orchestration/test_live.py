@@ -29,8 +29,11 @@ def weeks(ml100k_raw) -> list[tuple[str, pd.DataFrame]]:
 def _resources(root: Path, data_dir: Path) -> dict:
     return {
         "stream": live.StreamResource(
-            incoming=str(root / "incoming"), landing=str(root / "data" / "stream"), window_days=7,
-            bootstrap_windows=4, cooldown_windows=2,
+            incoming=str(root / "incoming"),
+            landing=str(root / "data" / "stream"),
+            window_days=7,
+            bootstrap_windows=4,
+            cooldown_windows=2,
         ),
         "store": ArtifactStore(project_root=str(root), dvc_remote=None),
         "dataset": DatasetResource(data_dir=str(data_dir), dataset="ml-100k", rating_min=1, rating_max=5),
@@ -94,8 +97,14 @@ def loop(tmp_path_factory, data_dir, weeks):
     promoted = _retrain(instance, resources, "most_popular_model")
     refused = _retrain(instance, resources, "item_knn_model")
     return {
-        "root": root, "resources": resources, "instance": instance, "first": first, "fifth": fifth,
-        "bootstrap": bootstrap, "promoted": promoted, "refused": refused,
+        "root": root,
+        "resources": resources,
+        "instance": instance,
+        "first": first,
+        "fifth": fifth,
+        "bootstrap": bootstrap,
+        "promoted": promoted,
+        "refused": refused,
     }
 
 
@@ -149,7 +158,14 @@ def test_drift_report_compares_the_window_with_the_champions_data(loop, weeks):
     assert (folder / "data_drift.html").stat().st_size > 10_000
     assert (folder / "prediction_drift.html").stat().st_size > 10_000
     summary = json.loads((folder / "summary.json").read_text())
-    assert set(summary["data"]["columns"]) == {"rating", "item_popularity", "user_activity", "item_genre", "hour", "weekday"}
+    assert set(summary["data"]["columns"]) == {
+        "rating",
+        "item_popularity",
+        "user_activity",
+        "item_genre",
+        "hour",
+        "weekday",
+    }
     assert values["data_drift_report"] == f"http://127.0.0.1:3001/drift_report/{event.partition_key}/data_drift.html"
 
 
@@ -260,6 +276,8 @@ def test_schedule_skips_until_two_windows_landed(tmp_path, data_dir, weeks):
     assert isinstance(automation.weekly_retraining(context), dg.SkipReason)
     for name, rows in weeks[:2]:
         drop(resources["stream"].incoming_path, name, rows)
-    automation.incoming_files_sensor(dg.build_sensor_context(instance=dg.DagsterInstance.ephemeral(), resources=resources))
+    automation.incoming_files_sensor(
+        dg.build_sensor_context(instance=dg.DagsterInstance.ephemeral(), resources=resources)
+    )
     request = automation.weekly_retraining(dg.build_schedule_context(resources=resources))
     assert request.tags["recpipe/trigger"] == "schedule"

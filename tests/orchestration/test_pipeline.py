@@ -9,12 +9,11 @@ import pandas as pd
 import pytest
 
 from orchestration import definitions
-from orchestration.assets.models import MODEL_ASSETS, MODEL_SPECS
 from orchestration.assets.export import parity_check_name
+from orchestration.assets.models import MODEL_ASSETS, MODEL_SPECS
 from orchestration.resources import ArtifactStore, DatasetResource
 from recmodels.models import Recommender
 from recmodels.registry import Manifest, versions
-
 
 # Neural models train two small epochs here; their full runs live in benchmarks/.
 QUICK_MODEL_CONFIG = {
@@ -23,14 +22,26 @@ QUICK_MODEL_CONFIG = {
 }
 QUICK_TRAINING = dg.RunConfig(
     ops={
-        spec.asset: {"config": QUICK_MODEL_CONFIG[spec.family]} for spec in MODEL_SPECS if spec.family in QUICK_MODEL_CONFIG
+        spec.asset: {"config": QUICK_MODEL_CONFIG[spec.family]}
+        for spec in MODEL_SPECS
+        if spec.family in QUICK_MODEL_CONFIG
     }
     | {"item_neighbourhood_overlap": {"config": {"top_m": 20}}, "item_embeddings": {"config": {"dim": 16}}}
 )
 ALL_ASSETS = {
-    "raw_interactions", "validated_interactions", "quarantined_rows", "interactions", "split",
-    "item_transition_graph", "item_neighbourhood_overlap", "item_embeddings", "item_clusters", *MODEL_ASSETS,
-    "leaderboard", "onnx_models", "model_registry",
+    "raw_interactions",
+    "validated_interactions",
+    "quarantined_rows",
+    "interactions",
+    "split",
+    "item_transition_graph",
+    "item_neighbourhood_overlap",
+    "item_embeddings",
+    "item_clusters",
+    *MODEL_ASSETS,
+    "leaderboard",
+    "onnx_models",
+    "model_registry",
 }
 LIVE_ASSETS = {"interaction_window", "drift_report", "challenger_model", "live_champion"}
 
@@ -52,7 +63,10 @@ def test_definitions_load_every_asset_check_and_job():
     assert [schedule.name for schedule in definitions.defs.schedules] == ["weekly_retraining"]
     check_names = {key.name for key in repository.asset_graph.asset_check_keys}
     assert {
-        "quarantine_share_within_limit", "split_is_usable", "models_beat_most_popular", "challenger_beats_champion"
+        "quarantine_share_within_limit",
+        "split_is_usable",
+        "models_beat_most_popular",
+        "challenger_beats_champion",
     } <= check_names
 
 
