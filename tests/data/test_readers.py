@@ -17,6 +17,7 @@ from recmodels.data import (
     read_sequences,
     read_table,
 )
+from recmodels.data.readers import MOVIELENS_GENRES
 
 CANONICAL_COLUMNS = ["user_id", "item_id", "timestamp", "rating", "source_row"]
 CANONICAL_DTYPES = {
@@ -26,27 +27,6 @@ CANONICAL_DTYPES = {
     "rating": "float64",
     "source_row": "int64",
 }
-GENRES = [
-    "unknown",
-    "Action",
-    "Adventure",
-    "Animation",
-    "Children's",
-    "Comedy",
-    "Crime",
-    "Documentary",
-    "Drama",
-    "Fantasy",
-    "Film-Noir",
-    "Horror",
-    "Musical",
-    "Mystery",
-    "Romance",
-    "Sci-Fi",
-    "Thriller",
-    "War",
-    "Western",
-]
 
 
 def dtypes(frame: pd.DataFrame) -> dict[str, str]:
@@ -233,7 +213,7 @@ def test_table_parquet_iso_string_timestamps(tmp_path):
 
 
 def u_item_line(item_id: int, full_title: str, genres: set[str]) -> str:
-    flags = "|".join("1" if genre in genres else "0" for genre in GENRES)
+    flags = "|".join("1" if genre in genres else "0" for genre in MOVIELENS_GENRES)
     return f"{item_id}|{full_title}|01-Jan-1995||http://example.org|{flags}"
 
 
