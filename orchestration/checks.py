@@ -1,13 +1,14 @@
 """Asset checks. Blocking ones stop downstream work when a result must not be used."""
 
 import json
+from collections.abc import Callable
 
 import dagster as dg
 import numpy as np
 import pandas as pd
 
 from orchestration.resources import ArtifactStore, DatasetResource
-from recmodels.data.splits import load_split
+from recmodels.data.splits import SplitData, load_split
 
 
 @dg.asset_check(asset="validated_interactions", blocking=True)
@@ -26,18 +27,52 @@ def quarantine_share_within_limit(dataset: DatasetResource, store: ArtifactStore
     )
 
 
+def _global_time_order(data: SplitData) -> tuple[bool, dict[str, int]]:
+    """Global time split: every training row is older than every held-out row."""
+    latest_train = int(data.train.frame["timestamp"].max())
+    earliest_held_out = int(min(data.valid_rows.frame["timestamp"].min(), data.test_rows.frame["timestamp"].min()))
+    metadata = {"latest_train_timestamp": latest_train, "earliest_held_out_timestamp": earliest_held_out}
+    return latest_train < earliest_held_out, metadata
+
+
+def _per_user_time_order(data: SplitData) -> tuple[bool, dict[str, int]]:
+    """Per-user splits: no user's training row is later than that user's validation row, nor validation than test.
+
+    Equal timestamps are allowed (MovieLens users rate many films in the same second). Other users'
+    training rows may be later: a per-user split lets a model learn from the population's later behaviour.
+    """
+
+    def users_out_of_order(earlier: pd.DataFrame, later: pd.DataFrame) -> int:
+        """Users whose latest ``earlier`` row is later than their earliest ``later`` row."""
+        first_later = later.groupby("user")["timestamp"].min()
+        last_earlier = earlier.groupby("user")["timestamp"].max().reindex(first_later.index)
+        return int((last_earlier > first_later).sum())
+
+    train, valid, test = data.train.frame, data.valid_rows.frame, data.test_rows.frame
+    train_after_held_out = users_out_of_order(train, pd.concat([valid, test]))
+    valid_after_test = users_out_of_order(valid, test)
+    metadata = {"users_train_after_held_out": train_after_held_out, "users_valid_after_test": valid_after_test}
+    return train_after_held_out == 0 and valid_after_test == 0, metadata
+
+
+_TIME_ORDER_CHECKS: dict[str, Callable[[SplitData], tuple[bool, dict[str, int]]]] = {
+    "temporal": _global_time_order,
+    "user_temporal": _per_user_time_order,
+    "leave_one_out": _per_user_time_order,
+}
+
+
 @dg.asset_check(asset="split", blocking=True)
 def split_is_usable(store: ArtifactStore) -> dg.AssetCheckResult:
-    """Both stages have users to evaluate and, for time splits, no training row is later than a held-out row."""
+    """Both stages have users to evaluate and, for time splits, no training row is later than a held-out row
+    (overall for the global temporal split, per user for the per-user ones)."""
     data = load_split(store.folder("split"))
     valid_users, test_users = len(data.valid.users), len(data.test.users)
     metadata: dict[str, float | int | str] = {"valid_users": valid_users, "test_users": test_users}
     leak_free = True
-    if data.protocol == "temporal":
-        latest_train = int(data.train.frame["timestamp"].max())
-        earliest_held_out = int(min(data.valid_rows.frame["timestamp"].min(), data.test_rows.frame["timestamp"].min()))
-        leak_free = latest_train < earliest_held_out
-        metadata.update({"latest_train_timestamp": latest_train, "earliest_held_out_timestamp": earliest_held_out})
+    if data.protocol in _TIME_ORDER_CHECKS:
+        leak_free, order_metadata = _TIME_ORDER_CHECKS[data.protocol](data)
+        metadata.update(order_metadata)
     return dg.AssetCheckResult(passed=bool(valid_users > 0 and test_users > 0 and leak_free), metadata=metadata)
 
 

@@ -96,6 +96,39 @@ def temporal_split(interactions: Interactions, valid_fraction: float = 0.1, test
     return _assemble("temporal", train, valid, test, test_reads_valid=True)
 
 
+def user_temporal_split(
+    interactions: Interactions, valid_fraction: float = 0.1, test_fraction: float = 0.1, min_length: int = 3
+) -> SplitData:
+    """Per user, by time: the latest ``test_fraction`` of each user's rows is test, the
+    ``valid_fraction`` before it validation, the rest train (shares rounded half up).
+
+    Every user with at least ``min_length`` rows gets at least one test row, one
+    validation row and one training row; shorter users stay whole in train and are
+    counted, not evaluated. No row of a user's training history is later than that
+    user's held-out rows, but another user's training rows may be: models learn from
+    the whole population's later behaviour, as leave-one-out lets them. The test stage
+    reads train + validation history.
+    """
+    if not (0 < valid_fraction and 0 < test_fraction and valid_fraction + test_fraction < 1):
+        raise ValueError(f"need 0 < valid_fraction, 0 < test_fraction, sum < 1; got {valid_fraction}, {test_fraction}")
+    if min_length < 3:
+        raise ValueError(f"user_temporal needs min_length >= 3 (one train, valid and test row), got {min_length}")
+    users = interactions.frame["user"].to_numpy()
+    lengths = np.bincount(users, minlength=interactions.n_users)
+    n_test = np.clip(np.floor(test_fraction * lengths + 0.5), 1, np.maximum(lengths - 2, 1)).astype(np.int64)
+    n_valid = np.clip(np.floor(valid_fraction * lengths + 0.5), 1, np.maximum(lengths - 1 - n_test, 1)).astype(np.int64)
+    position_from_end = _position_from_end(users)
+    evaluated = lengths[users] >= min_length
+    test_mask = evaluated & (position_from_end < n_test[users])
+    valid_mask = evaluated & ~test_mask & (position_from_end < n_test[users] + n_valid[users])
+    train = interactions.subset(~(test_mask | valid_mask))
+    valid = interactions.subset(valid_mask)
+    test = interactions.subset(test_mask)
+    split = _assemble("user_temporal", train, valid, test, test_reads_valid=True)
+    split.report["users_too_short_to_evaluate"] = int(np.sum((lengths > 0) & (lengths < min_length)))
+    return split
+
+
 def leave_one_out_split(interactions: Interactions, min_length: int = 3) -> SplitData:
     """Per user: last interaction is test, second-last validation, the rest train.
 
@@ -250,10 +283,17 @@ def _position_from_end(users: np.ndarray) -> np.ndarray:
 
 SPLITTERS: dict[str, Callable[..., SplitData]] = {
     "temporal": temporal_split,
+    "user_temporal": user_temporal_split,
     "leave_one_out": leave_one_out_split,
     "predefined": predefined_split,
 }
-_TEST_READS_VALID = {"temporal": True, "leave_one_out": True, "predefined": False, "holdout": False}
+_TEST_READS_VALID = {
+    "temporal": True,
+    "user_temporal": True,
+    "leave_one_out": True,
+    "predefined": False,
+    "holdout": False,
+}
 
 
 def make_split(interactions: Interactions, protocol: str, **options: Any) -> SplitData:

@@ -17,6 +17,7 @@ from recmodels.data.splits import (
     predefined_split,
     save_split,
     temporal_split,
+    user_temporal_split,
 )
 
 
@@ -402,3 +403,98 @@ def test_save_load_split_round_trip_predefined(tmp_path):
     assert_same_split(loaded, split)
     # the test history is still train only after loading (not train + valid)
     assert len(loaded.test.history) == 3
+
+
+# ---------------------------------------------------------------- per-user temporal
+
+
+def test_user_temporal_hand_made_shares_rounding_and_short_users(tmp_path):
+    frame = hand_rows(
+        ("a", "x", 1),  # length 2: stays in train
+        ("a", "y", 2),
+        ("b", "x", 1),  # length 3: one train, one valid, one test row
+        ("b", "y", 2),
+        ("b", "z", 3),
+        *[("c", item, time) for time, item in enumerate("xyzwvutsrq", start=1)],  # length 10
+        ("d", "q", 40),  # length 4, out of time order in the source
+        ("d", "x", 10),
+        ("d", "y", 30),
+        ("d", "z", 20),
+    )
+    data = Interactions.from_frame(frame)
+    split = user_temporal_split(data, valid_fraction=0.2, test_fraction=0.25)
+
+    def named(rows: Interactions) -> list[tuple[str, str]]:
+        return [(data.user_ids[u], data.item_ids[i]) for u, i in zip(rows.frame["user"], rows.frame["item"])]
+
+    # c: 0.25 * 10 = 2.5 rounds up to 3 test rows, 0.2 * 10 = 2 validation rows; b and d: at least one of each
+    assert named(split.test_rows) == [("b", "z"), ("c", "s"), ("c", "r"), ("c", "q"), ("d", "q")]
+    assert named(split.valid_rows) == [("b", "y"), ("c", "u"), ("c", "t"), ("d", "y")]
+    assert named(split.train) == [
+        ("a", "x"),
+        ("a", "y"),
+        ("b", "x"),
+        *[("c", i) for i in "xyzwv"],
+        ("d", "x"),
+        ("d", "z"),
+    ]
+    assert split.protocol == "user_temporal"
+    assert split.report["users_too_short_to_evaluate"] == 1
+    # a (0) is never evaluated; c's held-out items u, t, s, r, q are in no training row: cold, dropped, counted
+    assert 0 not in split.test.users and 0 not in split.valid.users
+    assert split.report["test_targets_dropped_cold_item"] == 4  # c's s, r, q and d's q
+    assert split.report["valid_targets_dropped_cold_item"] == 2  # c's u and t
+    np.testing.assert_array_equal(split.test.users, [1])
+    np.testing.assert_array_equal(split.valid.users, [1, 3])
+    # the test stage reads train + validation, and masks both
+    assert len(split.test.history) == len(split.train) + len(split.valid_rows)
+    assert same_entries(split.test.exclude, pd.concat([split.train.frame, split.valid_rows.frame]))
+    save_split(split, tmp_path)
+    assert_same_split(load_split(tmp_path), split)
+
+
+def test_user_temporal_keeps_a_training_row_when_fractions_are_large():
+    data = Interactions.from_frame(hand_rows(*[("u", item, time) for time, item in enumerate("abcd")]))
+    split = user_temporal_split(data, valid_fraction=0.45, test_fraction=0.45)
+    # 0.45 * 4 = 1.8 -> 2 test rows; validation gets what is left after one training row
+    assert (len(split.train), len(split.valid_rows), len(split.test_rows)) == (1, 1, 2)
+
+
+@pytest.mark.parametrize("options", [{"valid_fraction": 0.0}, {"test_fraction": 0.6, "valid_fraction": 0.4}])
+def test_user_temporal_rejects_bad_fractions(options):
+    data = Interactions.from_frame(hand_rows(("u", "a", 1), ("u", "b", 2), ("u", "c", 3)))
+    with pytest.raises(ValueError, match="valid_fraction"):
+        user_temporal_split(data, **options)
+    with pytest.raises(ValueError, match="min_length"):
+        user_temporal_split(data, min_length=2)
+
+
+@pytest.fixture(scope="module")
+def user_temporal(ml100k) -> SplitData:
+    return make_split(ml100k, "user_temporal", valid_fraction=0.1, test_fraction=0.1)
+
+
+def test_user_temporal_real_counts(user_temporal, ml100k):
+    split = user_temporal
+    lengths = ml100k.frame.groupby("user").size()
+    expected_test = np.floor(0.1 * lengths + 0.5).astype(int)
+    assert lengths.min() >= 20  # every MovieLens-100K user has 20+ ratings, so every user is evaluated
+    pd.testing.assert_series_equal(split.test_rows.frame.groupby("user").size(), expected_test, check_names=False)
+    pd.testing.assert_series_equal(split.valid_rows.frame.groupby("user").size(), expected_test, check_names=False)
+    assert len(split.test_rows) == len(split.valid_rows) == int(expected_test.sum()) == 10_037
+    assert len(split.train) + 2 * 10_037 == 100_000
+    assert split.report["users_too_short_to_evaluate"] == 0
+    assert split.report["test_targets_dropped_cold_user"] == split.report["valid_targets_dropped_cold_user"] == 0
+    cold = int((~split.test_rows.frame["item"].isin(set(split.train.frame["item"]))).sum())
+    assert split.report["test_targets_dropped_cold_item"] == cold
+    assert split.report["test_users_evaluated"] == len(split.test.users) == 943
+    assert split.report["valid_users_evaluated"] == 943
+    # per user, nothing in train is later than validation, nothing in validation later than test
+    latest_train = split.train.frame.groupby("user")["timestamp"].max()
+    assert (latest_train <= split.valid_rows.frame.groupby("user")["timestamp"].min()).all()
+    assert (
+        split.valid_rows.frame.groupby("user")["timestamp"].max()
+        <= split.test_rows.frame.groupby("user")["timestamp"].min()
+    ).all()
+    # but other users' training rows are later than most test rows: the caveat of a per-user split
+    assert split.train.frame["timestamp"].max() > split.test_rows.frame["timestamp"].median()
