@@ -1,7 +1,11 @@
 """Full-catalogue ranking evaluation, the same for every model.
 
-Scores come from ``Recommender.score``; masking of the stage's excluded items,
-top-k and metrics happen here once, batched over users.
+Scores come from ``Recommender.score`` on each user's whole history; masking,
+top-k and metrics happen here once, batched over users. The masking rule is the
+one the exported graph and the service apply (``mask_seen``): every item of the
+history sent is masked, whatever part of it the model reads (``max_history_length``).
+A stage may skip more items than its history holds (the DiffRec protocol's test
+stage also skips the validation items); those come from ``EvalStage.exclude``.
 """
 
 from __future__ import annotations
@@ -38,6 +42,17 @@ class Evaluation:
     top_items: np.ndarray
     seconds: float
     per_user: dict[str, np.ndarray] = field(repr=False, default_factory=dict)
+
+
+def mask_seen(scores: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
+    """``scores`` with the padding column and every item of ``history`` set to -inf.
+
+    The one masking rule: evaluation, the exported ONNX graph (``export.TopKHead``) and
+    so the service all run this function on the whole history they were given.
+    """
+    seen = torch.zeros_like(scores).scatter(1, history, torch.ones_like(history, dtype=scores.dtype))
+    seen = seen.index_fill(1, torch.zeros(1, dtype=torch.long, device=seen.device), 1.0)  # padding column
+    return scores.masked_fill(seen > 0, float("-inf"))
 
 
 def top_k(scores: torch.Tensor, exclude: sp.csr_matrix, k: int) -> np.ndarray:
@@ -98,9 +113,9 @@ def evaluate(
     started = time.perf_counter()
     tops, per_user_parts, users = [], [], []
     with torch.inference_mode():
-        for batch in stage.batches(batch_size or model.evaluation_batch_size, model.max_history_length):
-            scores = model.score(HistoryBatch.from_numpy(batch.history_items, batch.history_timestamps))
-            top = top_k(scores, batch.exclude, max_k)
+        for batch in stage.batches(batch_size or model.evaluation_batch_size):
+            history = HistoryBatch.from_numpy(batch.history_items, batch.history_timestamps)
+            top = top_k(mask_seen(model.score(history).float(), history.items), batch.exclude, max_k)
             tops.append(top)
             per_user_parts.append(metrics.ranking_metrics(top, batch.targets, ks))
             users.append(batch.users)

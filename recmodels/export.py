@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from recmodels.evaluation import mask_seen
 from recmodels.models.base import Recommender
 
 OPSET = 18
@@ -26,7 +27,8 @@ OUTPUT_NAMES = ("items", "scores")
 
 
 class TopKHead(nn.Module):
-    """Scores -> the k best unseen items: padding and history items get -inf, then top-k.
+    """Scores -> the k best unseen items: ``evaluation.mask_seen`` (padding and every item of
+    the history given, however much of it the scorer reads), then top-k.
 
     ONNX TopK hands ties to the lower index, the same rule as ``evaluation.top_k``.
     """
@@ -37,10 +39,7 @@ class TopKHead(nn.Module):
         self.k = k
 
     def forward(self, history: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        scores = self.scorer(history).float()
-        seen = torch.zeros_like(scores).scatter(1, history, torch.ones_like(history, dtype=scores.dtype))
-        seen = seen.index_fill(1, torch.zeros(1, dtype=torch.long, device=seen.device), 1.0)  # padding column
-        values, items = torch.topk(scores.masked_fill(seen > 0, float("-inf")), self.k, dim=1)
+        values, items = torch.topk(mask_seen(self.scorer(history).float(), history), self.k, dim=1)
         return items, values
 
 

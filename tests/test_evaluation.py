@@ -190,13 +190,22 @@ def test_evaluate_batches_by_the_models_evaluation_batch_size(fixed_model_class,
     assert [len(history) for history in model.seen] == [2, 1, 3]
 
 
-def test_evaluate_reads_only_the_models_history_length(fixed_model_class, hand_stage):
+def test_evaluate_sends_and_masks_the_whole_history_whatever_the_model_reads(fixed_model_class, hand_stage):
+    """The served rule: the model gets the whole history (it reads its own most recent
+    ``max_history_length``) and every item of it is masked, also where the stage's own
+    exclusions hold nothing."""
+
     class OneItemHistory(fixed_model_class):
         max_history_length = 1
 
     model = fixed_model(OneItemHistory)
-    evaluate(model, hand_stage, ks=(2,))
-    np.testing.assert_array_equal(np.concatenate(model.seen), [[1], [5], [2]])
+    no_exclusions = EvalStage(
+        history=hand_stage.history, targets=hand_stage.targets, exclude=sp.csr_matrix(hand_stage.exclude.shape)
+    )
+    result = evaluate(model, no_exclusions, ks=(3,))
+    seen = np.concatenate([np.pad(h, ((0, 0), (2 - h.shape[1], 0))) for h in model.seen])
+    np.testing.assert_array_equal(seen, [[0, 1], [0, 5], [4, 2]])
+    np.testing.assert_array_equal(result.top_items, [[2, 3, 4], [1, 3, 5], [1, 2, 3]])
 
 
 def test_evaluate_beyond_accuracy(fixed_model_class, hand_stage):

@@ -40,7 +40,7 @@ class LoadedModel:
     session: ort.InferenceSession
     item_ids: np.ndarray
     item_index: dict[str, int]
-    max_history_length: int
+    max_history_length: int | None  # None: the model reads the whole history
 
     @property
     def provider(self) -> str:
@@ -51,7 +51,7 @@ class LoadedModel:
         return int(self.manifest["k"])
 
     @classmethod
-    def load(cls, folder: Path, prefer_gpu: bool = True, default_max_history: int = 1000) -> "LoadedModel":
+    def load(cls, folder: Path, prefer_gpu: bool = True) -> "LoadedModel":
         folder = Path(folder)
         manifest = json.loads((folder / "manifest.json").read_text())
         session = open_session(folder / "model.onnx", prefer_gpu)
@@ -64,7 +64,7 @@ class LoadedModel:
             session=session,
             item_ids=item_ids,
             item_index=index,
-            max_history_length=int(manifest.get("max_history_length") or default_max_history),
+            max_history_length=manifest.get("max_history_length"),
         )
         fallback = prefer_gpu and GPU_PROVIDER in ort.get_available_providers() and model.provider != GPU_PROVIDER
         note = (
@@ -76,8 +76,10 @@ class LoadedModel:
     def recommend(self, histories: list[list[str]], k: int) -> list[Recommendation]:
         """Top ``k`` unseen items for each history of external ids (oldest first).
 
-        Unknown ids are skipped and reported; only the most recent
-        ``max_history_length`` known items are read.
+        Unknown ids are skipped and reported. The whole known history goes to the
+        graph, which masks every item of it and whose model reads its most recent
+        ``max_history_length`` items: the rule evaluation applies, so a long history
+        is never served an item it already holds.
         """
         if not 1 <= k <= self.max_k:
             raise ValueError(f"k must be in [1, {self.max_k}], got {k}")
@@ -85,9 +87,9 @@ class LoadedModel:
         for history in histories:
             known = [self.item_index[item] for item in history if item in self.item_index]
             unknown = [item for item in history if item not in self.item_index]
-            known = known[-self.max_history_length :]
             rows.append(known)
-            results.append(Recommendation([], [], unknown, len(known)))
+            read = len(known) if self.max_history_length is None else min(len(known), self.max_history_length)
+            results.append(Recommendation([], [], unknown, read))
         width = max(1, max(len(row) for row in rows))
         padded = np.zeros((len(rows), width), dtype=np.int64)
         for position, row in enumerate(rows):

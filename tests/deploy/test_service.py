@@ -18,6 +18,7 @@ from recserve.model import CPU_PROVIDER, LoadedModel, open_session
 
 from recmodels.data.interactions import Interactions
 from recmodels.data.splits import leave_one_out_split
+from recmodels.evaluation import evaluate
 from recmodels.export import export_onnx
 from recmodels.models.baselines import EASE
 from recmodels.models.sasrec import SASRec, esasrec
@@ -34,16 +35,20 @@ def split(ml100k_small_raw):
 
 
 @pytest.fixture(scope="module")
-def registry(split, tmp_path_factory) -> Path:
-    """EASE (the champion) and a small eSASRec, exported and registered like the pipeline does."""
-    root = tmp_path_factory.mktemp("registry")
-    work = tmp_path_factory.mktemp("exports")
-    models = {
+def models(split) -> dict:
+    return {
         "ease_model": EASE().fit(split),
         "esasrec_model": SASRec(
             dataclasses.replace(esasrec(dim=16, max_len=SASREC_MAX_LEN), trainer=TrainerConfig(epochs=1))
         ).fit(split),
     }
+
+
+@pytest.fixture(scope="module")
+def registry(models, split, tmp_path_factory) -> Path:
+    """EASE (the champion) and a small eSASRec, exported and registered like the pipeline does."""
+    root = tmp_path_factory.mktemp("registry")
+    work = tmp_path_factory.mktemp("exports")
     for name, model in models.items():
         spec = export_onnx(model, work / name / "model.onnx", k=K)
         folder = register(
@@ -108,15 +113,19 @@ def test_unknown_items_are_ignored_and_reported(client, known_history):
     assert len(empty["items"]) == 3 and empty["history_used"] == 0
 
 
-def test_long_histories_keep_the_most_recent_items(client, split):
+def test_long_histories_are_read_recent_first_and_masked_whole(client, split):
+    """The model reads the most recent ``max_len`` items; every item sent is masked, older ones too."""
     client.post("/admin/reload", json={"model": "esasrec_model"})
     try:
         catalogue = [str(item) for item in split.train.item_ids[1:]]
         long = catalogue[: SASREC_MAX_LEN + 25]
         body = client.post("/recommend", json={"history": long, "k": 5}).json()
         assert body["history_used"] == SASREC_MAX_LEN
-        recent = client.post("/recommend", json={"history": long[-SASREC_MAX_LEN:], "k": 5}).json()
-        assert [e["item_id"] for e in body["items"]] == [e["item_id"] for e in recent["items"]]
+        served = [entry["item_id"] for entry in body["items"]]
+        assert not set(served) & set(long)
+        recent = client.post("/recommend", json={"history": long[-SASREC_MAX_LEN:], "k": K}).json()
+        same_scores_older_items_masked = [e["item_id"] for e in recent["items"] if e["item_id"] not in long]
+        assert served == same_scores_older_items_masked[:5]
     finally:
         client.post("/admin/reload", json={})
 
@@ -166,18 +175,55 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def test_hot_reload_under_concurrent_requests_fails_none(registry, known_history):
+@pytest.fixture
+def live_server(registry):
+    """The app behind a real uvicorn server on a free loopback port; yields its base URL."""
     port = _free_port()
     server = uvicorn.Server(
         uvicorn.Config(create_app(Settings(registry=registry)), host="127.0.0.1", port=port, log_level="warning")
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 20
     while not server.started and time.monotonic() < deadline:
         time.sleep(0.05)
     assert server.started
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.mark.parametrize("name", ["esasrec_model", "ease_model"])
+def test_served_lists_are_the_evaluated_lists_on_whole_real_histories(name, models, split, live_server):
+    """End to end: every test user's whole history (many longer than the model reads) sent to the
+    running service comes back as exactly the list offline evaluation ranked, with no seen item."""
+    model = models[name]
+    offline = evaluate(model, split.test, (K,))
+    sequences = split.test.history.sequences()
+    item_ids = split.train.item_ids
+    histories = [
+        [str(item_ids[item]) for item in sequences.items[sequences.indptr[user] : sequences.indptr[user + 1]]]
+        for user in offline.users
+    ]
+    assert sum(len(history) > SASREC_MAX_LEN for history in histories) > 100
+    served = []
+    with httpx.Client(base_url=live_server, timeout=60) as http:
+        assert http.post("/admin/reload", json={"model": name}).json()["model"] == name
+        for start in range(0, len(histories), 256):
+            chunk = [{"history": history, "k": K} for history in histories[start : start + 256]]
+            response = http.post("/recommend/batch", json={"requests": chunk})
+            assert response.status_code == 200, response.text
+            served += [[entry["item_id"] for entry in result["items"]] for result in response.json()["results"]]
+    expected = [[str(item_ids[item]) for item in row] for row in offline.top_items]
+    assert [not set(items) & set(history) for items, history in zip(served, histories)] == [True] * len(histories)
+    identical = sum(got == want for got, want in zip(served, expected))
+    assert identical == len(histories), f"{len(histories) - identical} of {len(histories)} served lists differ"
+
+
+def test_hot_reload_under_concurrent_requests_fails_none(live_server, known_history):
+    base = live_server
     failures, served_by, stop = [], set(), threading.Event()
 
     def hammer():
@@ -203,8 +249,6 @@ def test_hot_reload_under_concurrent_requests_fails_none(registry, known_history
         stop.set()
         for worker in workers:
             worker.join(timeout=60)
-        server.should_exit = True
-        thread.join(timeout=10)
     assert failures == []
     assert served_by == {"ease_model", "esasrec_model"}
 

@@ -7,12 +7,16 @@ variant with a configuration small enough for a quick real fit.
 import dataclasses
 import json
 
+import numpy as np
+import onnxruntime as ort
 import pytest
 import torch
 
 import recmodels.models  # noqa: F401  (registers every family)
 from recmodels.data.interactions import Interactions
 from recmodels.data.splits import SplitData, leave_one_out_split
+from recmodels.evaluation import evaluate
+from recmodels.export import check_parity, export_onnx
 from recmodels.models.base import CONFIG_FILE, HistoryBatch, ModelConfig, Recommender, model_family
 from recmodels.models.baselines import MostPopular
 from recmodels.models.diffrec import ClusteredLatentConfig, diffrec, l_diffrec, t_diffrec
@@ -179,3 +183,42 @@ def test_load_unknown_family_raises(small_split, tmp_path):
     (tmp_path / CONFIG_FILE).write_text(json.dumps(meta))
     with pytest.raises(ValueError, match="unknown model family 'no_such_family'"):
         Recommender.load(tmp_path)
+
+
+@pytest.mark.parametrize("case", CASE_IDS)
+def test_score_is_the_scorer_module(case, fitted, small_batch):
+    """``score`` runs ``scorer()``, the module export traces: no family evaluates another function."""
+    model = fitted(case)
+    with torch.inference_mode():
+        direct = model.scorer()(small_batch.items).float()
+    assert torch.equal(model.score(small_batch), direct)
+
+
+@pytest.fixture(scope="module")
+def whole_test_histories(small_split):
+    """Every test user's whole history, left-padded: many are longer than the small models' ``max_len``."""
+    users = small_split.test.users
+    items, _ = small_split.test.history.sequences().padded(users)
+    assert (np.count_nonzero(items, axis=1) > SMALL_BACKBONE["max_len"]).sum() > 50
+    return users, items
+
+
+@pytest.mark.parametrize("case", CASE_IDS)
+def test_onnx_export_returns_the_evaluated_lists(case, fitted, small_split, whole_test_histories, tmp_path):
+    """Exported = evaluated: on whole histories the ONNX graph returns the lists ``evaluate`` ranks
+    (near-equal scores may swap between runtimes), never an item of the history."""
+    model = fitted(case)
+    k = 10
+    export_onnx(model, tmp_path / "model.onnx", k=k)
+    session = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
+    users, histories = whole_test_histories
+    report = check_parity(model, session, histories, [(len(users), histories.shape[1]), (5, 3)])
+    assert report.passed, report
+
+    served, served_scores = session.run(None, {"history": histories})
+    offline = evaluate(model, small_split.test, (k,))
+    np.testing.assert_array_equal(offline.users, users)
+    differs = served != offline.top_items
+    assert differs.sum() <= report.cases[0].swapped_near_ties, f"{int(differs.sum())} list slots differ"
+    for row, history in zip(served, histories):
+        assert not set(row.tolist()) & set(history[history > 0].tolist()), "a history item was served"
