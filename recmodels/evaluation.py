@@ -129,10 +129,19 @@ def evaluate(
         n_items = stage.targets.shape[1] - 1
         for k in ks:
             summary[f"coverage@{k}"] = metrics.catalogue_coverage(top_items, n_items, k)
-        summary[f"novelty@{max_k}"] = metrics.novelty(top_items, beyond.item_popularity, beyond.n_train_users, max_k)
-        summary[f"arp@{max_k}"] = metrics.average_popularity(top_items, beyond.item_popularity, max_k)
+        # means over users: their per-user values go to ``per_user`` too, for intervals over users
+        per_user_beyond = {
+            f"novelty@{max_k}": metrics.novelty_per_user(
+                top_items, beyond.item_popularity, beyond.n_train_users, max_k
+            ),
+            f"arp@{max_k}": metrics.average_popularity_per_user(top_items, beyond.item_popularity, max_k),
+        }
         if beyond.item_features is not None:
-            summary[f"ild@{max_k}"] = metrics.intra_list_diversity(top_items, beyond.item_features, max_k)
+            per_user_beyond[f"ild@{max_k}"] = metrics.intra_list_diversity_per_user(
+                top_items, beyond.item_features, max_k
+            )
+        per_user.update(per_user_beyond)
+        summary.update({name: metrics.mean_over_users(values) for name, values in per_user_beyond.items()})
     return Evaluation(
         metrics=summary,
         users=np.concatenate(users)[order],

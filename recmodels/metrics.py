@@ -20,7 +20,8 @@ the caller can exclude them from means.
 
 Beyond-accuracy metrics (one float for a whole top-k matrix, using its first k columns):
 catalogue coverage, novelty, average recommendation popularity (ARP) and intra-list
-diversity (ILD); novelty, ARP and ILD are means over users of per-user means.
+diversity (ILD); novelty, ARP and ILD are means over users of per-user means, and their
+``*_per_user`` forms return those per-user values (NaN where undefined) for intervals over users.
 """
 
 from collections.abc import Sequence
@@ -129,13 +130,17 @@ def _check_popularity(item_popularity: np.ndarray) -> np.ndarray:
     return item_popularity
 
 
-def _mean_of_user_means(values: np.ndarray, mask: np.ndarray) -> float:
-    """Mean over users with >= 1 recommended item of the mean of values over their items."""
+def _user_means(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Per user, the mean of values over their recommended items (NaN for a user with none)."""
     counts = mask.sum(axis=1)
-    keep = counts > 0
-    if not keep.any():
-        return float("nan")
-    return float(np.mean(np.where(mask, values, 0.0).sum(axis=1)[keep] / counts[keep]))
+    sums = np.where(mask, values, 0.0).sum(axis=1)
+    return np.divide(sums, counts, out=np.full(len(counts), np.nan), where=counts > 0)
+
+
+def mean_over_users(per_user: np.ndarray) -> float:
+    """Mean over the users whose value is defined (NaN if none is)."""
+    defined = per_user[~np.isnan(per_user)]
+    return float(defined.mean()) if defined.size else float("nan")
 
 
 def catalogue_coverage(top_items: np.ndarray, n_items: int, k: int) -> float:
@@ -148,7 +153,12 @@ def catalogue_coverage(top_items: np.ndarray, n_items: int, k: int) -> float:
 
 
 def novelty(top_items: np.ndarray, item_popularity: np.ndarray, n_train_users: int, k: int) -> float:
-    """Mean self-information -log2(p_i) of recommended items: higher = less obvious picks.
+    """Mean over users of ``novelty_per_user``."""
+    return mean_over_users(novelty_per_user(top_items, item_popularity, n_train_users, k))
+
+
+def novelty_per_user(top_items: np.ndarray, item_popularity: np.ndarray, n_train_users: int, k: int) -> np.ndarray:
+    """Per user, mean self-information -log2(p_i) of recommended items: higher = less obvious picks.
 
     p_i = item_popularity[i] / n_train_users, where item_popularity[i] counts the training
     users who interacted with item i (length n_items + 1, index = item id). Items never seen
@@ -163,14 +173,19 @@ def novelty(top_items: np.ndarray, item_popularity: np.ndarray, n_train_users: i
         raise ValueError("item_popularity has counts larger than n_train_users")
     top = _check_top_items(top_items, item_popularity.size)[:, : _check_k(k)]
     self_information = -np.log2(np.maximum(item_popularity, 1.0) / n_train_users)
-    return _mean_of_user_means(self_information[top], top > 0)
+    return _user_means(self_information[top], top > 0)
 
 
 def average_popularity(top_items: np.ndarray, item_popularity: np.ndarray, k: int) -> float:
-    """ARP: mean training popularity (interaction count) of recommended items (popularity bias)."""
+    """ARP: mean over users of ``average_popularity_per_user``."""
+    return mean_over_users(average_popularity_per_user(top_items, item_popularity, k))
+
+
+def average_popularity_per_user(top_items: np.ndarray, item_popularity: np.ndarray, k: int) -> np.ndarray:
+    """Per user, mean training popularity (interaction count) of recommended items (popularity bias)."""
     item_popularity = _check_popularity(item_popularity)
     top = _check_top_items(top_items, item_popularity.size)[:, : _check_k(k)]
-    return _mean_of_user_means(item_popularity[top], top > 0)
+    return _user_means(item_popularity[top], top > 0)
 
 
 def _unit_rows(item_features: sp.csr_matrix | np.ndarray) -> sp.csr_matrix | np.ndarray:
@@ -194,11 +209,18 @@ def _unit_rows(item_features: sp.csr_matrix | np.ndarray) -> sp.csr_matrix | np.
 
 
 def intra_list_diversity(top_items: np.ndarray, item_features: sp.csr_matrix | np.ndarray, k: int) -> float:
-    """ILD: mean over users of the mean pairwise (1 - cosine similarity) of their top k.
+    """ILD: mean over users of ``intra_list_diversity_per_user``."""
+    return mean_over_users(intra_list_diversity_per_user(top_items, item_features, k))
+
+
+def intra_list_diversity_per_user(
+    top_items: np.ndarray, item_features: sp.csr_matrix | np.ndarray, k: int
+) -> np.ndarray:
+    """Per user, the mean pairwise (1 - cosine similarity) of their top k.
 
     item_features has one row per item id (n_items + 1 rows): a sparse multi-hot (e.g. genres)
     or dense embeddings. Items with an all-zero feature vector have similarity 0 to every
-    other item. Users with fewer than 2 recommended items are excluded (NaN if none remain).
+    other item. Users with fewer than 2 recommended items get NaN.
     With unit rows, ||sum_i v_i||^2 = sum_i ||v_i||^2 + 2 * sum_{i<j} v_i.v_j gives the pair
     sum without a k x k loop; users are processed in chunks to bound memory.
     """
@@ -218,5 +240,4 @@ def intra_list_diversity(top_items: np.ndarray, item_features: sp.csr_matrix | n
         n_recommended = (ids > 0).sum(axis=1)
         n_pairs = n_recommended * (n_recommended - 1) / 2
         per_user[start : start + chunk] = np.where(n_recommended >= 2, 1.0 - pair_sim / np.maximum(n_pairs, 1), np.nan)
-    per_user = per_user[~np.isnan(per_user)]
-    return float(per_user.mean()) if per_user.size else float("nan")
+    return per_user

@@ -221,6 +221,10 @@ def test_evaluate_beyond_accuracy(fixed_model_class, hand_stage):
     novelty = np.mean([info[[2, 3, 4]].mean(), info[[1, 3, 5]].mean(), info[[1, 2, 3]].mean()])
     assert result.metrics["novelty@3"] == pytest.approx(novelty)
     assert "ild@3" not in result.metrics  # no item features given
+    # per-user values of the means over users are kept for intervals; coverage is not a mean over users
+    np.testing.assert_allclose(result.per_user["arp@3"], [np.mean([3, 2, 1]), np.mean([4, 2, 1]), np.mean([4, 3, 2])])
+    assert result.per_user["novelty@3"].mean() == pytest.approx(novelty)
+    assert "coverage@3" not in result.per_user
 
 
 def test_evaluate_stage_without_targets_raises(fixed_model_class, hand_stage):

@@ -8,10 +8,14 @@ import scipy.sparse as sp
 from recmodels import metrics
 from recmodels.metrics import (
     average_popularity,
+    average_popularity_per_user,
     catalogue_coverage,
     hits_matrix,
     intra_list_diversity,
+    intra_list_diversity_per_user,
+    mean_over_users,
     novelty,
+    novelty_per_user,
     ranking_metrics,
 )
 
@@ -201,6 +205,18 @@ def test_intra_list_diversity_dense_embeddings_with_zero_vector():
 
 def test_intra_list_diversity_nan_without_eligible_users():
     assert math.isnan(intra_list_diversity(np.array([[1, 0], [0, 0]]), GENRES, 2))
+
+
+def test_per_user_beyond_accuracy_values_average_to_the_scalars():
+    # per-user values by hand: the scalars are their means over the users where they are defined
+    np.testing.assert_allclose(novelty_per_user(BA_TOP, POPULARITY, N_TRAIN_USERS, 3), [0.5, 5 / 3])
+    np.testing.assert_allclose(average_popularity_per_user(BA_TOP, POPULARITY, 3), [3.0, 1.0])
+    ild = intra_list_diversity_per_user(GENRE_TOP, GENRES, 3)
+    np.testing.assert_allclose(ild, [(3 - S) / 3, 0.0, 1.0, np.nan])  # u3 has one item: undefined
+    assert mean_over_users(ild) == pytest.approx(intra_list_diversity(GENRE_TOP, GENRES, 3))
+    empty_list = np.array([[0, 0], [1, 2]])
+    np.testing.assert_allclose(average_popularity_per_user(empty_list, POPULARITY, 2), [np.nan, 3.0])
+    assert math.isnan(mean_over_users(np.array([np.nan])))
 
 
 @pytest.mark.parametrize("as_sparse", [True, False])
