@@ -13,7 +13,7 @@ import pandas as pd
 
 from orchestration.assets.live import StreamResource
 from orchestration.resources import DatasetResource
-from recmodels.data.readers import load_dataset
+from recmodels.data.readers import ColumnMap, load_dataset
 from recmodels.data.stream import replay_batches
 
 COLUMNS = ["user_id", "item_id", "rating", "timestamp"]
@@ -41,7 +41,8 @@ def main() -> None:
     parser.add_argument("--interval", type=float, default=30.0, help="seconds between two files")
     parser.add_argument("--limit", type=int, default=None, help="stop after this many windows")
     options = parser.parse_args()
-    files = window_files(load_dataset(options.source).interactions, options.window_days)[: options.limit]
+    columns = dataset.column_map if options.source == dataset.source else ColumnMap()  # the map is the dataset's
+    files = window_files(load_dataset(options.source, columns).interactions, options.window_days)[: options.limit]
     for index, (name, rows) in enumerate(files):
         path = drop(options.incoming, name, rows)
         print(f"[{time.strftime('%H:%M:%S')}] {index + 1}/{len(files)} {path} ({len(rows)} rows)", flush=True)

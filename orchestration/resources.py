@@ -2,16 +2,32 @@
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 from pathlib import Path
 
 import dagster as dg
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
 from orchestration import versioning
+from recmodels.data.readers import ColumnMap
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _number_from_env(variable: str) -> float | None:
+    """A finite number from the environment, None when unset or empty; anything else fails naming the variable."""
+    text = os.environ.get(variable, "").strip()
+    if not text:
+        return None
+    try:
+        number = float(text)
+    except ValueError as error:
+        raise ValueError(f"{variable}={text!r} is not a number") from error
+    if not math.isfinite(number):
+        raise ValueError(f"{variable}={text!r} is not a finite number")
+    return number
 
 
 class DatasetResource(dg.ConfigurableResource):
@@ -25,15 +41,55 @@ class DatasetResource(dg.ConfigurableResource):
         default_factory=lambda: os.environ.get("RECPIPE_DATASET", "ml-100k"),
         description="Path of the dataset inside data_dir: a RecBole folder, sequence file, split folder, CSV/Parquet.",
     )
-    rating_min: float | None = Field(default=None, description="Lowest valid rating; None accepts any.")
-    rating_max: float | None = Field(default=None, description="Highest valid rating; None accepts any.")
+    columns: str = Field(
+        default_factory=lambda: os.environ.get("RECPIPE_COLUMNS", ""),
+        validate_default=True,
+        description=(
+            "Column names of a CSV/Parquet dataset as canonical=source pairs (env RECPIPE_COLUMNS), e.g. "
+            "user_id=customer,item_id=product,rating=stars,timestamp=ts; names not given keep their own name, "
+            "rating=- or timestamp=- for a table without one; empty: the canonical names."
+        ),
+    )
+    rating_min: float | None = Field(
+        default_factory=lambda: _number_from_env("RECPIPE_RATING_MIN"),
+        allow_inf_nan=False,
+        description="Lowest valid rating (env RECPIPE_RATING_MIN); None accepts any.",
+    )
+    rating_max: float | None = Field(
+        default_factory=lambda: _number_from_env("RECPIPE_RATING_MAX"),
+        allow_inf_nan=False,
+        description="Highest valid rating (env RECPIPE_RATING_MAX); None accepts any.",
+    )
     max_quarantined_share: float = Field(
         default=0.01, description="The run stops when more than this share of rows is quarantined."
     )
 
+    @field_validator("columns")
+    @classmethod
+    def _columns_parse(cls, spec: str) -> str:
+        """A bad map fails when the resource is built (at load time for the environment), not mid-run."""
+        try:
+            ColumnMap.parse(spec)
+        except ValueError as error:
+            raise ValueError(f"dataset setting columns (env RECPIPE_COLUMNS) = {spec!r}: {error}") from error
+        return spec
+
+    @model_validator(mode="after")
+    def _rating_bounds_in_order(self) -> "DatasetResource":
+        if self.rating_min is not None and self.rating_max is not None and self.rating_min > self.rating_max:
+            raise ValueError(
+                f"dataset settings rating_min={self.rating_min} > rating_max={self.rating_max} "
+                "(env RECPIPE_RATING_MIN / RECPIPE_RATING_MAX): no rating could pass"
+            )
+        return self
+
     @property
     def source(self) -> Path:
         return Path(self.data_dir).expanduser() / self.dataset
+
+    @property
+    def column_map(self) -> ColumnMap:
+        return ColumnMap.parse(self.columns)
 
 
 class ArtifactStore(dg.ConfigurableResource):

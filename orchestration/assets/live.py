@@ -141,7 +141,7 @@ def current_window(landing: Path, requested: str) -> tuple[str, list[str]]:
 
 def catalogue_items(dataset: DatasetResource) -> pd.DataFrame | None:
     """Item metadata (genres) of the configured dataset, for genre features."""
-    return load_dataset(dataset.source).items if dataset.source.exists() else None
+    return load_dataset(dataset.source, dataset.column_map).items if dataset.source.exists() else None
 
 
 @dg.asset(group_name=GROUP, partitions_def=WINDOWS, kinds={"dvc"})

@@ -1,8 +1,11 @@
 """Readers that turn every dataset layout the project meets into one canonical interaction table.
 
 Readers only parse: a file that cannot be read as its layout stops with `DataFormatError`
-(naming file, line and reason), while rows with empty fields are kept as missing values so
-that validation can quarantine them with a reason instead of the whole read failing.
+(naming file, line and reason). Row problems do not stop the read: empty fields are kept as
+missing values, and a cell that does not parse in a numeric column (rating, timestamp) is kept
+as missing with its description in a `malformed_<column>` column, so that validation
+quarantines the row with that reason. A column in which no value parses is a file problem
+(wrong column mapped, wrong delimiter) and stops the read.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path, PurePosixPath
 from typing import IO
 
@@ -44,10 +47,13 @@ MOVIELENS_GENRES = (
     "Western",
 )
 ISO_ZONE_OFFSET = r"[T ]\S*?(?:Z|[+-]\d{2}(?::?\d{2})?)$"
+ISO_YEAR_START = r"\s*\d{4}"
 TITLE_WITH_YEAR = r"^(?P<title>.*?)\s*\((?P<year>\d{4})\)\s*$"
 MAX_REPORTED_VALUES = 5
 UNIX_EPOCH = pd.Timestamp(0, tz="UTC")
 ONE_SECOND = pd.Timedelta(seconds=1)
+MALFORMED_PREFIX = "malformed_"  # + canonical column: why that row's cell did not parse
+NO_SOURCE_COLUMN = "-"  # in a column map spec: the source has no such column
 
 Values = pd.Series | pd.Index | np.ndarray
 
@@ -83,6 +89,55 @@ class ColumnMap:
     timestamp: str | None = "timestamp"
     rating: str | None = "rating"
 
+    def __post_init__(self) -> None:
+        for name in ("user_id", "item_id"):
+            if not getattr(self, name):
+                raise ValueError(f"{name} needs a source column name; every table has one")
+        sources = [source for source in self.sources.values() if source is not None]
+        repeated = sorted({source for source in sources if sources.count(source) > 1})
+        if repeated:
+            raise ValueError(f"source column(s) {', '.join(map(repr, repeated))} mapped to more than one name")
+
+    @classmethod
+    def parse(cls, spec: str) -> ColumnMap:
+        """`canonical=source` pairs, comma separated (`user_id=customer,rating=stars`).
+
+        Names not given keep their defaults; `timestamp=-` or `rating=-` says the source has no
+        such column. Anything else that is not a well-formed pair fails with a ValueError.
+        """
+        if not spec.strip():
+            return cls()
+        canonical = [field.name for field in fields(cls)]
+        mapping: dict[str, str | None] = {}
+        for part in spec.split(","):
+            name, equals, source = (piece.strip() for piece in part.partition("="))
+            if not equals or not name or not source:
+                raise ValueError(f"{part.strip()!r} is not a canonical=source pair")
+            if name not in canonical:
+                raise ValueError(f"unknown column name {name!r}; expected one of {', '.join(canonical)}")
+            if name in mapping:
+                raise ValueError(f"{name!r} is given twice")
+            mapping[name] = None if source == NO_SOURCE_COLUMN else source
+        return cls(**mapping)
+
+    @property
+    def sources(self) -> dict[str, str | None]:
+        """Canonical name -> source column name (None where the source has none)."""
+        return {field.name: getattr(self, field.name) for field in fields(self)}
+
+    @property
+    def spec(self) -> str:
+        """The map as `parse` reads it, every name spelled out."""
+        return ",".join(f"{name}={source or NO_SOURCE_COLUMN}" for name, source in self.sources.items())
+
+
+@dataclass(frozen=True, eq=False)
+class _ParsedColumn:
+    """Parsed values (missing where the cell was empty or malformed) and why malformed cells failed."""
+
+    data: pd.Series
+    malformed: pd.Series  # a description such as "not a number ('abc')" where a cell did not parse, else None
+
 
 @dataclass(frozen=True)
 class _Origin:
@@ -106,12 +161,19 @@ def read_recbole(folder: Path) -> RawDataset:
     origin = _Origin(str(inter_path))
     table = _read_atomic_file(inter_path, required=("user_id", "item_id"))
     has_timestamps = "timestamp" in table
+    parsed = {}
     if has_timestamps:
-        timestamps = _whole_seconds(_parse_numbers(table["timestamp"], origin, "timestamp"))
-    else:
-        timestamps = _positions_in_user(table["user_id"])
-    ratings = _parse_numbers(table["rating"], origin, "rating") if "rating" in table else np.nan
-    interactions = _interaction_frame(table["user_id"], table["item_id"], timestamps, ratings, table.index)
+        parsed["timestamp"] = _whole_seconds(_parse_numbers(table["timestamp"], origin, "timestamp"))
+    if "rating" in table:
+        parsed["rating"] = _parse_numbers(table["rating"], origin, "rating")
+    interactions = _interaction_frame(
+        table["user_id"],
+        table["item_id"],
+        parsed["timestamp"].data if has_timestamps else _positions_in_user(table["user_id"]),
+        parsed["rating"].data if "rating" in parsed else np.nan,
+        table.index,
+        malformed={name: result.malformed for name, result in parsed.items()},
+    )
     item_path = inter_path.with_suffix(".item")
     items = _read_recbole_items(item_path) if item_path.exists() else None
     return RawDataset(inter_path.stem, interactions, items, has_timestamps, folder)
@@ -186,12 +248,19 @@ def read_table(path: Path, columns: ColumnMap = ColumnMap()) -> RawDataset:
         table = _read_parquet(path, wanted, id_columns=(columns.user_id, columns.item_id), origin=origin)
     else:
         raise DataFormatError(f"{path}: read_table reads .csv or .parquet, not {path.suffix!r}")
+    parsed = {}
     if columns.timestamp:
-        timestamps = _parse_timestamps(table[columns.timestamp], origin, columns.timestamp)
-    else:
-        timestamps = _positions_in_user(table[columns.user_id])
-    ratings = _parse_numbers(table[columns.rating], origin, columns.rating) if columns.rating else np.nan
-    interactions = _interaction_frame(table[columns.user_id], table[columns.item_id], timestamps, ratings, table.index)
+        parsed["timestamp"] = _parse_timestamps(table[columns.timestamp], origin, columns.timestamp)
+    if columns.rating:
+        parsed["rating"] = _parse_numbers(table[columns.rating], origin, columns.rating)
+    interactions = _interaction_frame(
+        table[columns.user_id],
+        table[columns.item_id],
+        parsed["timestamp"].data if columns.timestamp else _positions_in_user(table[columns.user_id]),
+        parsed["rating"].data if columns.rating else np.nan,
+        table.index,
+        malformed={name: result.malformed for name, result in parsed.items()},
+    )
     return RawDataset(path.stem, interactions, None, columns.timestamp is not None, path)
 
 
@@ -210,23 +279,33 @@ def read_movielens_zip(path: Path) -> RawDataset:
         sep="\t",
         quoting=csv.QUOTE_NONE,
     )
+    timestamps = _whole_seconds(_parse_numbers(table["timestamp"], origin, "timestamp"))
+    ratings = _parse_numbers(table["rating"], origin, "rating")
     interactions = _interaction_frame(
         table["user_id"],
         table["item_id"],
-        _whole_seconds(_parse_numbers(table["timestamp"], origin, "timestamp")),
-        _parse_numbers(table["rating"], origin, "rating"),
+        timestamps.data,
+        ratings.data,
         table.index,
+        malformed={"timestamp": timestamps.malformed, "rating": ratings.malformed},
     )
     items_member = _movielens_member(path, "u.item")
     items = _movielens_items(*items_member) if items_member else None
     return RawDataset(path.stem if path.suffix == ".zip" else path.name, interactions, items, True, path)
 
 
-def load_dataset(path: Path) -> RawDataset:
-    """Pick the reader from what the path holds, so pipelines only need a path."""
+def load_dataset(path: Path, columns: ColumnMap = ColumnMap()) -> RawDataset:
+    """Pick the reader from what the path holds, so pipelines only need a path (and a table's column map)."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(path)
+    if path.suffix in (".csv", ".parquet"):
+        return read_table(path, columns)
+    if columns != ColumnMap():
+        raise ValueError(
+            f"{path}: a column map ({columns.spec}) applies to .csv/.parquet tables only; "
+            "this layout names its columns itself"
+        )
     if path.is_dir() and any(path.glob("*.inter")):
         return read_recbole(path)
     if path.is_dir() and (path / "train_list.npy").exists():
@@ -235,8 +314,6 @@ def load_dataset(path: Path) -> RawDataset:
         return read_movielens_zip(path)
     if path.suffix == ".txt":
         return read_sequences(path)
-    if path.suffix in (".csv", ".parquet"):
-        return read_table(path)
     raise DataFormatError(
         f"{path}: unknown dataset layout; looked for a folder with *.inter (RecBole), a folder with "
         "train_list.npy (DiffRec splits), a folder or .zip with u.data (MovieLens), "
@@ -342,23 +419,28 @@ def _require_columns(
         )
 
 
-def _parse_numbers(raw: pd.Series, origin: _Origin, column: str) -> pd.Series:
-    """Float64 values; empty fields stay NaN, anything else that is not a finite number stops the read."""
+def _parse_numbers(raw: pd.Series, origin: _Origin, column: str) -> _ParsedColumn:
+    """Float64 values; empty fields and cells that are not a finite number are NaN, the latter described."""
     numbers = pd.to_numeric(raw, errors="coerce").astype("float64")
-    _reject_bad_values(raw, raw.notna() & ~np.isfinite(numbers), origin, column, "numbers")
-    return numbers
+    bad = raw.notna() & ~np.isfinite(numbers)
+    _reject_unparsable_column(raw, bad, origin, column, "numbers")
+    descriptions = np.where(numbers.isna(), "not a number", "not a finite number")
+    return _ParsedColumn(numbers.mask(bad), _describe_malformed(raw, bad, pd.Series(descriptions, index=raw.index)))
 
 
-def _parse_timestamps(raw: pd.Series, origin: _Origin, column: str) -> pd.Series:
+def _parse_timestamps(raw: pd.Series, origin: _Origin, column: str) -> _ParsedColumn:
     """Unix seconds from numbers, datetimes or ISO 8601 strings (times without a zone are UTC)."""
     if pd.api.types.is_datetime64_any_dtype(raw):
         moments = raw.dt.tz_localize("UTC") if raw.dt.tz is None else raw
-        return _whole_seconds((moments - UNIX_EPOCH) / ONE_SECOND)
-    if _first_value_is_number(raw):
+        return _whole_seconds(_ParsedColumn((moments - UNIX_EPOCH) / ONE_SECOND, pd.Series(None, index=raw.index)))
+    if _mostly_numbers(raw):
         return _whole_seconds(_parse_numbers(raw, origin, column))
     moments = _parse_iso_datetimes(raw)
-    _reject_bad_values(raw, raw.notna() & moments.isna(), origin, column, "ISO 8601 datetimes")
-    return _whole_seconds((moments - UNIX_EPOCH) / ONE_SECOND)
+    bad = raw.notna() & moments.isna()
+    _reject_unparsable_column(raw, bad, origin, column, "ISO 8601 datetimes")
+    return _whole_seconds(
+        _ParsedColumn((moments - UNIX_EPOCH) / ONE_SECOND, _describe_malformed(raw, bad, "not an ISO 8601 datetime"))
+    )
 
 
 def _parse_iso_datetimes(raw: pd.Series) -> pd.Series:
@@ -366,38 +448,56 @@ def _parse_iso_datetimes(raw: pd.Series) -> pd.Series:
 
     Values with and without a zone offset are parsed apart: in one pandas call a value without
     offset silently takes the offset of the value before it (pandas 2.3, format="ISO8601").
+    Only values that start with a year are parsed: pandas reads 'now' and 'today' as the clock's time.
     """
     has_offset = raw.str.contains(ISO_ZONE_OFFSET, na=False)
+    starts_with_year = raw.str.match(ISO_YEAR_START, na=False)
     moments = pd.Series(pd.NaT, index=raw.index, dtype="datetime64[ns, UTC]")
-    for part in (has_offset, ~has_offset):
+    for part in (starts_with_year & has_offset, starts_with_year & ~has_offset):
         moments[part] = pd.to_datetime(raw[part], utc=True, format="ISO8601", errors="coerce")
     return moments
 
 
-def _first_value_is_number(raw: pd.Series) -> bool:
-    """Decide the timestamp format by the first value, so one stray value is reported, not the rest."""
+def _mostly_numbers(raw: pd.Series) -> bool:
+    """Timestamps are numbers when at least half the present values are, so a stray first value is a bad row."""
     if pd.api.types.is_numeric_dtype(raw):
         return True
     present = raw.dropna()
-    return present.empty or pd.notna(pd.to_numeric(present.iloc[:1], errors="coerce").iloc[0])
+    return present.empty or pd.to_numeric(present, errors="coerce").notna().mean() >= 0.5
 
 
-def _reject_bad_values(raw: pd.Series, bad: pd.Series, origin: _Origin, column: str, expected: str) -> None:
-    """Report the first few offending rows with their values, vectorised over the whole column."""
-    if not bad.any():
+def _reject_unparsable_column(raw: pd.Series, bad: pd.Series, origin: _Origin, column: str, expected: str) -> None:
+    """A column in which no present value parses is the wrong column (or delimiter), not a set of bad rows."""
+    if not bad.any() or bad.sum() < raw.notna().sum():
         return
     offenders = raw[bad]
-    shown = "; ".join(f"{origin.unit} {row}: {value!r}" for row, value in offenders.iloc[:MAX_REPORTED_VALUES].items())
+    shown = "; ".join(
+        f"{origin.unit} {row}: {_plain(value)!r}" for row, value in offenders.iloc[:MAX_REPORTED_VALUES].items()
+    )
     raise DataFormatError(
-        f"{origin.name}: column {column!r} must hold {expected}; {len(offenders)} bad value(s), "
-        f"first {min(len(offenders), MAX_REPORTED_VALUES)}: {shown}"
+        f"{origin.name}: column {column!r} must hold {expected}, and none of its {len(offenders)} value(s) does "
+        f"(wrong column or delimiter?); first {min(len(offenders), MAX_REPORTED_VALUES)}: {shown}"
     )
 
 
-def _whole_seconds(seconds: pd.Series) -> pd.Series:
+def _describe_malformed(raw: pd.Series, bad: pd.Series, description: str | pd.Series) -> pd.Series:
+    """`<description> (<value>)` where a cell did not parse, None elsewhere."""
+    described = pd.Series(None, index=raw.index, dtype=object)
+    if bad.any():
+        what = description[bad] if isinstance(description, pd.Series) else description
+        described[bad] = what + " (" + raw[bad].map(lambda value: repr(_plain(value))) + ")"
+    return described
+
+
+def _plain(value: object) -> object:
+    """The plain Python value, so messages read `inf`, not `np.float64(inf)`."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _whole_seconds(seconds: _ParsedColumn) -> _ParsedColumn:
     """Floor to int64, or nullable Int64 when some are missing (validation quarantines those rows)."""
-    floored = np.floor(seconds)
-    return floored.astype("Int64" if floored.isna().any() else "int64")
+    floored = np.floor(seconds.data)
+    return _ParsedColumn(floored.astype("Int64" if floored.isna().any() else "int64"), seconds.malformed)
 
 
 def _positions_in_user(user_ids: pd.Series) -> pd.Series:
@@ -491,8 +591,12 @@ def _interaction_frame(
     rating: Values | float,
     source_row: Values,
     split: Values | None = None,
+    malformed: dict[str, pd.Series] | None = None,
 ) -> pd.DataFrame:
-    """The canonical interaction columns in their fixed order, with a fresh 0-based index."""
+    """The canonical interaction columns in their fixed order, with a fresh 0-based index.
+
+    A `malformed_<column>` column follows only for columns where some cell did not parse.
+    """
     columns = {
         "user_id": user_id,
         "item_id": item_id,
@@ -502,6 +606,9 @@ def _interaction_frame(
     }
     if split is not None:
         columns["split"] = split
+    for name, descriptions in (malformed or {}).items():
+        if descriptions.notna().any():
+            columns[MALFORMED_PREFIX + name] = descriptions
     frame = pd.DataFrame(columns).reset_index(drop=True)
     return frame.astype({"rating": "float64", "source_row": "int64"})
 

@@ -1,8 +1,11 @@
 """Row-level validation: keep the rows that make sense, quarantine the others with their reasons.
 
 A bad row must not fail a whole pipeline run, but it must not vanish silently either: every
-rejected row comes back once, with every check it failed. Problems that concern a whole column
-(missing, wrong dtype) are not row problems and raise `DataFormatError` instead.
+rejected row comes back once, with every check it failed. A cell the reader could not parse
+(described in its `malformed_<column>` column) is one of those reasons, e.g.
+`rating: not a number ('abc')`; the checks that only fail because that cell is missing are not
+repeated. Problems that concern a whole column (missing, wrong dtype) are not row problems and
+raise `DataFormatError` instead.
 """
 
 from __future__ import annotations
@@ -15,12 +18,13 @@ import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 
-from recmodels.data.readers import DataFormatError
+from recmodels.data.readers import MALFORMED_PREFIX, DataFormatError
 
 SPLITS = ("train", "valid", "test")
 INTERACTION_KEY = ["user_id", "item_id", "timestamp"]
 PLAUSIBLE_YEARS = (1870, 2100)
 DUPLICATE_CHECK = "multiple_fields_uniqueness"
+MALFORMED_KEY = "malformed"  # by_reason key `<column>: malformed`
 
 
 @dataclass(frozen=True)
@@ -100,12 +104,21 @@ def _not_empty() -> pa.Check:
 
 
 def _validate(df: pd.DataFrame, schema: pa.DataFrameSchema) -> ValidationResult:
-    """Run the schema lazily and map each failure back to its row through the (reset) index."""
+    """Run the schema lazily and map each failure back to its row through the (reset) index.
+
+    The reader's `malformed_<column>` descriptions become reasons of their own and leave the output.
+    """
     rows = df.reset_index(drop=True)
+    malformed_columns = [name for name in rows.columns if str(name).startswith(MALFORMED_PREFIX)]
+    malformed = _describe_malformed_cells(rows[malformed_columns])
+    rows = rows.drop(columns=malformed_columns)
     failures = _failure_cases(schema, rows)
     column_level = failures["index"].isna() | _fails_for_whole_column(failures, len(rows))
     _raise_column_errors(failures[column_level], rows)
-    row_failures = _describe_row_failures(failures[~column_level])
+    row_failures = _describe_row_failures(failures[~column_level], tuple(schema.unique or ()))
+    row_failures = pd.concat(
+        [_without_checks_on_malformed_cells(row_failures, malformed), malformed], ignore_index=True
+    ).sort_values("row", kind="stable")
     reasons = row_failures.groupby("row")["text"].agg("; ".join)
     rejected = rows.index.isin(reasons.index)
     valid = rows[~rejected].reset_index(drop=True)
@@ -149,27 +162,70 @@ def _raise_column_errors(column_failures: pd.DataFrame, rows: pd.DataFrame) -> N
     raise DataFormatError("; ".join(problems))
 
 
-def _describe_row_failures(failures: pd.DataFrame) -> pd.DataFrame:
-    """One entry per (row, failed check): `key` for counting, `text` with the offending value.
+def _describe_row_failures(failures: pd.DataFrame, unique_key: tuple[str, ...]) -> pd.DataFrame:
+    """One entry per (row, failed check): `key` for counting, `text` with the offending value,
+    `columns` the tuple of columns the check read (a duplicate reads the whole `unique_key`).
 
-    pandera reports a duplicate once per key column; those entries are merged into one.
+    pandera reports a duplicate once per key column (none for a missing value); those entries are
+    merged into one.
     """
     failures = failures.assign(row=failures["index"].astype("int64"))
     is_duplicate = failures["check"].eq(DUPLICATE_CHECK)
     single = failures[~is_duplicate]
     single_keys = single["column"].astype(str) + ": " + single["check"].astype(str)
-    entries = [pd.DataFrame({"row": single["row"], "key": single_keys, "value": single["failure_case"].map(_show)})]
+    entries = [
+        pd.DataFrame(
+            {
+                "row": single["row"],
+                "key": single_keys,
+                "value": single["failure_case"].map(_show),
+                "columns": single["column"].map(lambda column: (column,)),
+            }
+        )
+    ]
     duplicates = failures[is_duplicate].groupby("row", sort=False)
     entries.append(
         pd.DataFrame(
             {
                 "key": duplicates["column"].agg(", ".join) + ": duplicate",
                 "value": duplicates["failure_case"].agg(lambda values: "(" + ", ".join(map(_show, values)) + ")"),
+                "columns": [unique_key] * duplicates.ngroups,
             }
         ).reset_index()
     )
     described = pd.concat(entries, ignore_index=True).sort_values("row", kind="stable")
     return described.assign(text=described["key"] + " (value=" + described["value"] + ")")
+
+
+def _describe_malformed_cells(malformed: pd.DataFrame) -> pd.DataFrame:
+    """One entry per cell the reader could not parse, in the shape of `_describe_row_failures`."""
+    cells = (
+        malformed.rename(columns=lambda name: name.removeprefix(MALFORMED_PREFIX))
+        .rename_axis("row")
+        .reset_index()
+        .melt(id_vars="row", var_name="column", value_name="description")
+        .dropna(subset="description")
+    )
+    return pd.DataFrame(
+        {
+            "row": cells["row"].astype("int64"),
+            "key": cells["column"] + f": {MALFORMED_KEY}",
+            "columns": cells["column"].map(lambda column: (column,)),
+            "text": cells["column"] + ": " + cells["description"],
+        }
+    )
+
+
+def _without_checks_on_malformed_cells(failures: pd.DataFrame, malformed: pd.DataFrame) -> pd.DataFrame:
+    """Drop failures that read a malformed cell: it is missing only because it did not parse."""
+    if malformed.empty:
+        return failures
+    bad_cells = {(row, column) for row, columns in zip(malformed["row"], malformed["columns"]) for column in columns}
+    reads_bad_cell = [
+        any((row, column) in bad_cells for column in columns)
+        for row, columns in zip(failures["row"], failures["columns"])
+    ]
+    return failures[~np.array(reads_bad_cell, dtype=bool)]
 
 
 def _show(value: object) -> str:

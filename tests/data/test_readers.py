@@ -341,21 +341,41 @@ def test_inter_header_field_without_known_type(tmp_path, field):
     assert_format_error(read_recbole, folder, "bad.inter", "line 1", repr(field), "no known :type")
 
 
-def test_inter_non_numeric_timestamp_reports_line(tmp_path):
+def malformed(interactions: pd.DataFrame, column: str) -> dict[int, str]:
+    """source_row -> the reader's description of the cell of `column` that did not parse."""
+    described = interactions.set_index("source_row")[f"malformed_{column}"]
+    return described.dropna().to_dict()
+
+
+def test_inter_non_numeric_timestamp_is_kept_as_a_malformed_row(tmp_path):
     folder = write_inter(tmp_path, INTER_HEADER + good_inter_rows(15) + "99\t5\t4\tabc\n" + good_inter_rows(3))
-    assert_format_error(
-        read_recbole, folder, str(folder / "bad.inter"), "line 17", "'timestamp'", "'abc'", "1 bad value"
-    )
+    interactions = read_recbole(folder).interactions
+    assert len(interactions) == 19
+    assert list(interactions.columns) == [*CANONICAL_COLUMNS, "malformed_timestamp"]
+    assert malformed(interactions, "timestamp") == {17: "not a number ('abc')"}
+    row = interactions.set_index("source_row").loc[17]
+    assert pd.isna(row["timestamp"]) and row["rating"] == 4.0
+    assert interactions["timestamp"].notna().sum() == 18
 
 
-def test_inter_many_bad_values_reports_first_five(tmp_path):
-    rows = good_inter_rows(3) + "".join(f"{user}\t1\tgood\t5\n" for user in range(7))
+def test_inter_some_bad_ratings_are_each_described(tmp_path):
+    rows = good_inter_rows(3) + "".join(f"{user}\t1\tgood\t5\n" for user in range(7)) + "9\t2\tinf\t5\n"
+    interactions = read_recbole(write_inter(tmp_path, INTER_HEADER + rows)).interactions
+    assert malformed(interactions, "rating") == {
+        **{line: "not a number ('good')" for line in range(5, 12)},
+        12: "not a finite number ('inf')",
+    }
+    assert interactions["rating"].notna().tolist() == [True] * 3 + [False] * 8
+
+
+def test_inter_column_without_one_number_reports_first_five(tmp_path):
+    rows = "".join(f"{user}\t1\tgood\t5\n" for user in range(7)) + "8\t1\t\t5\n"  # an empty field does not count
     folder = write_inter(tmp_path, INTER_HEADER + rows)
     with pytest.raises(DataFormatError) as error:
         read_recbole(folder)
     message = str(error.value)
-    assert "'rating'" in message and "7 bad value(s)" in message
-    assert [f"line {line}: 'good'" in message for line in range(5, 12)] == [True] * 5 + [False] * 2
+    assert "'rating'" in message and "none of its 7 value(s)" in message and "wrong column or delimiter" in message
+    assert [f"line {line}: 'good'" in message for line in range(2, 9)] == [True] * 5 + [False] * 2
 
 
 @pytest.mark.parametrize(("text", "reason"), [("", "file is empty"), (INTER_HEADER, "no data rows")])
@@ -418,16 +438,53 @@ def test_table_csv_missing_mapped_column(tmp_path):
     )
 
 
-def test_table_csv_bad_iso_timestamp(tmp_path):
+def test_table_csv_bad_iso_timestamp_is_described(tmp_path):
     path = tmp_path / "events.csv"
     path.write_text("user_id,item_id,timestamp,rating\nu1,i1,2020-01-01T00:00:00,4\nu1,i2,not-a-date,4\n")
-    assert_format_error(read_table, path, "events.csv", "line 3", "'timestamp'", "ISO 8601", "'not-a-date'")
+    interactions = read_table(path).interactions
+    assert interactions["timestamp"].tolist() == [1577836800, pd.NA]
+    assert malformed(interactions, "timestamp") == {3: "not an ISO 8601 datetime ('not-a-date')"}
 
 
-def test_table_csv_bad_numeric_timestamp(tmp_path):
+def test_table_csv_bad_numeric_timestamp_is_described(tmp_path):
     path = tmp_path / "events.csv"
     path.write_text("user_id,item_id,timestamp,rating\nu1,i1,100,4\nu1,i2,200,4\nu2,i1,abc,4\n")
-    assert_format_error(read_table, path, "events.csv", "line 4", "'timestamp'", "must hold numbers", "'abc'")
+    interactions = read_table(path).interactions
+    assert interactions["timestamp"].tolist() == [100, 200, pd.NA]
+    assert malformed(interactions, "timestamp") == {4: "not a number ('abc')"}
+
+
+def test_table_csv_stray_first_timestamp_does_not_decide_the_format(tmp_path):
+    path = tmp_path / "events.csv"
+    path.write_text("user_id,item_id,timestamp,rating\nu1,i1,soon,4\nu1,i2,200,4\nu2,i1,300,4\n")
+    interactions = read_table(path).interactions
+    assert interactions["timestamp"].tolist() == [pd.NA, 200, 300]
+    assert malformed(interactions, "timestamp") == {2: "not a number ('soon')"}
+
+
+def test_table_csv_now_and_today_are_not_datetimes(tmp_path):
+    path = tmp_path / "events.csv"
+    path.write_text("user_id,item_id,timestamp,rating\nu1,i1,2020-01-01,4\nu1,i2,now,4\nu2,i1,today,4\n")
+    assert malformed(read_table(path).interactions, "timestamp") == {
+        3: "not an ISO 8601 datetime ('now')",
+        4: "not an ISO 8601 datetime ('today')",
+    }
+
+
+@pytest.mark.parametrize(
+    ("column", "expected", "row"),
+    [("timestamp", "ISO 8601 datetimes", "u1,i{n},yesterday,4"), ("rating", "numbers", "u1,i{n},{n},five")],
+)
+def test_table_csv_column_without_one_value_that_parses(tmp_path, column, expected, row):
+    path = tmp_path / "events.csv"
+    path.write_text("user_id,item_id,timestamp,rating\n" + "".join(row.format(n=n) + "\n" for n in range(3)))
+    assert_format_error(read_table, path, "events.csv", f"column {column!r}", expected, "none of its 3 value(s)")
+
+
+def test_table_semicolon_file_read_as_comma_names_the_missing_columns(tmp_path):
+    path = tmp_path / "events.csv"
+    path.write_text("user_id;item_id;timestamp;rating\nu1;i1;100;4\n")
+    assert_format_error(read_table, path, "events.csv", "line 1", "missing required column", "'user_id;item_id")
 
 
 def test_table_parquet_missing_column(tmp_path):
@@ -442,12 +499,21 @@ def test_table_unsupported_suffix(tmp_path):
     assert_format_error(read_table, path, "events.json", "reads .csv or .parquet")
 
 
-def test_movielens_zip_bad_rating(tmp_path):
+def test_movielens_zip_bad_rating_is_described(tmp_path):
     folder = tmp_path / "unpacked"
     write_movielens(folder)
     (folder / "u.data").write_text("1\t10\t4\t881250949\n1\t20\tx\t881250950\n")
+    interactions = read_movielens_zip(zip_folder(folder, tmp_path / "ml-100k.zip")).interactions
+    assert interactions["rating"].fillna(-1.0).tolist() == [4.0, -1.0]
+    assert malformed(interactions, "rating") == {2: "not a number ('x')"}
+
+
+def test_movielens_zip_ratings_without_one_number(tmp_path):
+    folder = tmp_path / "unpacked"
+    write_movielens(folder)
+    (folder / "u.data").write_text("1\t10\ty\t881250949\n1\t20\tx\t881250950\n")
     archive = zip_folder(folder, tmp_path / "ml-100k.zip")
-    assert_format_error(read_movielens_zip, archive, "ml-100k.zip:ml-100k/u.data", "line 2", "'rating'", "'x'")
+    assert_format_error(read_movielens_zip, archive, "ml-100k.zip:ml-100k/u.data", "line 1", "'rating'", "'y'")
 
 
 def test_movielens_row_with_extra_field_is_not_shifted_into_the_index(tmp_path):
