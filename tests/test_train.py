@@ -272,8 +272,10 @@ def test_history_as_dict_round_trips():
     assert TrainingHistory().best_score == -math.inf and TrainingHistory().best_epoch == -1
 
 
-def test_resolve_device():
-    assert not torch.cuda.is_available()
-    assert resolve_device("auto") == torch.device("cpu")
+@pytest.mark.parametrize(("cuda_available", "auto"), [(False, "cpu"), (True, "cuda")])
+def test_resolve_device(monkeypatch, cuda_available, auto):
+    """`auto` follows what torch reports, on a machine with or without a GPU; explicit names are kept."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda_available)
+    assert resolve_device("auto") == torch.device(auto)
     assert resolve_device("cpu") == torch.device("cpu")
     assert resolve_device("cuda:1") == torch.device("cuda", 1)

@@ -8,6 +8,7 @@ import pandas as pd
 from pydantic import Field
 
 from orchestration.resources import ArtifactStore, DatasetResource
+from recmodels.data.bootstrap import KNOWN_DATASETS, obtain_dataset
 from recmodels.data.interactions import Interactions, k_core, load_interactions, save_interactions
 from recmodels.data.readers import load_dataset
 from recmodels.data.schemas import ValidationRules, validate_interactions, validate_items
@@ -17,13 +18,26 @@ GROUP = "data"
 
 
 @dg.asset(group_name=GROUP, kinds={"dvc"})
-def raw_interactions(dataset: DatasetResource, store: ArtifactStore) -> dg.MaterializeResult:
-    """Snapshot of the source dataset under ``data/raw/``, tracked by ``data.dvc``."""
+def raw_interactions(
+    context: dg.AssetExecutionContext, dataset: DatasetResource, store: ArtifactStore
+) -> dg.MaterializeResult:
+    """Snapshot of the source dataset under ``data/raw/``, tracked by ``data.dvc``.
+
+    A missing dataset the bootstrap knows (MovieLens-100K) is obtained from the package
+    registry, checksummed, so a fresh clone runs with nothing beside it.
+    """
     source = dataset.source.resolve()
+    obtained = {}
     if not source.exists():
-        raise FileNotFoundError(
-            f"dataset {source} not found (data_dir={dataset.data_dir!r}, dataset={dataset.dataset!r})"
-        )
+        if dataset.dataset not in KNOWN_DATASETS:
+            raise FileNotFoundError(
+                f"dataset {source} not found (data_dir={dataset.data_dir!r}, dataset={dataset.dataset!r}). "
+                "Set RECPIPE_DATA_DIR to the folder holding it and RECPIPE_DATASET to its path inside that folder; "
+                f"datasets obtained automatically when missing: {sorted(KNOWN_DATASETS)}"
+            )
+        bootstrap = obtain_dataset(dataset.dataset, source)
+        context.log.info(bootstrap.summary())
+        obtained = {"obtained_from": dg.MetadataValue.json(bootstrap.metadata())}
     snapshot = store.snapshot_folder() / "raw" / dataset.dataset
     if source != snapshot.resolve():
         if snapshot.exists():
@@ -42,6 +56,7 @@ def raw_interactions(dataset: DatasetResource, store: ArtifactStore) -> dg.Mater
             "items": int(raw.interactions["item_id"].nunique()),
             "has_timestamps": raw.has_timestamps,
             "item_metadata_rows": 0 if raw.items is None else len(raw.items),
+            **obtained,
             **dvc_metadata,
         },
     )

@@ -95,6 +95,7 @@ def test_aligned_embeddings_name_the_bad_id(bad, message):
         aligned_item_embeddings(np.array(["", "1", bad, "3"], dtype=object), external)
 
 
+@pytest.mark.needs_shared_data("ml-1m-diffrec/clean")
 def test_aligned_embeddings_on_the_diffrec_files(data_dir: Path):
     """L-DiffRec's LightGCN item embeddings are indexed by the DiffRec item ids."""
     folder = data_dir / "ml-1m-diffrec" / "clean"

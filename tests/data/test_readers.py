@@ -87,6 +87,7 @@ def test_recbole_ml100k_items(ml100k):
     assert items["genres"].str.split("|").explode().value_counts()["Action"] == 251
 
 
+@pytest.mark.needs_shared_data("ml-1m-seq/ml-1m.txt")
 def test_sequences_ml1m(ml1m_sequences):
     interactions = ml1m_sequences.interactions
     assert (ml1m_sequences.name, ml1m_sequences.has_timestamps, ml1m_sequences.items) == ("ml-1m", False, None)
@@ -105,6 +106,7 @@ def test_sequences_ml1m(ml1m_sequences):
     assert interactions["timestamp"].equals(interactions.groupby("user_id").cumcount().astype("int64"))
 
 
+@pytest.mark.needs_shared_data("amazon-yelp-seq/Beauty.txt")
 def test_sequences_beauty(data_dir):
     beauty = read_sequences(data_dir / "amazon-yelp-seq/Beauty.txt")
     interactions = beauty.interactions
@@ -121,6 +123,7 @@ def test_sequences_beauty(data_dir):
     ]
 
 
+@pytest.mark.needs_shared_data("ml-1m-diffrec/clean")
 def test_predefined_diffrec_splits(diffrec_clean):
     interactions = diffrec_clean.interactions
     assert diffrec_clean.name == "ml-1m-diffrec-clean"
@@ -140,6 +143,7 @@ def test_predefined_diffrec_splits(diffrec_clean):
     assert first_valid[["user_id", "item_id"]].values.tolist() == [["0", "172"]]
 
 
+@pytest.mark.needs_shared_data("ml-1m-diffrec/clean", "ml-1m-meta/movies.dat")
 def test_predefined_diffrec_items(diffrec_clean):
     items = diffrec_clean.items.set_index("item_id")
     assert len(items) == 2_810
@@ -280,6 +284,7 @@ def test_empty_fields_are_kept_as_missing_values(tmp_path):
 # --- load_dataset ----------------------------------------------------------------------------
 
 
+@pytest.mark.needs_shared_data("ml-1m-diffrec/clean")
 def test_load_dataset_picks_reader_for_real_folders(data_dir, ml100k):
     assert load_dataset(data_dir / "ml-100k").interactions.equals(ml100k.interactions)
     assert "split" in load_dataset(data_dir / "ml-1m-diffrec/clean").interactions

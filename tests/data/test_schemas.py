@@ -128,6 +128,7 @@ def test_empty_source_fields_are_quarantined_and_timestamps_become_int64(tmp_pat
     ]
 
 
+@pytest.mark.needs_shared_data("ml-1m-diffrec/clean")
 def test_predefined_splits_validate_and_unknown_split_is_quarantined(data_dir):
     interactions = read_predefined(data_dir / "ml-1m-diffrec/clean").interactions
     stray = pd.DataFrame([{**interaction("0", "0", 10_000, float("nan"), 0), "split": "holdout"}])

@@ -172,6 +172,7 @@ def ml1m_loo(ml1m_seq_raw):
     return data, leave_one_out_split(data)
 
 
+@pytest.mark.needs_shared_data("ml-1m-seq/ml-1m.txt")
 def test_leave_one_out_real_positions(ml1m_loo, ml1m_seq_raw):
     data, split = ml1m_loo
     lengths = ml1m_seq_raw.groupby("user_id").size()
@@ -212,6 +213,7 @@ def test_leave_one_out_real_positions(ml1m_loo, ml1m_seq_raw):
     assert split.report["users_too_short_to_evaluate"] == 0
 
 
+@pytest.mark.needs_shared_data("ml-1m-seq/ml-1m.txt")
 def test_leave_one_out_real_stages(ml1m_loo):
     _, split = ml1m_loo
     train = split.train.frame

@@ -87,6 +87,7 @@ def beauty(data_dir: Path) -> Interactions:
     return Interactions.from_frame(frame)
 
 
+@pytest.mark.needs_shared_data("amazon-yelp-seq/Beauty.txt")
 def test_beauty_graph(beauty: Interactions):
     assert (beauty.n_users, beauty.n_items, len(beauty)) == (22_363, 12_101, 198_502)
     sequences = beauty.sequences()

@@ -14,6 +14,8 @@ from recmodels.models.sasrec import SASRec, _NextItemTask, sasrec_ss
 
 N_USERS = 300
 
+pytestmark = pytest.mark.needs_shared_data("ml-1m-seq/ml-1m.txt")
+
 
 @pytest.fixture(scope="module")
 def split(ml1m_seq_raw) -> SplitData:
