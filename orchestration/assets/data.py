@@ -44,7 +44,7 @@ def raw_interactions(
             shutil.rmtree(snapshot) if snapshot.is_dir() else snapshot.unlink()
         snapshot.parent.mkdir(parents=True, exist_ok=True)
         (shutil.copytree if source.is_dir() else shutil.copy2)(source, snapshot)
-    raw = load_dataset(snapshot)
+    raw = load_dataset(snapshot, dataset.column_map)
     data_version, dvc_metadata = store.version(store.snapshot_folder())
     return dg.MaterializeResult(
         data_version=data_version,
@@ -56,6 +56,7 @@ def raw_interactions(
             "items": int(raw.interactions["item_id"].nunique()),
             "has_timestamps": raw.has_timestamps,
             "item_metadata_rows": 0 if raw.items is None else len(raw.items),
+            "columns": dg.MetadataValue.json(dataset.column_map.sources),
             **obtained,
             **dvc_metadata,
         },
@@ -70,7 +71,7 @@ def raw_interactions(
 )
 def validate_raw(dataset: DatasetResource, store: ArtifactStore):
     """Lazy pandera validation: every failing row is quarantined with its reasons."""
-    raw = load_dataset(store.snapshot_folder() / "raw" / dataset.dataset)
+    raw = load_dataset(store.snapshot_folder() / "raw" / dataset.dataset, dataset.column_map)
     rules = ValidationRules(rating_min=dataset.rating_min, rating_max=dataset.rating_max)
     result = validate_interactions(raw.interactions, rules)
     summary = result.summary
@@ -98,7 +99,9 @@ def validate_raw(dataset: DatasetResource, store: ArtifactStore):
     }
     version, dvc_metadata = store.version(valid_folder)
     yield dg.MaterializeResult(
-        asset_key="validated_interactions", data_version=version, metadata={**counts, **dvc_metadata}
+        asset_key="validated_interactions",
+        data_version=version,
+        metadata={**counts, "columns": dg.MetadataValue.json(dataset.column_map.sources), **dvc_metadata},
     )
     version, dvc_metadata = store.version(quarantine_folder)
     reasons = pd.Series(summary["by_reason"], dtype="int64").rename_axis("reason").reset_index(name="rows")

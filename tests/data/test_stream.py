@@ -200,6 +200,24 @@ def test_bad_rows_are_quarantined_with_reasons(week, tmp_path):
     assert not rows.duplicated(["user_id", "item_id", "timestamp"]).any()
 
 
+def test_a_malformed_rating_is_quarantined_not_the_file(week, tmp_path):
+    landing = tmp_path / "landing"
+    source = write_csv(week, tmp_path / "drop.csv")
+    with source.open("a") as file:
+        file.write(f"{week.user_id[0]},{week.item_id[1]},three,{week.timestamp[0]}\n")
+    report = land_file(source, landing, window_days=7)
+
+    n = len(week)
+    assert report.rejected is None
+    assert (report.rows_in, report.rows_kept, report.rows_quarantined) == (n + 1, n, 1)
+    assert report.by_reason == {"rating: malformed": 1}
+    quarantine = pd.read_parquet(landing / "quarantine" / "drop.parquet")
+    assert quarantine[["source_row", "reasons"]].values.tolist() == [[n + 2, "rating: not a number ('three')"]]
+    assert not any(column.startswith("malformed_") for column in quarantine.columns)
+    rows = read_windows(landing, landed_windows(landing))
+    assert len(rows) == n and not any(column.startswith("malformed_") for column in rows.columns)
+
+
 # ---------------------------------------------------------------- unreadable files are rejected whole
 
 
