@@ -39,16 +39,18 @@ def variant_config(variant: str, seed: int, epochs: int | None):
 
 
 def clusters_for(folder: Path, split, config):
-    """The authors' item embeddings when the dataset ships them, else none (the model falls back to SVD)."""
+    """The authors' item embeddings when the dataset ships them, clustered with ``ClusteringConfig``'s
+    defaults seeded by the model's seed; else none (the model falls back to the same config over SVD)."""
     import numpy as np
 
-    from recmodels.cluster import aligned_item_embeddings, kmeans_item_clusters
+    from recmodels.cluster import ClusteringConfig, aligned_item_embeddings, kmeans_item_clusters
 
     provided = folder / "item_emb.npy"
     if not provided.exists():
         return None
     embeddings = aligned_item_embeddings(split.train.item_ids, np.load(provided))
-    return kmeans_item_clusters(embeddings, config.space.n_clusters, config.seed)
+    settings = ClusteringConfig(dim=embeddings.shape[1], seed=config.seed)
+    return kmeans_item_clusters(embeddings, settings, provided.name)
 
 
 def run_one(
@@ -83,9 +85,9 @@ def run_one(
         "train_seconds": round(train_seconds, 1),
         "inference_seconds_all_test_users": round(result.seconds, 2),
         "test_users": len(result.users),
-        "clusters": None if clusters is None else "item_emb.npy",
         "overrides": overrides,
         "config": config.to_dict(),
+        "upstream": model.upstream,
     }
 
 

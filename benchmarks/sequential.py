@@ -86,6 +86,7 @@ def run_one(
         "train_seconds": round(train_seconds, 1),
         "overrides": overrides,
         "config": config.to_dict(),
+        "upstream": model.upstream,
     }
 
 

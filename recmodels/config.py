@@ -9,6 +9,7 @@ are looked up in a registry, never chosen through string if/elif chains.
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 from typing import Any, ClassVar, Self
 
@@ -27,6 +28,16 @@ class PartConfig:
             PartConfig._kinds[cls.kind] = cls
 
 
+def part_types(hint: Any) -> tuple[type[PartConfig], ...]:
+    """The registered parts a field typed ``hint`` admits: ``A | B | None`` -> ``(A, B)``; () for other fields."""
+    members = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    return tuple(
+        member
+        for member in members
+        if isinstance(member, type) and PartConfig._kinds.get(getattr(member, "kind", None)) is member
+    )
+
+
 def to_plain(value: Any) -> Any:
     """Dataclasses to dicts (parts tagged with ``kind``), recursively."""
     if isinstance(value, PartConfig):
@@ -38,13 +49,16 @@ def to_plain(value: Any) -> Any:
     return value
 
 
+def part_of_kind(kind: str) -> type[PartConfig]:
+    if kind not in PartConfig._kinds:
+        raise ValueError(f"unknown part kind {kind!r}; known: {sorted(PartConfig._kinds)}")
+    return PartConfig._kinds[kind]
+
+
 def from_plain(value: Any) -> Any:
     """Inverse of ``to_plain`` for tagged parts; other values pass through."""
     if isinstance(value, dict) and "kind" in value:
-        kind = value["kind"]
-        if kind not in PartConfig._kinds:
-            raise ValueError(f"unknown part kind {kind!r}; known: {sorted(PartConfig._kinds)}")
-        cls = PartConfig._kinds[kind]
+        cls = part_of_kind(value["kind"])
         return build_dataclass(cls, {k: v for k, v in value.items() if k != "kind"})
     return value
 
@@ -61,6 +75,12 @@ def build_dataclass(cls: type, values: dict[str, Any]) -> Any:
         hint = hints[name]
         if isinstance(value, dict) and "kind" not in value and dataclasses.is_dataclass(hint):
             rebuilt[name] = build_dataclass(hint, value)
+        elif isinstance(value, dict) and "kind" in value:
+            part, admitted = from_plain(value), part_types(hint)
+            if not isinstance(part, admitted):
+                kinds = sorted(part_class.kind for part_class in admitted)
+                raise ValueError(f"{cls.__name__}.{name} takes a part of kind {kinds}, got {value['kind']!r}")
+            rebuilt[name] = part
         elif isinstance(value, list) and typing.get_origin(hint) is tuple:  # JSON has no tuples
             rebuilt[name] = tuple(value)
         else:

@@ -4,7 +4,8 @@ The version is the first 12 hex digits of the ONNX file's SHA-256, so the same
 model always gets the same version and a version always names the same bytes.
 The manifest holds everything a downstream service needs without this library:
 the contract (opset, input and output spec), the item id map back to external
-ids, the config, metrics and the training data version. Nothing is pickled.
+ids, the config, the upstream inputs it trained with (with their parameters and
+versions), metrics and the training data version. Nothing is pickled.
 """
 
 from __future__ import annotations
@@ -39,6 +40,9 @@ class Manifest:
     outputs: dict[str, Any]
     parity: dict[str, Any]
     created_at: str
+    # What the model trained with besides the split (clusters, neighbourhood overlap): each one's
+    # construction parameters and, from the pipeline, its asset and DVC md5. Empty for most families.
+    upstream: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)

@@ -27,7 +27,7 @@ def _small_lt_diffrec():
         config,
         diffusion=DiffusionConfig(steps=5, noise_max=0.02, beta_fixed=False),
         denoiser=DenoiserConfig(hidden=(16,)),
-        space=ClusteredLatentConfig(latent_dim=16, embedding_dim=8),
+        space=ClusteredLatentConfig(latent_dim=16),
         trainer=SHORT,
     )
 

@@ -1,29 +1,46 @@
-"""Cluster stage: item embeddings and the k-means item clusters L-DiffRec's encoders follow."""
+"""Cluster stage: item embeddings and the k-means item clusters L-DiffRec's encoders follow.
 
-from pathlib import Path
+Both assets take their settings from ``recmodels.cluster.ClusteringConfig``: the
+embeddings its ``dim`` and ``seed``, the clusters its ``n_clusters`` and
+``temperature``. The embeddings save what they were built with (width, seed,
+source), so the clusters record the whole config they were made under, and a model
+trained on them records that in turn.
+"""
+
+import json
 
 import dagster as dg
 import numpy as np
 from pydantic import Field
 from sklearn.decomposition import PCA
 
+from orchestration.config_bridge import launchpad_config
 from orchestration.plots import cluster_projection, inline_png
 from orchestration.resources import ArtifactStore, DatasetResource
-from recmodels.cluster import ItemClusters, aligned_item_embeddings, kmeans_item_clusters, svd_item_embeddings
+from recmodels.cluster import ClusteringConfig, aligned_item_embeddings, kmeans_item_clusters, svd_item_embeddings
+from recmodels.cluster.clusters import SVD_SOURCE
 from recmodels.data.splits import load_split
 
 GROUP = "clusters"
 EMBEDDINGS_FILE = "item_embeddings.npy"
+EMBEDDINGS_PARAMETERS_FILE = "item_embeddings.json"
 
-
-class ItemEmbeddingsConfig(dg.Config):
-    provided_file: str | None = Field(
-        default=None,
-        description="An item embedding .npy inside the dataset folder (rows = the source's integer item ids, "
-        "e.g. item_emb.npy of the DiffRec data); None learns SVD embeddings from the training matrix.",
-    )
-    dim: int = Field(default=64, description="SVD embedding size (ignored for a provided file).")
-    seed: int = 0
+ItemEmbeddingsConfig = launchpad_config(
+    "item_embeddings",
+    ClusteringConfig(),
+    only=("dim", "seed"),
+    extra={
+        "provided_file": (
+            str | None,
+            Field(
+                default=None,
+                description="An item embedding .npy inside the dataset folder (rows = the source's integer item "
+                "ids, e.g. item_emb.npy of the DiffRec data); None learns SVD embeddings from the training matrix.",
+            ),
+        )
+    },
+)
+ItemClustersConfig = launchpad_config("item_clusters", ClusteringConfig(), only=("n_clusters", "temperature"))
 
 
 @dg.asset(group_name=GROUP, deps=["split"], kinds={"numpy"})
@@ -34,7 +51,7 @@ def item_embeddings(
     data = load_split(store.folder("split"))
     if config.provided_file is None:
         embeddings = svd_item_embeddings(data.train.csr(), config.dim, config.seed)
-        source = f"svd(dim={config.dim})"
+        source = SVD_SOURCE
     else:
         path = dataset.source / config.provided_file
         if not path.is_file():
@@ -43,6 +60,8 @@ def item_embeddings(
         source = str(path)
     folder = store.fresh_folder("item_embeddings")
     np.save(folder / EMBEDDINGS_FILE, embeddings)
+    parameters = {"dim": int(embeddings.shape[1]), "seed": config.seed, "source": source}
+    (folder / EMBEDDINGS_PARAMETERS_FILE).write_text(json.dumps(parameters, indent=2))
     version, dvc_metadata = store.version(folder)
     return dg.MaterializeResult(
         data_version=version,
@@ -50,20 +69,19 @@ def item_embeddings(
     )
 
 
-class ItemClustersConfig(dg.Config):
-    n_clusters: int = Field(default=2, description="k of k-means (L-DiffRec's ML-1M setting: 2).")
-    temperature: float = Field(default=1.0, description="Softness of the memberships (softmax of -distance^2 / T).")
-    seed: int = 0
-
-
 @dg.asset(group_name=GROUP, deps=[item_embeddings], kinds={"scikitlearn"})
 def item_clusters(config: ItemClustersConfig, store: ArtifactStore) -> dg.MaterializeResult:
     """k-means over the item embeddings: hard labels, centroids and soft memberships."""
-    embeddings = np.load(store.folder("item_embeddings") / EMBEDDINGS_FILE)
-    clusters = kmeans_item_clusters(embeddings, config.n_clusters, config.seed, config.temperature)
+    embeddings_folder = store.folder("item_embeddings")
+    embeddings = np.load(embeddings_folder / EMBEDDINGS_FILE)
+    built = json.loads((embeddings_folder / EMBEDDINGS_PARAMETERS_FILE).read_text())
+    settings = ClusteringConfig(
+        dim=built["dim"], n_clusters=config.n_clusters, temperature=config.temperature, seed=built["seed"]
+    )
+    clusters = kmeans_item_clusters(embeddings, settings, built["source"])
     folder = store.fresh_folder("item_clusters")
     clusters.save(folder)
-    projection = PCA(n_components=2, random_state=config.seed).fit_transform(embeddings[1:])
+    projection = PCA(n_components=2, random_state=settings.seed).fit_transform(embeddings[1:])
     chart = cluster_projection(projection, clusters.labels[1:], folder / "projection.png")
     version, dvc_metadata = store.version(folder)
     sizes = clusters.sizes
@@ -71,6 +89,7 @@ def item_clusters(config: ItemClustersConfig, store: ArtifactStore) -> dg.Materi
         data_version=version,
         metadata={
             "n_clusters": clusters.n_clusters,
+            "parameters": dg.MetadataValue.json(clusters.parameters()),
             "cluster_sizes": dg.MetadataValue.json({str(c): int(size) for c, size in enumerate(sizes)}),
             "largest_cluster_share": round(float(sizes.max() / sizes.sum()), 4),
             "mean_max_membership": round(float(clusters.memberships[1:].max(axis=1).mean()), 4),
@@ -78,7 +97,3 @@ def item_clusters(config: ItemClustersConfig, store: ArtifactStore) -> dg.Materi
             **dvc_metadata,
         },
     )
-
-
-def load_clusters(store: ArtifactStore) -> ItemClusters:
-    return ItemClusters.load(Path(store.folder("item_clusters")))

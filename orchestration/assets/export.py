@@ -87,6 +87,7 @@ def register_export(
         model=name,
         family=record["family"],
         config=model.config.to_dict(),
+        upstream=model.upstream,
         training_data_version=data_version,
         metrics=metrics,
         item_ids=[str(item) for item in item_ids],

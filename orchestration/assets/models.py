@@ -7,13 +7,14 @@ from dataclasses import dataclass
 import dagster as dg
 import pydantic
 
-from orchestration.assets.clusters import load_clusters
-from orchestration.assets.graph import load_overlap
+from orchestration import versioning
 from orchestration.config_bridge import dataclass_values, launchpad_config
 from orchestration.plots import inline_png, training_curves
 from orchestration.resources import ArtifactStore
+from recmodels.cluster import ItemClusters
 from recmodels.data.splits import load_split
 from recmodels.evaluation import evaluate
+from recmodels.graph import NeighbourhoodOverlap
 from recmodels.models import ModelConfig, model_family
 from recmodels.models.baselines import EASEConfig, ItemKNNConfig
 from recmodels.models.diffrec import diffrec, l_diffrec, t_diffrec
@@ -22,10 +23,12 @@ from recmodels.models.sasrec import esasrec, sasrec, sasrec_ss, with_gnno
 GROUP = "models"
 
 
-# Upstream assets a model may read besides the split: fit() keyword and loader.
+# Upstream assets a model may read besides the split: fit() keyword and loader (from the asset's folder).
+# The model records the parameters of what it used in ``upstream[keyword]``; the asset adds which stored
+# version that was, so the saved config.json and the registry manifest say what the model trained with.
 FIT_INPUTS = {
-    "item_neighbourhood_overlap": ("overlap", load_overlap),
-    "item_clusters": ("clusters", load_clusters),
+    "item_neighbourhood_overlap": ("overlap", NeighbourhoodOverlap.load),
+    "item_clusters": ("clusters", ItemClusters.load),
 }
 
 
@@ -56,25 +59,36 @@ MODEL_SPECS = [
 MODEL_ASSETS = [spec.asset for spec in MODEL_SPECS]
 
 
-def model_asset(spec: ModelSpec) -> dg.AssetsDefinition:
-    """Fit on train (early-stopping on validation where the family trains), report, save, version."""
-    cls = model_family(spec.family)
-    config_class = launchpad_config(
+def model_launchpad_config(spec: ModelSpec) -> type[dg.Config]:
+    """The asset's launchpad config: the preset's dataclass, typed parts included, plus the validation cutoffs."""
+    return launchpad_config(
         spec.asset,
         spec.preset,
         extra={
             "valid_ks": (list[int], pydantic.Field(default=[10, 20], description="Cutoffs reported on validation."))
         },
     )
+
+
+def model_asset(spec: ModelSpec) -> dg.AssetsDefinition:
+    """Fit on train (early-stopping on validation where the family trains), report, save, version."""
+    cls = model_family(spec.family)
+    config_class = model_launchpad_config(spec)
     deps = ["split", *spec.inputs]
 
     def train_model(context: dg.AssetExecutionContext, config, store: ArtifactStore) -> dg.MaterializeResult:
         data = load_split(store.folder("split"))
         model = cls(type(spec.preset).from_dict(dataclass_values(type(spec.preset), config)))
-        fit_options = {FIT_INPUTS[name][0]: FIT_INPUTS[name][1](store) for name in spec.inputs}
+        fit_options, stored = {}, {}
+        for name in spec.inputs:
+            keyword, load = FIT_INPUTS[name]
+            folder = store.folder(name)
+            stored[keyword] = {"asset": name, "dvc_md5": versioning.recorded_md5(folder)}
+            fit_options[keyword] = load(folder)
         started = time.perf_counter()
         model.fit(data, **fit_options)
         train_seconds = time.perf_counter() - started
+        model.upstream = {keyword: {**stored.get(keyword, {}), **record} for keyword, record in model.upstream.items()}
         valid = evaluate(model, data.valid, tuple(config.valid_ks))
         folder = store.fresh_folder(spec.asset)
         model.save(folder)
@@ -82,6 +96,7 @@ def model_asset(spec: ModelSpec) -> dg.AssetsDefinition:
         metadata: dict = {
             "family": spec.family,
             "config": dg.MetadataValue.json(model.config.to_dict()),
+            "upstream": dg.MetadataValue.json(model.upstream),
             "train_seconds": round(train_seconds, 3),
             **{f"valid_{metric}": round(value, 5) for metric, value in valid.metrics.items()},
         }

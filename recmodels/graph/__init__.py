@@ -2,7 +2,7 @@
 hard-negative sampling and the hardness curriculum."""
 
 from recmodels.graph.curriculum import CurriculumSchedule, plot_schedule
-from recmodels.graph.overlap import NeighbourhoodOverlap, neighbourhood_overlap
+from recmodels.graph.overlap import NeighbourhoodConfig, NeighbourhoodOverlap, neighbourhood_overlap
 from recmodels.graph.sampler import (
     HardNegativeConfig,
     NegativeSampler,
@@ -16,6 +16,7 @@ __all__ = [
     "CurriculumSchedule",
     "HardNegativeConfig",
     "NegativeSampler",
+    "NeighbourhoodConfig",
     "NeighbourhoodNegativeSampler",
     "NeighbourhoodOverlap",
     "SampledNegatives",

@@ -8,7 +8,8 @@ Masking seen items,
 top-k and evaluation live outside the models (``recmodels.evaluation``), so
 every family is ranked, compared and exported the same way.
 
-A model is saved as ``config.json`` (family, typed config, catalogue size) and
+A model is saved as ``config.json`` (family, typed config, catalogue size, and
+``upstream``: the parameters of what ``fit`` consumed besides the split) and
 ``weights.pt`` (a flat dict of tensors, loaded with ``weights_only=True``):
 never a pickled object.
 """
@@ -60,6 +61,9 @@ class Recommender(ABC):
             raise TypeError(f"{type(self).__name__} needs a {self.config_class.__name__}, got {type(config).__name__}")
         self.config = config
         self.n_items: int | None = None
+        # What fit consumed besides the split (item clusters, neighbourhood overlap), by fit keyword:
+        # {"parameters": what it was built with}; the pipeline adds the asset and its DVC md5.
+        self.upstream: dict[str, dict[str, Any]] = {}
 
     @abstractmethod
     def fit(self, split: SplitData) -> Self:
@@ -101,7 +105,12 @@ class Recommender(ABC):
     def save(self, path: Path) -> None:
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        meta = {"family": self.family, "n_items": self._require_fitted(), "config": self.config.to_dict()}
+        meta = {
+            "family": self.family,
+            "n_items": self._require_fitted(),
+            "config": self.config.to_dict(),
+            "upstream": self.upstream,
+        }
         (path / CONFIG_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
         torch.save(self.state_dict(), path / WEIGHTS_FILE)
 
@@ -116,6 +125,7 @@ class Recommender(ABC):
         cls = Recommender._families[family]
         model = cls(cls.config_class.from_dict(meta["config"]))
         model.n_items = int(meta["n_items"])
+        model.upstream = meta["upstream"]
         model.load_state_dict(torch.load(path / WEIGHTS_FILE, weights_only=True))
         return model
 

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recmodels.cluster import ItemClusters, kmeans_item_clusters, svd_item_embeddings
+from recmodels.cluster import ClusteringConfig, ItemClusters
 from recmodels.config import PartConfig
 from recmodels.data.splits import SplitData
 from recmodels.evaluation import stage_metric
@@ -151,7 +151,8 @@ class ItemSpaceConfig(PartConfig):
 class ClusteredLatentConfig(PartConfig):
     """L-DiffRec: a VAE whose encoder is one linear map per item cluster.
 
-    Cluster c gets a latent slice of ``int(|c| / n * latent_dim)`` (at least 1; the
+    The clusters come from upstream (the pipeline's ``item_clusters``, built with
+    ``ClusteringConfig``), so their number is set there, never here. Cluster c gets a latent slice of ``int(|c| / n * latent_dim)`` (at least 1; the
     last cluster takes the remainder). Loss: ``lambda * diffusion + multinomial
     likelihood + anneal * KL`` with ``lambda = max((1 - epoch / lambda_epochs) * lambda_start,
     lambda_floor)`` and ``anneal = min(kl_cap, step / kl_steps)``. The autoencoder
@@ -161,7 +162,6 @@ class ClusteredLatentConfig(PartConfig):
     """
 
     kind = "clustered_latent"
-    n_clusters: int = 2
     latent_dim: int = 300
     input_dropout: float = 0.1
     lambda_start: float = 0.03
@@ -170,7 +170,6 @@ class ClusteredLatentConfig(PartConfig):
     kl_cap: float = 0.3
     kl_steps: int = 200
     autoencoder_lr: float = 1e-3
-    embedding_dim: int = 64
     likelihood_on_dropped_input: bool = True
 
     def build(self, n_items: int, cluster_of_item: torch.Tensor | None) -> DiffusionSpace:
@@ -260,8 +259,9 @@ def diffrec() -> DiffRecConfig:
 
 
 def l_diffrec() -> DiffRecConfig:
-    """L-DiffRec, the authors' ML-1M setting: 2 clusters, a 300-d latent, denoiser [300],
-    noise_max 0.02, beta_0 not fixed, denoiser lr 5e-4 (autoencoder 1e-3)."""
+    """L-DiffRec, the authors' ML-1M setting: a 300-d latent, denoiser [300], noise_max 0.02,
+    beta_0 not fixed, denoiser lr 5e-4 (autoencoder 1e-3); their 2 clusters are
+    ``ClusteringConfig``'s default."""
     return DiffRecConfig(
         diffusion=DiffusionConfig(noise_max=0.02, beta_fixed=False),
         denoiser=DenoiserConfig(hidden=(300,)),
@@ -394,20 +394,22 @@ class DiffRec(TorchRecommender):
         """Train on ``split.train``, early-stopping on ``split.valid``.
 
         L-DiffRec uses ``clusters`` (the pipeline's ``item_clusters``) when given, else
-        k-means over SVD item embeddings of the training matrix.
+        builds them with ``ClusteringConfig`` seeded by the model's seed; either way
+        ``upstream["clusters"]`` records their parameters.
         """
         config = self.config
         torch.manual_seed(config.seed)
         device = resolve_device(config.trainer.device)
         self.n_items = split.n_items
         cluster_of_item = None
+        self.upstream = {}
         if isinstance(config.space, ClusteredLatentConfig):
             if clusters is None:
-                embeddings = svd_item_embeddings(split.train.csr(), config.space.embedding_dim, config.seed)
-                clusters = kmeans_item_clusters(embeddings, config.space.n_clusters, config.seed)
+                clusters = ClusteringConfig(seed=config.seed).build(split.train.csr())
             if len(clusters.labels) != split.n_items + 1:
                 raise ValueError(f"clusters cover {len(clusters.labels) - 1} items, the split has {split.n_items}")
             cluster_of_item = torch.from_numpy(clusters.labels[1:])
+            self.upstream = {"clusters": {"parameters": clusters.parameters()}}
         self.module = DiffRecModule(split.n_items, config, cluster_of_item).to(device)
         task = _DiffusionTask(
             module=self.module,

@@ -26,9 +26,8 @@ from recmodels.data.interactions import Sequences
 from recmodels.data.splits import SplitData
 from recmodels.evaluation import stage_metric
 from recmodels.graph.curriculum import CurriculumSchedule
-from recmodels.graph.overlap import NeighbourhoodOverlap, neighbourhood_overlap
+from recmodels.graph.overlap import NeighbourhoodConfig, NeighbourhoodOverlap
 from recmodels.graph.sampler import HardNegativeConfig, NeighbourhoodNegativeSampler
-from recmodels.graph.transitions import item_transition_graph
 from recmodels.models.base import ModelConfig, TorchRecommender
 from recmodels.nn.aligned import aligned_linear
 from recmodels.nn.layers import BackboneConfig, LiGRBlockConfig, SASRecBlockConfig, SequenceBackbone
@@ -41,12 +40,11 @@ class GNNOConfig(PartConfig):
     """Neighbourhood-based hard negatives (GNNO, SIGIR 2023) with their curriculum.
 
     Defaults are the paper's for Beauty: hardness 0 until epoch 19, then +0.04 per
-    epoch up to 0.5; neighbourhoods from a WITG over distances 1..3.
+    epoch up to 0.5. The neighbourhoods themselves are built upstream with
+    ``NeighbourhoodConfig`` (the pipeline's ``item_neighbourhood_overlap``), never here.
     """
 
     kind = "gnno"
-    max_distance: int = 3
-    top_m: int = 100
     n_negatives: int = 16
     uniform_share: float = 0.5
     temperature: float = 1.0
@@ -115,7 +113,8 @@ def with_gnno(config: SASRecConfig, hard_negatives: GNNOConfig | None = None) ->
     """Any variant "+GNNO": the same model trained with curriculum hard negatives.
 
     Early stopping waits until the curriculum has run for ``patience`` epochs, so a
-    model that plateaus on uniform negatives still meets the hard ones.
+    model that plateaus on uniform negatives still meets the hard ones. Where the
+    negatives come from (``NeighbourhoodConfig``) is the overlap's business, not the preset's.
     """
     gnno = hard_negatives or GNNOConfig()
     trainer = config.trainer
@@ -231,7 +230,8 @@ class SASRec(TorchRecommender):
         """Train on ``split.train``, early-stopping on ``split.valid``.
 
         ``overlap`` (the pipeline's ``item_neighbourhood_overlap``) is built from the
-        training sequences when hard negatives are on and none is given.
+        training sequences with ``NeighbourhoodConfig()`` when hard negatives are on and
+        none is given; either way ``upstream["overlap"]`` records its parameters.
         """
         torch.manual_seed(self.config.seed)
         task = self._training_task(split, overlap)
@@ -248,13 +248,14 @@ class SASRec(TorchRecommender):
         sequences = split.train.sequences()
         users = np.flatnonzero(sequences.lengths >= 2)
         sampler, schedule = None, None
+        self.upstream = {}
         if config.hard_negatives is not None:
             gnno = config.hard_negatives
             if overlap is None:
-                graph = item_transition_graph(sequences, split.n_items, gnno.max_distance)
-                overlap = neighbourhood_overlap(graph, gnno.top_m)
+                overlap = NeighbourhoodConfig().build(sequences, split.n_items)
             sampler = NeighbourhoodNegativeSampler(overlap, split.n_items, gnno.sampler_config)
             schedule = gnno.schedule
+            self.upstream = {"overlap": {"parameters": overlap.parameters()}}
         return _NextItemTask(
             module=self.module,
             model=self,

@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from recmodels.cluster import ItemClusters, aligned_item_embeddings, kmeans_item_clusters, svd_item_embeddings
+from recmodels.cluster import (
+    ClusteringConfig,
+    ItemClusters,
+    aligned_item_embeddings,
+    kmeans_item_clusters,
+    svd_item_embeddings,
+)
 from recmodels.data.interactions import Interactions
 from recmodels.data.readers import load_dataset
 from recmodels.data.splits import SplitData, leave_one_out_split
@@ -113,6 +119,11 @@ def test_aligned_embeddings_on_the_diffrec_files(data_dir: Path):
 # --- k-means clusters ------------------------------------------------------------------------------
 
 
+def _kmeans(embeddings: np.ndarray, n_clusters: int, temperature: float = 1.0) -> ItemClusters:
+    settings = ClusteringConfig(dim=embeddings.shape[1], n_clusters=n_clusters, temperature=temperature, seed=SEED)
+    return kmeans_item_clusters(embeddings, settings, "blobs")
+
+
 def _two_blobs() -> tuple[np.ndarray, np.ndarray]:
     """12 items around (5, 5) and 8 around (-5, -5), interleaved; row 0 is padding."""
     rng = np.random.default_rng(SEED)
@@ -124,7 +135,7 @@ def _two_blobs() -> tuple[np.ndarray, np.ndarray]:
 
 def test_kmeans_separates_two_blobs():
     embeddings, blob = _two_blobs()
-    clusters = kmeans_item_clusters(embeddings, 2, SEED)
+    clusters = _kmeans(embeddings, 2)
     assert clusters.labels.dtype == np.int64 and clusters.labels.shape == (21,)
     assert clusters.labels[0] == -1
     labels = clusters.labels[1:]
@@ -138,7 +149,7 @@ def test_kmeans_separates_two_blobs():
 
 def test_kmeans_memberships_are_a_softmax_over_squared_distances():
     embeddings, _ = _two_blobs()
-    clusters = kmeans_item_clusters(embeddings, 3, SEED, temperature=20.0)
+    clusters = _kmeans(embeddings, 3, temperature=20.0)
     memberships = clusters.memberships
     assert memberships.shape == (21, 3) and memberships.dtype == np.float32
     assert not memberships[0].any()
@@ -149,36 +160,43 @@ def test_kmeans_memberships_are_a_softmax_over_squared_distances():
     expected /= expected.sum(axis=1, keepdims=True)
     np.testing.assert_allclose(memberships[1:], expected, rtol=1e-4, atol=1e-6)
     assert (memberships[1:].argmax(axis=1) == clusters.labels[1:]).all()
-    sharper = kmeans_item_clusters(embeddings, 3, SEED, temperature=1.0).memberships
+    sharper = _kmeans(embeddings, 3, temperature=1.0).memberships
     assert sharper[1:].max(axis=1).mean() > memberships[1:].max(axis=1).mean()
 
 
 def test_kmeans_on_real_svd_embeddings(small_split):
     embeddings = svd_item_embeddings(small_split.train.csr(), 16, SEED)
-    clusters = kmeans_item_clusters(embeddings, 4, SEED)
+    clusters = _kmeans(embeddings, 4)
     assert clusters.labels[0] == -1 and set(clusters.labels[1:].tolist()) == {0, 1, 2, 3}
     assert clusters.sizes.sum() == small_split.n_items and (clusters.sizes > 0).all()
-    assert np.array_equal(kmeans_item_clusters(embeddings, 4, SEED).labels, clusters.labels)
+    assert np.array_equal(_kmeans(embeddings, 4).labels, clusters.labels)
 
 
-@pytest.mark.parametrize("n_clusters", [0, -1, 21])
-def test_kmeans_rejects_a_bad_number_of_clusters(n_clusters):
+@pytest.mark.parametrize("n_clusters", [0, -1])
+def test_config_rejects_a_bad_number_of_clusters(n_clusters):
+    with pytest.raises(ValueError, match="n_clusters must be >= 1"):
+        ClusteringConfig(n_clusters=n_clusters)
+
+
+def test_kmeans_rejects_more_clusters_than_items_and_embeddings_of_another_width():
     embeddings, _ = _two_blobs()
     with pytest.raises(ValueError, match=r"n_clusters must be in \[1, 20\]"):
-        kmeans_item_clusters(embeddings, n_clusters, SEED)
+        _kmeans(embeddings, 21)
+    with pytest.raises(ValueError, match="not 3-d"):
+        kmeans_item_clusters(embeddings, ClusteringConfig(dim=3, seed=SEED), "blobs")
 
 
 def test_kmeans_accepts_one_cluster_per_item_and_rejects_a_bad_temperature():
     embeddings, _ = _two_blobs()
-    clusters = kmeans_item_clusters(embeddings, 20, SEED)
+    clusters = _kmeans(embeddings, 20)
     assert sorted(clusters.labels[1:].tolist()) == list(range(20))
     with pytest.raises(ValueError, match="temperature must be > 0"):
-        kmeans_item_clusters(embeddings, 2, SEED, temperature=0.0)
+        ClusteringConfig(temperature=0.0)
 
 
 def test_item_clusters_save_load_round_trip(tmp_path):
     embeddings, _ = _two_blobs()
-    clusters = kmeans_item_clusters(embeddings, 3, SEED)
+    clusters = _kmeans(embeddings, 3)
     clusters.save(tmp_path / "nested" / "clusters")
     loaded = ItemClusters.load(tmp_path / "nested" / "clusters")
     for name in ("labels", "centroids", "memberships"):
@@ -186,3 +204,16 @@ def test_item_clusters_save_load_round_trip(tmp_path):
         assert restored.dtype == original.dtype
         assert np.array_equal(restored, original), name
     assert loaded.n_clusters == 3 and loaded.sizes.tolist() == clusters.sizes.tolist()
+    assert loaded.config == clusters.config == ClusteringConfig(dim=2, n_clusters=3, seed=SEED)
+    assert loaded.parameters() == {"dim": 2, "n_clusters": 3, "temperature": 1.0, "seed": SEED, "embeddings": "blobs"}
+
+
+def test_config_build_clusters_svd_embeddings_and_records_what_it_used(small_split):
+    settings = ClusteringConfig(dim=16, n_clusters=3, temperature=2.0, seed=SEED)
+    clusters = settings.build(small_split.train.csr())
+    assert clusters.config == settings and clusters.n_clusters == 3 and clusters.centroids.shape == (3, 16)
+    embeddings = svd_item_embeddings(small_split.train.csr(), 16, SEED)
+    assert np.array_equal(clusters.labels, _kmeans(embeddings, 3, temperature=2.0).labels)
+    # A matrix too small for the asked width gets narrower embeddings, and the clusters say so.
+    tiny = sp.random(10, 8, density=0.5, random_state=SEED, format="csr", dtype=np.float32)
+    assert ClusteringConfig(dim=64, n_clusters=2).build(tiny).config.dim == 6  # min(64, n_cols - 2, n_users - 1)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from recmodels.graph import NeighbourhoodOverlap, neighbourhood_overlap
+from recmodels.graph import NeighbourhoodConfig, NeighbourhoodOverlap, neighbourhood_overlap
 
 
 def _graph(edges: list[tuple[int, int]], size: int, weights: np.ndarray | None = None) -> sp.csr_matrix:
@@ -32,7 +32,7 @@ def tiny_graph() -> sp.csr_matrix:
 
 
 def test_jaccard_matches_hand_computation(tiny_graph):
-    overlap = neighbourhood_overlap(tiny_graph, top_m=3)
+    overlap = neighbourhood_overlap(tiny_graph, NeighbourhoodConfig(top_m=3))
     expected_items = np.array([[0, 0, 0], [2, 4, 3], [1, 4, 3], [5, 1, 2], [1, 2, 0], [3, 0, 0]])
     expected_scores = np.array(
         [
@@ -52,14 +52,14 @@ def test_jaccard_matches_hand_computation(tiny_graph):
 
 
 def test_truncation_keeps_best_and_lower_id_on_ties(tiny_graph):
-    overlap = neighbourhood_overlap(tiny_graph, top_m=1)
+    overlap = neighbourhood_overlap(tiny_graph, NeighbourhoodConfig(top_m=1))
     np.testing.assert_array_equal(overlap.items[:, 0], [0, 2, 1, 5, 1, 3])
-    two = neighbourhood_overlap(tiny_graph, top_m=2)
+    two = neighbourhood_overlap(tiny_graph, NeighbourhoodConfig(top_m=2))
     np.testing.assert_array_equal(two.items[3], [5, 1])  # 1 and 2 tie at 1/4: the lower id wins
 
 
 def test_padding_and_no_self_on_a_wider_table(tiny_graph):
-    overlap = neighbourhood_overlap(tiny_graph, top_m=6)
+    overlap = neighbourhood_overlap(tiny_graph, NeighbourhoodConfig(top_m=6))
     assert overlap.items.shape == (6, 6)
     for item in range(6):
         listed = overlap.items[item][overlap.scores[item] > 0]
@@ -101,7 +101,7 @@ def _random_graph(n_nodes: int, n_edges: int, seed: int) -> sp.csr_matrix:
 def test_matches_dense_reference_on_a_random_graph(top_m):
     # Rows here have far more two-hop pairs than 16 * top_m, so the sampled floor is exercised.
     graph = _random_graph(n_nodes=300, n_edges=1_500, seed=top_m)
-    overlap = neighbourhood_overlap(graph, top_m=top_m)
+    overlap = neighbourhood_overlap(graph, NeighbourhoodConfig(top_m=top_m))
     items, scores = _brute_force(graph, top_m)
     np.testing.assert_array_equal(overlap.items, items)
     np.testing.assert_array_equal(overlap.scores, scores)
@@ -109,17 +109,18 @@ def test_matches_dense_reference_on_a_random_graph(top_m):
 
 def test_chunked_equals_unchunked(tiny_graph):
     for graph in (tiny_graph, _random_graph(n_nodes=200, n_edges=800, seed=7)):
-        whole = neighbourhood_overlap(graph, top_m=10, chunk_rows=100_000)
-        chunked = neighbourhood_overlap(graph, top_m=10, chunk_rows=2)
+        whole = neighbourhood_overlap(graph, NeighbourhoodConfig(top_m=10), chunk_rows=100_000)
+        chunked = neighbourhood_overlap(graph, NeighbourhoodConfig(top_m=10), chunk_rows=2)
         np.testing.assert_array_equal(chunked.items, whole.items)
         np.testing.assert_array_equal(chunked.scores, whole.scores)
 
 
 def test_save_load_round_trip_and_csr_view(tiny_graph, tmp_path: Path):
-    overlap = neighbourhood_overlap(tiny_graph, top_m=3)
+    overlap = neighbourhood_overlap(tiny_graph, NeighbourhoodConfig(top_m=3))
     path = overlap.save(tmp_path / "overlap")
     assert path.suffix == ".npz"
     loaded = NeighbourhoodOverlap.load(tmp_path / "overlap")
+    assert loaded.config == NeighbourhoodConfig(top_m=3) and loaded.parameters() == {"max_distance": 3, "top_m": 3}
     np.testing.assert_array_equal(loaded.items, overlap.items)
     np.testing.assert_array_equal(loaded.scores, overlap.scores)
     assert loaded.items.dtype == np.int64 and loaded.scores.dtype == np.float32
@@ -130,9 +131,13 @@ def test_save_load_round_trip_and_csr_view(tiny_graph, tmp_path: Path):
 
 
 def test_rejects_bad_arguments(tiny_graph):
-    with pytest.raises(ValueError, match="top_m"):
-        neighbourhood_overlap(tiny_graph, top_m=0)
+    with pytest.raises(ValueError, match="top_m must be >= 1"):
+        NeighbourhoodConfig(top_m=0)
+    with pytest.raises(ValueError, match="max_distance"):
+        NeighbourhoodConfig(max_distance=0)
     with pytest.raises(ValueError, match="square"):
-        neighbourhood_overlap(tiny_graph[:, :4], top_m=2)
+        neighbourhood_overlap(tiny_graph[:, :4], NeighbourhoodConfig(top_m=2))
     with pytest.raises(ValueError, match="float32"):
-        NeighbourhoodOverlap(items=np.zeros((2, 2), dtype=np.int64), scores=np.zeros((2, 2)))
+        NeighbourhoodOverlap(np.zeros((2, 2), dtype=np.int64), np.zeros((2, 2)), NeighbourhoodConfig(top_m=2))
+    with pytest.raises(ValueError, match="top_m=3"):
+        NeighbourhoodOverlap(np.zeros((2, 2), np.int64), np.zeros((2, 2), np.float32), NeighbourhoodConfig(top_m=3))

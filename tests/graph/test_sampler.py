@@ -11,6 +11,7 @@ import torch
 from recmodels.data.interactions import Interactions
 from recmodels.graph import (
     HardNegativeConfig,
+    NeighbourhoodConfig,
     NeighbourhoodNegativeSampler,
     NeighbourhoodOverlap,
     UniformNegativeSampler,
@@ -28,7 +29,7 @@ def overlap() -> NeighbourhoodOverlap:
     items[1], scores[1] = [2, 3, 4], [0.6, 0.4, 0.2]
     items[2], scores[2] = [1, 5, 0], [0.5, 0.1, 0.0]
     items[3], scores[3] = [6, 0, 0], [0.9, 0.0, 0.0]
-    return NeighbourhoodOverlap(items=items, scores=scores)
+    return NeighbourhoodOverlap(items=items, scores=scores, config=NeighbourhoodConfig(top_m=3))
 
 
 def _admissible(overlap: NeighbourhoodOverlap, target: int, threshold: float) -> dict[int, float]:
@@ -201,7 +202,7 @@ def test_rejects_bad_configuration(overlap):
 def test_real_graph_negatives_stay_under_the_threshold(ml100k_small_raw):
     interactions = Interactions.from_frame(ml100k_small_raw)
     graph = item_transition_graph(interactions.sequences(), interactions.n_items)
-    overlap = neighbourhood_overlap(graph, top_m=50)
+    overlap = neighbourhood_overlap(graph, NeighbourhoodConfig(top_m=50))
     config = HardNegativeConfig(n_negatives=8, uniform_share=0.0)
     sampler = NeighbourhoodNegativeSampler(overlap, interactions.n_items, config)
     histories, _ = interactions.sequences().padded(np.arange(64), max_len=50)

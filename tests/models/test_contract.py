@@ -26,9 +26,9 @@ from recmodels.train import TrainerConfig
 
 SMALL_BACKBONE = {"dim": 16, "max_len": 20, "ff_mult": 2}
 SHORT_TRAINING = TrainerConfig(epochs=2, batch_size=64)
-QUICK_GNNO = GNNOConfig(top_m=20, n_negatives=4, start_epoch=0, pace=0.5)
+QUICK_GNNO = GNNOConfig(n_negatives=4, start_epoch=0, pace=0.5)
 SHORT_DIFFUSION_TRAINING = TrainerConfig(epochs=2, batch_size=64, validate_every=1)
-SMALL_LATENT = ClusteredLatentConfig(n_clusters=2, latent_dim=8, embedding_dim=8)
+SMALL_LATENT = ClusteredLatentConfig(latent_dim=8)
 
 
 def _short(config):

@@ -21,7 +21,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from recmodels.cluster import ItemClusters
+from recmodels.cluster import ClusteringConfig, ItemClusters
 from recmodels.data.history import HistoryBatch
 from recmodels.data.interactions import Interactions
 from recmodels.data.readers import load_dataset
@@ -132,7 +132,7 @@ def test_time_weights_follow_timestamps_not_row_order(ml100k_small_raw):
 
 def _autoencoder(clusters: list[int], latent_dim: int, dropout: float = 0.0) -> ClusteredAutoencoder:
     torch.manual_seed(SEED)
-    config = ClusteredLatentConfig(n_clusters=max(clusters) + 1, latent_dim=latent_dim, input_dropout=dropout)
+    config = ClusteredLatentConfig(latent_dim=latent_dim, input_dropout=dropout)
     return ClusteredAutoencoder(torch.tensor(clusters), config)
 
 
@@ -207,9 +207,7 @@ def test_encode_in_training_samples_and_returns_the_kl():
 @pytest.mark.parametrize("on_dropped", [True, False])
 def test_likelihood_scores_the_dropped_input_as_the_authors_code_does(on_dropped):
     torch.manual_seed(SEED)
-    config = ClusteredLatentConfig(
-        n_clusters=2, latent_dim=10, input_dropout=0.5, likelihood_on_dropped_input=on_dropped
-    )
+    config = ClusteredLatentConfig(latent_dim=10, input_dropout=0.5, likelihood_on_dropped_input=on_dropped)
     autoencoder = ClusteredAutoencoder(torch.tensor(SIX_FOUR), config).train()
     x0 = torch.ones(4, 10)
     corrupted = autoencoder.corrupt(x0)
@@ -234,7 +232,7 @@ def test_presets_carry_the_papers_settings():
     assert base.space == ItemSpaceConfig() and base.history == BinaryHistory()
     assert base.denoiser.hidden == (200, 600) and base.diffusion.steps == 40 and base.diffusion.beta_fixed
     latent = l_diffrec()
-    assert latent.space == ClusteredLatentConfig(n_clusters=2, latent_dim=300)
+    assert latent.space == ClusteredLatentConfig(latent_dim=300)
     assert latent.denoiser.hidden == (300,)
     assert latent.diffusion.noise_max == 0.02 and not latent.diffusion.beta_fixed
     assert latent.trainer.lr == 5e-4 and latent.space.autoencoder_lr == 1e-3
@@ -357,7 +355,7 @@ def _small(config: DiffRecConfig, seed: int = 0) -> DiffRecConfig:
         trainer=TrainerConfig(epochs=2, batch_size=64, validate_every=1),
     )
     if isinstance(config.space, ClusteredLatentConfig):
-        small = dataclasses.replace(small, space=ClusteredLatentConfig(n_clusters=2, latent_dim=8, embedding_dim=8))
+        small = dataclasses.replace(small, space=ClusteredLatentConfig(latent_dim=8))
     return small
 
 
@@ -399,7 +397,7 @@ def test_fit_is_deterministic_for_a_seed(name, small_fitted, small_split, small_
 
 @pytest.mark.parametrize("name", sorted(SMALL_PRESETS))
 @NEEDS_DIFFREC_FILES
-def test_save_load_round_trip(name, small_fitted, small_batch, tmp_path):
+def test_save_load_round_trip(name, small_fitted, small_split, small_batch, tmp_path):
     model = small_fitted(name)
     model.save(tmp_path)
     stored = torch.load(tmp_path / WEIGHTS_FILE, weights_only=True)
@@ -407,11 +405,14 @@ def test_save_load_round_trip(name, small_fitted, small_batch, tmp_path):
     assert ("space.cluster_of_item" in stored) == (name == "l_diffrec")
 
     loaded = Recommender.load(tmp_path)
-    assert isinstance(loaded, DiffRec) and loaded.config == model.config
+    assert isinstance(loaded, DiffRec) and loaded.config == model.config and loaded.upstream == model.upstream
     assert not loaded.module.training
     assert torch.equal(loaded.score(small_batch), model.score(small_batch))
     assert torch.equal(loaded.module.step_sampler.losses, model.module.step_sampler.losses)
-    if name == "l_diffrec":
+    if name == "l_diffrec":  # clusters built in fit: ClusteringConfig's defaults, the model's seed, recorded
+        assert model.upstream == {
+            "clusters": {"parameters": ClusteringConfig().build(small_split.train.csr()).parameters()}
+        }
         assert torch.equal(loaded.module.space.cluster_of_item, model.module.space.cluster_of_item)
         assert loaded.module.space.slices == model.module.space.slices
 
@@ -429,12 +430,16 @@ def test_time_weighted_scores_depend_on_the_order_binary_ones_do_not(small_fitte
 def test_l_diffrec_uses_given_clusters_and_rejects_mismatched_ones(small_split, small_batch):
     n_items = small_split.n_items
     labels = np.array([-1] + [int(i % 3 == 0) for i in range(n_items)], dtype=np.int64)
-    clusters = ItemClusters(labels, np.zeros((2, 4), np.float32), np.zeros((n_items + 1, 2), np.float32))
+    hand_made = ClusteringConfig(dim=4, n_clusters=2)
+    clusters = ItemClusters(
+        labels, np.zeros((2, 4), np.float32), np.zeros((n_items + 1, 2), np.float32), hand_made, "hand-made"
+    )
     model = DiffRec(_small(l_diffrec())).fit(small_split, clusters=clusters)
     assert model.module.space.cluster_of_item.tolist() == labels[1:].tolist()
+    assert model.upstream == {"clusters": {"parameters": {**dataclasses.asdict(hand_made), "embeddings": "hand-made"}}}
     assert torch.isfinite(model.score(small_batch)).all()
 
-    short = ItemClusters(labels[:-1], clusters.centroids, clusters.memberships[:-1])
+    short = dataclasses.replace(clusters, labels=labels[:-1], memberships=clusters.memberships[:-1])
     with pytest.raises(ValueError, match=f"clusters cover {n_items - 1} items, the split has {n_items}"):
         DiffRec(_small(l_diffrec())).fit(small_split, clusters=short)
 

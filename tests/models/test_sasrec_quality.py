@@ -18,12 +18,14 @@ import torch
 from recmodels.data.interactions import Interactions
 from recmodels.data.splits import SplitData, leave_one_out_split
 from recmodels.evaluation import evaluate
+from recmodels.graph import NeighbourhoodConfig
 from recmodels.models.baselines import MostPopular
 from recmodels.models.sasrec import GNNOConfig, SASRec, esasrec, with_gnno
 
 N_USERS = 1000
 SMALL = {"dim": 32, "max_len": 50, "blocks": 1, "ff_mult": 2}
-GNNO = GNNOConfig(start_epoch=0, pace=0.1, top_m=50, n_negatives=8)
+GNNO = GNNOConfig(start_epoch=0, pace=0.1, n_negatives=8)
+NEIGHBOURHOODS = NeighbourhoodConfig(top_m=50)
 
 pytestmark = [pytest.mark.slow, pytest.mark.needs_shared_data("ml-1m-seq/ml-1m.txt")]
 
@@ -73,7 +75,9 @@ def test_esasrec_beats_most_popular(ml1m_small_split, most_popular_ndcg):
 
 def test_esasrec_with_gnno_negatives_trains_and_beats_most_popular(ml1m_small_split, most_popular_ndcg):
     config = with_gnno(_config(epochs=8), GNNO)
-    model = SASRec(config).fit(ml1m_small_split)
+    overlap = NEIGHBOURHOODS.build(ml1m_small_split.train.sequences(), ml1m_small_split.n_items)
+    model = SASRec(config).fit(ml1m_small_split, overlap=overlap)
+    assert model.upstream == {"overlap": {"parameters": {"max_distance": 3, "top_m": 50}}}
     history = model.history
     assert len(history.loss) == 8 and all(np.isfinite(history.loss))
     assert history.extra["hardness"] == pytest.approx([0.1, 0.2, 0.3, 0.4, 0.5, 0.5, 0.5, 0.5])  # ramp, capped
