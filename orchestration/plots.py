@@ -8,7 +8,11 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 
 
 def inline_png(path: Path, title: str) -> str:
@@ -17,15 +21,57 @@ def inline_png(path: Path, title: str) -> str:
     return f"![{title}](data:image/png;base64,{encoded})"
 
 
-def bar_chart(table: pd.DataFrame, label: str, columns: list[str], ylabel: str, title: str, path: Path) -> Path:
-    figure, axis = plt.subplots(figsize=(max(8, len(table) * 1.1), 4))
-    table.set_index(label)[columns].plot.bar(ax=axis, rot=20)
-    axis.set_ylabel(ylabel)
-    axis.set_title(title)
-    figure.tight_layout()
+def leaderboard_chart(
+    table: pd.DataFrame,
+    columns: list[str],
+    tied_with_best: pd.Series,
+    sort_by: str,
+    confidence: float,
+    title: str,
+    path: Path,
+) -> Path:
+    """The leaderboard figure (``leaderboard_figure``) as a PNG."""
+    figure = leaderboard_figure(table, columns, tied_with_best, sort_by, confidence, title)
     figure.savefig(path, dpi=110)
     plt.close(figure)
     return path
+
+
+def leaderboard_figure(
+    table: pd.DataFrame, columns: list[str], tied_with_best: pd.Series, sort_by: str, confidence: float, title: str
+) -> Figure:
+    """One panel per metric, a horizontal bar per model (best on top) with its interval as an error bar.
+
+    Blue bars: the best model and those not significantly different from it on ``sort_by``; grey:
+    significantly below. Models are rows, so names stay readable however many there are; the legend
+    sits under the panels and never covers a bar.
+    """
+    n_models = len(table)
+    positions = np.arange(n_models)[::-1]
+    colours = np.where(tied_with_best.loc[table["model"]].to_numpy(), "tab:blue", "silver")
+    figure, axes = plt.subplots(
+        1, len(columns), figsize=(1.8 + 3.0 * len(columns), 1.6 + 0.3 * n_models), sharey=True, squeeze=False
+    )
+    for axis, metric in zip(axes[0], columns):
+        values = table[metric].to_numpy(dtype=float)
+        below = np.clip(values - table[f"{metric}_ci_low"].to_numpy(dtype=float), 0, None)
+        above = np.clip(table[f"{metric}_ci_high"].to_numpy(dtype=float) - values, 0, None)
+        axis.barh(positions, values, color=colours, xerr=[below, above], error_kw={"elinewidth": 1, "capsize": 2})
+        axis.set_title(metric)
+        axis.grid(axis="x", alpha=0.3)
+        axis.set_axisbelow(True)
+    axes[0][0].set_yticks(positions, table["model"])
+    handles = [
+        Patch(color="tab:blue", label=f"best, or not significantly different from it on {sort_by}"),
+        Patch(color="silver", label=f"significantly below the best on {sort_by}"),
+        Line2D(
+            [], [], color="black", marker="|", linestyle="-", linewidth=1, label=f"{confidence:.0%} interval over users"
+        ),
+    ]
+    figure.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False, fontsize=8)
+    figure.suptitle(title)
+    figure.tight_layout(rect=(0, 0.45 / figure.get_figheight(), 1, 1))  # room under the panels for the legend
+    return figure
 
 
 def training_curves(history: dict, metric: str, path: Path) -> Path:

@@ -5,6 +5,7 @@ import subprocess
 from pathlib import Path
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -12,6 +13,7 @@ from orchestration import definitions
 from orchestration.assets.export import parity_check_name
 from orchestration.assets.models import MODEL_ASSETS, MODEL_SPECS
 from orchestration.resources import ArtifactStore, DatasetResource
+from recmodels.leaderboard import load_per_user
 from recmodels.models import Recommender
 from recmodels.registry import Manifest, versions
 
@@ -153,6 +155,35 @@ def test_checks_pass_and_leaderboard_ranks_every_model(materialised):
     assert (root / "artifacts" / "leaderboard" / "leaderboard.png").stat().st_size > 1000
     model = Recommender.load(root / "artifacts" / "ease_model")
     assert model.family == "ease"
+
+
+def test_leaderboard_carries_intervals_tests_and_per_user_metrics(materialised):
+    result, root = materialised
+    folder = root / "artifacts" / "leaderboard"
+    checks = {
+        event.event_specific_data.check_name: event.event_specific_data
+        for event in result.all_events
+        if event.event_type_value == "ASSET_CHECK_EVALUATION"
+    }
+    # the default protocol is per-user temporal: time order holds for every user
+    assert checks["split_is_usable"].metadata["users_train_after_held_out"].value == 0
+    assert "paired_tests" in checks["models_beat_most_popular"].metadata
+    table = pd.read_csv(folder / "leaderboard.csv")
+    assert (table["ndcg@10_ci_low"] <= table["ndcg@10"]).all() and (table["ndcg@10"] <= table["ndcg@10_ci_high"]).all()
+    assert "coverage@10_ci_low" not in table.columns  # a catalogue-level metric has no interval over users
+    document = json.loads((folder / "leaderboard.json").read_text())
+    assert document["protocol"] == "user_temporal" and document["best"] == table.loc[0, "model"]
+    assert [record["model"] for record in document["models"]] == list(table["model"])
+    assert document["models"][0]["vs_best"]["p_value"] is None
+    for record in document["models"][1:]:
+        assert 0 < record["vs_best"]["p_value"] <= record["vs_best"]["p_value_holm"] <= 1
+        assert record["vs_best"]["tied_with_best"] == (record["vs_best"]["p_value_holm"] >= 0.05)
+    users, per_user = load_per_user(folder)
+    assert set(per_user) == set(MODEL_ASSETS) and len(users) == table.loc[0, "users"] == document["users"]
+    for name, row in table.set_index("model").iterrows():
+        assert np.nanmean(per_user[name]["ndcg@10"]) == pytest.approx(row["ndcg@10"])
+    summary = _materialisations(result)["leaderboard"].metadata
+    assert "vs best (ndcg@10)" in summary["leaderboard"].value and summary["test_users"].value == len(users)
 
 
 def test_blocking_quarantine_check_stops_downstream_assets(tmp_path, ml100k_slice: Path):
