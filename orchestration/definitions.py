@@ -6,7 +6,7 @@ import dagster as dg
 
 from orchestration import automation, checks
 from orchestration.assets import clusters, data, evaluation, export, graph, live, models
-from orchestration.resources import ArtifactStore, DatasetResource
+from orchestration.resources import ArtifactStore, ComputeResource, DatasetResource, parallel_steps
 
 batch_assets = [
     data.raw_interactions,
@@ -32,6 +32,7 @@ full_pipeline = dg.define_asset_job(
     "full_pipeline",
     selection=dg.AssetSelection.all() - dg.AssetSelection.groups(live.GROUP),
     description="Materialise every batch asset on the configured dataset (the live loop runs from sensors).",
+    executor_def=dg.multiprocess_executor.configured({"max_concurrent": parallel_steps()}),
 )
 
 defs = dg.Definitions(
@@ -40,5 +41,10 @@ defs = dg.Definitions(
     jobs=[full_pipeline, *automation.jobs],
     sensors=automation.sensors,
     schedules=automation.schedules,
-    resources={"dataset": DatasetResource(), "store": ArtifactStore(), "stream": live.StreamResource()},
+    resources={
+        "dataset": DatasetResource(),
+        "store": ArtifactStore(),
+        "stream": live.StreamResource(),
+        "compute": ComputeResource(),
+    },
 )

@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import dagster as dg
+import torch
 from pydantic import Field, field_validator, model_validator
 
 from orchestration import versioning
@@ -151,3 +152,27 @@ class ArtifactStore(dg.ConfigurableResource):
             "files": dg.MetadataValue.int(tracked.files),
         }
         return dg.DataVersion(tracked.md5), metadata
+
+
+def parallel_steps() -> int:
+    """Steps a run executes at once (env RECPIPE_PARALLEL_STEPS; default one per core): the executor's limit."""
+    text = os.environ.get("RECPIPE_PARALLEL_STEPS", "").strip()
+    if not text:
+        return os.cpu_count() or 1
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(f"RECPIPE_PARALLEL_STEPS={text!r} must be a whole number >= 1")
+    return int(text)
+
+
+class ComputeResource(dg.ConfigurableResource):
+    """How a step shares the machine: the executor runs ``parallel_steps()`` steps at once, so each step's
+    torch gets its share of the cores; more threads than cores slows every training down."""
+
+    torch_threads: int = Field(
+        default_factory=lambda: max(1, (os.cpu_count() or 1) // parallel_steps()),
+        ge=1,
+        description="Torch threads in each step (default: cores / RECPIPE_PARALLEL_STEPS).",
+    )
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        torch.set_num_threads(self.torch_threads)

@@ -12,7 +12,7 @@ import pytest
 from orchestration import definitions
 from orchestration.assets.export import parity_check_name
 from orchestration.assets.models import MODEL_ASSETS, MODEL_SPECS
-from orchestration.resources import ArtifactStore, DatasetResource
+from orchestration.resources import ArtifactStore, ComputeResource, DatasetResource
 from recmodels.leaderboard import load_per_user
 from recmodels.models import Recommender
 from recmodels.registry import Manifest, versions
@@ -95,6 +95,7 @@ def materialised(tmp_path_factory, ml100k_slice: Path):
             data_dir=str(ml100k_slice.parent), dataset=ml100k_slice.name, rating_min=1, rating_max=5
         ),
         "store": ArtifactStore(project_root=str(root), dvc_remote=str(root.parent / "remote")),
+        "compute": ComputeResource(),
     }
     result = dg.materialize(
         [*definitions.batch_assets, *definitions.batch_checks],
@@ -195,6 +196,7 @@ def test_blocking_quarantine_check_stops_downstream_assets(tmp_path, ml100k_slic
             data_dir=str(ml100k_slice.parent), dataset=ml100k_slice.name, rating_min=10, rating_max=20
         ),
         "store": ArtifactStore(project_root=str(root), dvc_remote=None),
+        "compute": ComputeResource(),
     }
     result = dg.materialize(
         [*definitions.batch_assets, *definitions.batch_checks],

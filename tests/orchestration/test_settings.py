@@ -19,13 +19,12 @@ from orchestration import definitions
 from orchestration.assets.export import OnnxExportConfig, export_checked, register_export
 from orchestration.assets.models import MODEL_SPECS, model_assets, model_launchpad_config
 from orchestration.config_bridge import NO_PART, dataclass_values
-from orchestration.resources import ArtifactStore, DatasetResource
+from orchestration.resources import ArtifactStore, ComputeResource, DatasetResource
 from recmodels.cluster import ClusteringConfig
 from recmodels.data.splits import load_split
 from recmodels.graph import NeighbourhoodConfig
 from recmodels.models import Recommender
 from recmodels.models.base import CONFIG_FILE
-from recmodels.models.sasrec import GNNOConfig
 from recmodels.nn.losses import BCELossConfig
 from recmodels.registry import Manifest, versions
 
@@ -75,7 +74,8 @@ RUN_CONFIG = dg.RunConfig(
 def _job_of(asset_name: str) -> dg.JobDefinition:
     """A job of one model asset, to run Dagster's config validation on its launchpad config."""
     [asset] = [asset for asset in model_assets if asset.key.to_user_string() == asset_name]
-    return dg.Definitions(assets=[asset], resources={"store": ArtifactStore()}).resolve_implicit_global_asset_job_def()
+    resources = {"store": ArtifactStore(), "compute": ComputeResource()}
+    return dg.Definitions(assets=[asset], resources=resources).resolve_implicit_global_asset_job_def()
 
 
 def _run_config(asset_name: str, config: dict) -> dict:
@@ -109,6 +109,7 @@ def materialised(tmp_path_factory, ml100k_slice: Path):
             data_dir=str(ml100k_slice.parent), dataset=ml100k_slice.name, rating_min=1, rating_max=5
         ),
         "store": ArtifactStore(project_root=str(root), dvc_remote=None),
+        "compute": ComputeResource(),
     }
     result = dg.materialize(
         [*definitions.batch_assets, *definitions.batch_checks],
@@ -174,9 +175,10 @@ def test_top_m_set_on_the_overlap_is_what_gnno_trains_with_and_records(materiali
     assert _meta(root, GNNO_MODEL)["upstream"] == {"overlap": expected}
     assert _manifest(root, GNNO_MODEL, model).upstream == {"overlap": expected}
     # The launchpad part: the fields set, the preset's values for the rest, and the curriculum started at epoch 0.
-    assert model.config.hard_negatives == dataclasses.replace(GNNOConfig(), n_negatives=4, start_epoch=0)
+    preset = SPECS[GNNO_MODEL].preset.hard_negatives
+    assert model.config.hard_negatives == dataclasses.replace(preset, n_negatives=4, start_epoch=0)
     history = json.loads((root / "artifacts" / GNNO_MODEL / "training_history.json").read_text())
-    assert history["extra"]["hardness"] == [pytest.approx(GNNOConfig().pace)]
+    assert history["extra"]["hardness"] == [pytest.approx(preset.pace)]
 
 
 def test_every_preset_round_trips_through_its_launchpad_defaults():
