@@ -72,7 +72,7 @@ class SASRecConfig(ModelConfig):
     # tokens only, so little is saved), kept by the SASRec and SASRec+SS presets, whose
     # measured figures used them. eSASRec on ML-1M learned far more slowly from them
     # (validation NDCG@10 0.159 against 0.170 at epoch 45), also when every position was
-    # given the same weight across batches (README).
+    # given the same weight across batches (docs/sequential.md).
     group_by_length: bool = True
 
 
@@ -92,7 +92,7 @@ def esasrec(**backbone: object) -> SASRecConfig:
     the attention weights and on the item table (input and scores), 256 fresh negatives
     for every position, Adam's beta2 0.98, and batches of randomly mixed users. So trained
     it reaches the published ML-1M figures (test NDCG@10 0.181 over 3 seeds against 0.177;
-    README)."""
+    docs/sequential.md)."""
     dropout = backbone.get("dropout", BackboneConfig.dropout)
     defaults: dict[str, object] = {
         "xavier_init": True,

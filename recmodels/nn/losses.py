@@ -218,7 +218,7 @@ class BCELossConfig(PartConfig):
 class SampledSoftmaxConfig(PartConfig):
     """Masking the whole sequence's items (Klenitskiy & Vasilev's SASRec code) is the default:
     with dropout 0.1 it took SASRec+SS on ML-1M from test NDCG@10 0.150 to 0.165 over 3 seeds
-    (published 0.168; README)."""
+    (published 0.168; docs/sequential.md)."""
 
     kind = "sampled_softmax"
     n_negatives: int = 256

@@ -320,7 +320,10 @@ def test_esasrec_preset_drops_attention_and_items_at_its_dropout_rate():
     assert esasrec().backbone.item_dropout == BackboneConfig.dropout
     assert esasrec(dropout=0.1, attention_dropout=0.0).backbone.attention_dropout == 0.0  # still overridable
     original = sasrec_ss(dropout=0.1).backbone
-    assert (original.attention_dropout, original.item_dropout) == (0.0, 0.0)  # as in its measured README figures
+    assert (original.attention_dropout, original.item_dropout) == (
+        0.0,
+        0.0,
+    )  # as in its measured figures (docs/sequential.md)
 
 
 # --- blocks ---------------------------------------------------------------------------------------
@@ -443,4 +446,4 @@ def test_esasrec_preset_trains_like_the_authors_code():
         False,
         (0.9, 0.999),
         True,
-    )  # as in its measured README figures
+    )  # as in its measured figures (docs/sequential.md)
