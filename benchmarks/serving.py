@@ -62,27 +62,22 @@ def scoring_speed(
     import onnxruntime as ort
     import torch
 
-    from recmodels.export import TopKHead, export_onnx
-    from recmodels.registry import register, set_champion
+    from recmodels.export import TopKHead, export_onnx, register_model
+    from recmodels.registry import set_champion
 
     split = prepare(data_dir, dataset, quick).split
     model = build_model(variant, split, epochs).fit(split)
     work = Path(tempfile.mkdtemp())
     spec = export_onnx(model, work / "model.onnx", k=K)
-    folder = register(
+    folder = register_model(
         Path(registry),
         work / "model.onnx",
-        model=f"{variant}_model",
-        family=model.family,
-        config=model.config.to_dict(),
+        spec,
+        model,
+        name=f"{variant}_model",
+        item_ids=split.train.item_ids,
         training_data_version=dataset,
         metrics={},
-        item_ids=[str(item) for item in split.train.item_ids],
-        max_history_length=model.max_history_length,
-        opset=spec.opset,
-        k=spec.k,
-        inputs=spec.inputs,
-        outputs=spec.outputs,
         parity={},
     )
     if variant == "esasrec":

@@ -20,6 +20,7 @@ from torch import nn
 
 from recmodels.evaluation import mask_seen
 from recmodels.models.base import Recommender
+from recmodels.registry import register
 
 OPSET = 18
 INPUT_NAME = "history"
@@ -148,3 +149,38 @@ def check_parity(
 
 def _session_k(session: Any) -> int:
     return int(session.get_outputs()[0].shape[1])
+
+
+def register_model(
+    root: Path,
+    onnx_file: Path,
+    spec: ExportSpec,
+    model: Recommender,
+    *,
+    name: str,
+    item_ids: Any,
+    training_data_version: str,
+    metrics: dict[str, float],
+    parity: dict[str, Any],
+) -> Path:
+    """Register an exported ``model`` with the manifest a service needs (``registry.register``); returns its folder.
+
+    The serving fields come from the model and its export, so every caller records the same ones.
+    """
+    return register(
+        root,
+        onnx_file,
+        model=name,
+        family=model.family,
+        config=model.config.to_dict(),
+        upstream=model.upstream,
+        training_data_version=training_data_version,
+        metrics=metrics,
+        item_ids=[str(item) for item in item_ids],
+        max_history_length=model.max_history_length,
+        opset=spec.opset,
+        k=spec.k,
+        inputs=spec.inputs,
+        outputs=spec.outputs,
+        parity=parity,
+    )

@@ -12,9 +12,9 @@ from orchestration import versioning
 from orchestration.assets.models import MODEL_ASSETS
 from orchestration.resources import ArtifactStore
 from recmodels.data.splits import load_split
-from recmodels.export import ExportSpec, check_parity, export_onnx
+from recmodels.export import ExportSpec, check_parity, export_onnx, register_model
 from recmodels.models import Recommender
-from recmodels.registry import register, set_champion
+from recmodels.registry import set_champion
 
 GROUP = "export"
 PARITY_HISTORY_LENGTH = 200
@@ -80,22 +80,15 @@ def register_export(
 ):
     """Register ``exports/<name>/model.onnx`` with the manifest a service needs; returns its folder."""
     record = json.loads((exports / name / "export.json").read_text())
-    spec = ExportSpec(**record["spec"])
-    return register(
+    return register_model(
         root,
         exports / name / "model.onnx",
-        model=name,
-        family=record["family"],
-        config=model.config.to_dict(),
-        upstream=model.upstream,
+        ExportSpec(**record["spec"]),
+        model,
+        name=name,
+        item_ids=item_ids,
         training_data_version=data_version,
         metrics=metrics,
-        item_ids=[str(item) for item in item_ids],
-        max_history_length=model.max_history_length,
-        opset=spec.opset,
-        k=spec.k,
-        inputs=spec.inputs,
-        outputs=spec.outputs,
         parity=record["parity"],
     )
 

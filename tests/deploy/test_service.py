@@ -19,10 +19,10 @@ from recserve.model import CPU_PROVIDER, LoadedModel, open_session
 from recmodels.data.interactions import Interactions
 from recmodels.data.splits import leave_one_out_split
 from recmodels.evaluation import evaluate
-from recmodels.export import export_onnx
+from recmodels.export import export_onnx, register_model
 from recmodels.models.baselines import EASE
 from recmodels.models.sasrec import SASRec, esasrec
-from recmodels.registry import register, set_champion
+from recmodels.registry import set_champion
 from recmodels.train import TrainerConfig
 
 K = 20
@@ -51,20 +51,15 @@ def registry(models, split, tmp_path_factory) -> Path:
     work = tmp_path_factory.mktemp("exports")
     for name, model in models.items():
         spec = export_onnx(model, work / name / "model.onnx", k=K)
-        folder = register(
+        folder = register_model(
             root,
             work / name / "model.onnx",
-            model=name,
-            family=model.family,
-            config=model.config.to_dict(),
+            spec,
+            model,
+            name=name,
+            item_ids=split.train.item_ids,
             training_data_version="test",
             metrics={},
-            item_ids=[str(item) for item in split.train.item_ids],
-            max_history_length=model.max_history_length,
-            opset=spec.opset,
-            k=spec.k,
-            inputs=spec.inputs,
-            outputs=spec.outputs,
             parity={"passed": True},
         )
         if name == "ease_model":
