@@ -80,8 +80,7 @@ def compare(name: str, split, dataset: str, epochs: int | None, seed: int, regis
     import httpx
 
     from recmodels.evaluation import evaluate
-    from recmodels.export import export_onnx
-    from recmodels.registry import register
+    from recmodels.export import export_onnx, register_model
 
     model = build_model(name, epochs, seed)
     started = time.perf_counter()
@@ -90,20 +89,15 @@ def compare(name: str, split, dataset: str, epochs: int | None, seed: int, regis
     offline = evaluate(model, split.test, (K,))
     work = Path(tempfile.mkdtemp())
     spec = export_onnx(model, work / "model.onnx", k=EXPORT_K)
-    register(
+    register_model(
         registry,
         work / "model.onnx",
-        model=f"{name}_model",
-        family=model.family,
-        config=model.config.to_dict(),
+        spec,
+        model,
+        name=f"{name}_model",
+        item_ids=split.train.item_ids,
         training_data_version=dataset,
         metrics=offline.metrics,
-        item_ids=[str(item) for item in split.train.item_ids],
-        max_history_length=model.max_history_length,
-        opset=spec.opset,
-        k=spec.k,
-        inputs=spec.inputs,
-        outputs=spec.outputs,
         parity={},
     )
     sequences = split.test.history.sequences()
