@@ -30,6 +30,15 @@ from recmodels.data.bootstrap import (
 
 pytest_plugins = ("pytester",)  # tests/test_data_tiers.py runs this conftest in a throwaway session
 
+
+def pytest_configure(config: pytest.Config) -> None:
+    """On a GPU machine the suite runs on the CPU unless ``RECPIPE_TEST_CUDA=1``: its contract tests
+    compare refits bit for bit, which CUDA's atomic kernels do not promise. Runs before any test
+    module imports torch (this conftest's own imports do not)."""
+    if os.environ.get("RECPIPE_TEST_CUDA") != "1":
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+
+
 ML100K_COLUMNS = {
     "user_id:token": "user_id",
     "item_id:token": "item_id",
