@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 import torch
 from torch import nn
 
@@ -81,6 +82,7 @@ def export_onnx(model: Recommender, path: Path, k: int = 100) -> ExportSpec:
             external_data=False,
         )
     program.save(str(path), external_data=False)
+    _drop_source_locations(path)
     return ExportSpec(
         opset=OPSET,
         k=k,
@@ -91,6 +93,19 @@ def export_onnx(model: Recommender, path: Path, k: int = 100) -> ExportSpec:
             "scores": {"dtype": "float32", "shape": ["batch", k]},
         },
     )
+
+
+def _drop_source_locations(path: Path) -> None:
+    """Remove the exporter's per-node Python stack traces: they hold the absolute paths of the
+    checkout, so the same model exported from two clones gave two files (and two versions)."""
+    model = onnx.load(str(path))
+    graphs = [model.graph, *(function for function in model.functions)]
+    for graph in graphs:
+        for node in graph.node:
+            kept = [prop for prop in node.metadata_props if not prop.key.endswith("stack_trace")]
+            del node.metadata_props[:]
+            node.metadata_props.extend(kept)
+    onnx.save(model, str(path))
 
 
 @dataclass(frozen=True)

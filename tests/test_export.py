@@ -1,8 +1,10 @@
 """ONNX export: every family through the one contract, checked against PyTorch on real histories."""
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 
@@ -84,3 +86,15 @@ def test_diffrec_with_noised_inference_refuses_to_export(split, tmp_path):
     model.fit(split)
     with pytest.raises(ValueError, match="cannot be traced"):
         export_onnx(model, tmp_path / "model.onnx", k=K)
+
+
+def test_export_is_byte_identical_and_names_no_source_path(split, tmp_path):
+    """The file is the model's version: it must not depend on where the checkout lives or when it ran."""
+    model = MostPopular().fit(split)
+    export_onnx(model, tmp_path / "a.onnx", k=K)
+    export_onnx(model, tmp_path / "b.onnx", k=K)
+    assert (tmp_path / "a.onnx").read_bytes() == (tmp_path / "b.onnx").read_bytes()
+    graph = onnx.load(str(tmp_path / "a.onnx")).graph
+    assert graph.node, "the export has no nodes"
+    assert not [prop.key for node in graph.node for prop in node.metadata_props if "stack_trace" in prop.key]
+    assert str(Path(__file__).resolve().parents[1]).encode() not in (tmp_path / "a.onnx").read_bytes()

@@ -140,7 +140,10 @@ def model_asset(spec: ModelSpec) -> dg.AssetsDefinition:
         history = getattr(model, "history", None)
         if history is not None and history.loss:
             curves = history.as_dict()
-            (folder / "training_history.json").write_text(json.dumps(curves, indent=2))
+            # wall-clock seconds stay in the metadata: in the versioned file they would give every
+            # identical retraining a new version
+            versioned = {name: values for name, values in curves.items() if name != "seconds"}
+            (folder / "training_history.json").write_text(json.dumps(versioned, indent=2))
             chart = training_curves(curves, model.config.valid_metric, folder / "training_curves.png")
             metadata["epochs"] = len(history.loss)
             metadata["best_epoch"] = history.best_epoch
