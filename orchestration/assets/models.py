@@ -17,6 +17,7 @@ from recmodels.data.splits import load_split
 from recmodels.evaluation import evaluate
 from recmodels.graph import NeighbourhoodOverlap
 from recmodels.models import ModelConfig, model_family
+from recmodels.models.base import TorchRecommender
 from recmodels.models.baselines import EASEConfig, ItemKNNConfig
 from recmodels.models.diffrec import diffrec, l_diffrec, t_diffrec
 from recmodels.models.sasrec import GNNOConfig, esasrec, sasrec, sasrec_ss, with_gnno
@@ -40,6 +41,7 @@ class ModelSpec:
     asset: str
     family: str
     preset: ModelConfig
+    summary: str
     inputs: tuple[str, ...] = ()
 
 
@@ -65,29 +67,48 @@ def sequential(preset) -> ModelConfig:
 
 
 MODEL_SPECS = [
-    ModelSpec("most_popular_model", "most_popular", ModelConfig()),
-    ModelSpec("item_knn_model", "item_knn", ItemKNNConfig()),
-    ModelSpec("ease_model", "ease", EASEConfig()),
-    ModelSpec("sasrec_model", "sasrec", sequential(sasrec)),
-    ModelSpec("sasrec_ss_model", "sasrec", sequential(sasrec_ss)),
-    ModelSpec("esasrec_model", "sasrec", sequential(esasrec)),
+    ModelSpec("most_popular_model", "most_popular", ModelConfig(), "MostPopular: items by training popularity"),
+    ModelSpec("item_knn_model", "item_knn", ItemKNNConfig(), "ItemKNN: sparse item-item cosine neighbours"),
+    ModelSpec("ease_model", "ease", EASEConfig(), "EASE: closed-form shallow autoencoder (Steck 2019)"),
+    ModelSpec("sasrec_model", "sasrec", sequential(sasrec), "SASRec: self-attention blocks, BCE with one negative"),
+    ModelSpec("sasrec_ss_model", "sasrec", sequential(sasrec_ss), "SASRec+SS: SASRec blocks, sampled softmax"),
+    ModelSpec("esasrec_model", "sasrec", sequential(esasrec), "eSASRec: LiGR blocks, sampled softmax (RecSys 2025)"),
     ModelSpec(
         "sasrec_ss_gnno_model",
         "sasrec",
         with_gnno(sequential(sasrec_ss), PIPELINE_GNNO),
+        "SASRec+SS+GNNO: curriculum hard negatives from the item neighbourhood overlap",
         inputs=("item_neighbourhood_overlap",),
     ),
     ModelSpec(
         "esasrec_gnno_model",
         "sasrec",
         with_gnno(sequential(esasrec), PIPELINE_GNNO),
+        "eSASRec+GNNO: curriculum hard negatives from the item neighbourhood overlap",
         inputs=("item_neighbourhood_overlap",),
     ),
-    ModelSpec("diffrec_model", "diffrec", sized(diffrec(), DIFFUSION_TRAINING)),
-    ModelSpec("l_diffrec_model", "diffrec", sized(l_diffrec(), DIFFUSION_TRAINING), inputs=("item_clusters",)),
-    ModelSpec("t_diffrec_model", "diffrec", sized(t_diffrec(diffrec()), DIFFUSION_TRAINING)),
     ModelSpec(
-        "lt_diffrec_model", "diffrec", sized(t_diffrec(l_diffrec()), DIFFUSION_TRAINING), inputs=("item_clusters",)
+        "diffrec_model", "diffrec", sized(diffrec(), DIFFUSION_TRAINING), "DiffRec: denoising diffusion over histories"
+    ),
+    ModelSpec(
+        "l_diffrec_model",
+        "diffrec",
+        sized(l_diffrec(), DIFFUSION_TRAINING),
+        "L-DiffRec: diffusion in a latent space encoded per item cluster",
+        inputs=("item_clusters",),
+    ),
+    ModelSpec(
+        "t_diffrec_model",
+        "diffrec",
+        sized(t_diffrec(diffrec()), DIFFUSION_TRAINING),
+        "T-DiffRec: DiffRec on time-weighted histories",
+    ),
+    ModelSpec(
+        "lt_diffrec_model",
+        "diffrec",
+        sized(t_diffrec(l_diffrec()), DIFFUSION_TRAINING),
+        "LT-DiffRec: L-DiffRec on time-weighted histories",
+        inputs=("item_clusters",),
     ),
 ]
 MODEL_ASSETS = [spec.asset for spec in MODEL_SPECS]
@@ -157,8 +178,8 @@ def model_asset(spec: ModelSpec) -> dg.AssetsDefinition:
         name=spec.asset,
         group_name=GROUP,
         deps=deps,
-        kinds={"pytorch"},
-        description=f"{cls.__name__}: {(cls.__doc__ or '').strip().splitlines()[0]}",
+        kinds={"pytorch"} if issubclass(cls, TorchRecommender) else {"scipy"},
+        description=spec.summary,
     )(train_model)
 
 
