@@ -6,6 +6,7 @@ import dagster as dg
 import numpy as np
 import onnxruntime as ort
 import pandas as pd
+import torch
 from pydantic import Field
 
 from orchestration import versioning
@@ -35,8 +36,10 @@ class OnnxExportConfig(dg.Config):
 
 
 def inference_session(path) -> ort.InferenceSession:
-    """CUDA where a session really runs on it (onnxruntime-gpu lists CUDA even without a GPU), else CPU."""
-    return ort.InferenceSession(str(path), providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
+    """CUDA only where a CUDA device exists: onnxruntime-gpu lists CUDA even without a GPU, and asking
+    for it there prints three library errors into every run's log before falling back to CPU."""
+    gpu = ["CUDAExecutionProvider"] if torch.cuda.is_available() else []
+    return ort.InferenceSession(str(path), providers=[*gpu, "CPUExecutionProvider"])
 
 
 def export_checked(
