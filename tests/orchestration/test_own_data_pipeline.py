@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from orchestration import definitions
-from orchestration.resources import ArtifactStore, DatasetResource
+from orchestration.resources import ArtifactStore, ComputeResource, DatasetResource
 
 ROWS = 20_000
 BAD_ROW = 4_321  # 0-based data row; line 4_323 of the CSV
@@ -45,7 +45,11 @@ def materialised(tmp_path_factory, shop_csv):
         dataset = DatasetResource(data_dir=str(path.parent), dataset=path.name)
     result = dg.materialize(
         [*definitions.batch_assets, *definitions.batch_checks],
-        resources={"dataset": dataset, "store": ArtifactStore(project_root=str(root), dvc_remote=None)},
+        resources={
+            "dataset": dataset,
+            "store": ArtifactStore(project_root=str(root), dvc_remote=None),
+            "compute": ComputeResource(),
+        },
         selection=DATA_ASSETS,
         raise_on_error=True,
     )
