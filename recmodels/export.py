@@ -82,7 +82,7 @@ def export_onnx(model: Recommender, path: Path, k: int = 100) -> ExportSpec:
             external_data=False,
         )
     program.save(str(path), external_data=False)
-    _drop_source_locations(path)
+    _drop_debug_metadata(path)
     return ExportSpec(
         opset=OPSET,
         k=k,
@@ -95,16 +95,14 @@ def export_onnx(model: Recommender, path: Path, k: int = 100) -> ExportSpec:
     )
 
 
-def _drop_source_locations(path: Path) -> None:
-    """Remove the exporter's per-node Python stack traces: they hold the absolute paths of the
-    checkout, so the same model exported from two clones gave two files (and two versions)."""
+def _drop_debug_metadata(path: Path) -> None:
+    """Remove the exporter's per-node debug notes (Python stack traces with the checkout's absolute
+    paths, reprs with memory addresses): with them, identical weights exported from two clones, or
+    twice, gave different files and so different versions. The graph itself is untouched."""
     model = onnx.load(str(path))
-    graphs = [model.graph, *(function for function in model.functions)]
-    for graph in graphs:
+    for graph in [model.graph, *model.functions]:
         for node in graph.node:
-            kept = [prop for prop in node.metadata_props if not prop.key.endswith("stack_trace")]
             del node.metadata_props[:]
-            node.metadata_props.extend(kept)
     onnx.save(model, str(path))
 
 
