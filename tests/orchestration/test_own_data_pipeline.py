@@ -1,14 +1,11 @@
 """A user's CSV with its own column names, set by environment only, through the real data assets in process."""
 
 import json
-import subprocess
 
-import dagster as dg
 import pandas as pd
 import pytest
 
-from orchestration import definitions
-from orchestration.resources import ArtifactStore, ComputeResource, DatasetResource
+from orchestration.resources import DatasetResource
 
 ROWS = 20_000
 BAD_ROW = 4_321  # 0-based data row; line 4_323 of the CSV
@@ -34,26 +31,15 @@ def shop_csv(tmp_path_factory, ml100k_raw):
 
 
 @pytest.fixture(scope="module")
-def materialised(tmp_path_factory, shop_csv):
+def materialised(tmp_path_factory, shop_csv, materialise_batch):
     path, _ = shop_csv
     root = tmp_path_factory.mktemp("project")
-    subprocess.run(["git", "init", "-q", str(root)], check=True)
     with pytest.MonkeyPatch.context() as environment:
         environment.setenv("RECPIPE_COLUMNS", "user_id=customer,item_id=product,rating=stars,timestamp=ts")
         environment.setenv("RECPIPE_RATING_MIN", "1")
         environment.setenv("RECPIPE_RATING_MAX", "5")
         dataset = DatasetResource(data_dir=str(path.parent), dataset=path.name)
-    result = dg.materialize(
-        [*definitions.batch_assets, *definitions.batch_checks],
-        resources={
-            "dataset": dataset,
-            "store": ArtifactStore(project_root=str(root), dvc_remote=None),
-            "compute": ComputeResource(),
-        },
-        selection=DATA_ASSETS,
-        raise_on_error=True,
-    )
-    return result, root
+    return materialise_batch(root, dataset, selection=DATA_ASSETS), root
 
 
 def _metadata(result, asset: str) -> dict:

@@ -1,7 +1,6 @@
 """The whole asset graph, in process, on a real slice of MovieLens-100K in a throwaway repo."""
 
 import json
-import subprocess
 from pathlib import Path
 
 import dagster as dg
@@ -12,7 +11,7 @@ import pytest
 from orchestration import definitions
 from orchestration.assets.export import parity_check_name
 from orchestration.assets.models import MODEL_ASSETS, MODEL_SPECS
-from orchestration.resources import ArtifactStore, ComputeResource, DatasetResource
+from orchestration.resources import DatasetResource
 from recmodels.leaderboard import load_per_user
 from recmodels.models import Recommender
 from recmodels.registry import Manifest, versions
@@ -87,22 +86,10 @@ def ml100k_slice(tmp_path_factory, data_dir: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def materialised(tmp_path_factory, ml100k_slice: Path):
+def materialised(tmp_path_factory, ml100k_slice: Path, materialise_batch):
     root = tmp_path_factory.mktemp("project")
-    subprocess.run(["git", "init", "-q", str(root)], check=True)
-    resources = {
-        "dataset": DatasetResource(
-            data_dir=str(ml100k_slice.parent), dataset=ml100k_slice.name, rating_min=1, rating_max=5
-        ),
-        "store": ArtifactStore(project_root=str(root), dvc_remote=str(root.parent / "remote")),
-        "compute": ComputeResource(),
-    }
-    result = dg.materialize(
-        [*definitions.batch_assets, *definitions.batch_checks],
-        resources=resources,
-        run_config=QUICK_TRAINING,
-        raise_on_error=True,
-    )
+    dataset = DatasetResource(data_dir=str(ml100k_slice.parent), dataset=ml100k_slice.name, rating_min=1, rating_max=5)
+    result = materialise_batch(root, dataset, dvc_remote=str(root.parent / "remote"), run_config=QUICK_TRAINING)
     return result, root
 
 
@@ -187,20 +174,14 @@ def test_leaderboard_carries_intervals_tests_and_per_user_metrics(materialised):
     assert "vs best (ndcg@10)" in summary["leaderboard"].value and summary["test_users"].value == len(users)
 
 
-def test_blocking_quarantine_check_stops_downstream_assets(tmp_path, ml100k_slice: Path):
-    root = tmp_path / "project"
-    subprocess.run(["git", "init", "-q", str(root)], check=True)
-    resources = {
-        # Every rating is out of range, so the quarantined share is 100%.
-        "dataset": DatasetResource(
-            data_dir=str(ml100k_slice.parent), dataset=ml100k_slice.name, rating_min=10, rating_max=20
-        ),
-        "store": ArtifactStore(project_root=str(root), dvc_remote=None),
-        "compute": ComputeResource(),
-    }
-    result = dg.materialize(
-        [*definitions.batch_assets, *definitions.batch_checks],
-        resources=resources,
+def test_blocking_quarantine_check_stops_downstream_assets(tmp_path, ml100k_slice: Path, materialise_batch):
+    # Every rating is out of range, so the quarantined share is 100%.
+    dataset = DatasetResource(
+        data_dir=str(ml100k_slice.parent), dataset=ml100k_slice.name, rating_min=10, rating_max=20
+    )
+    result = materialise_batch(
+        tmp_path / "project",
+        dataset,
         selection=["raw_interactions", "validated_interactions", "quarantined_rows", "interactions"],
         raise_on_error=False,
     )

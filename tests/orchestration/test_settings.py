@@ -9,7 +9,6 @@ unknown kind or a wrongly typed field.
 
 import dataclasses
 import json
-import subprocess
 from pathlib import Path
 
 import dagster as dg
@@ -101,23 +100,10 @@ def ml100k_slice(tmp_path_factory, data_dir: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def materialised(tmp_path_factory, ml100k_slice: Path):
+def materialised(tmp_path_factory, ml100k_slice: Path, materialise_batch):
     root = tmp_path_factory.mktemp("project")
-    subprocess.run(["git", "init", "-q", str(root)], check=True)
-    resources = {
-        "dataset": DatasetResource(
-            data_dir=str(ml100k_slice.parent), dataset=ml100k_slice.name, rating_min=1, rating_max=5
-        ),
-        "store": ArtifactStore(project_root=str(root), dvc_remote=None),
-        "compute": ComputeResource(),
-    }
-    result = dg.materialize(
-        [*definitions.batch_assets, *definitions.batch_checks],
-        resources=resources,
-        selection=SELECTION,
-        run_config=RUN_CONFIG,
-        raise_on_error=True,
-    )
+    dataset = DatasetResource(data_dir=str(ml100k_slice.parent), dataset=ml100k_slice.name, rating_min=1, rating_max=5)
+    result = materialise_batch(root, dataset, selection=SELECTION, run_config=RUN_CONFIG)
     materialisations = {
         event.asset_key.to_user_string(): event.event_specific_data.materialization
         for event in result.get_asset_materialization_events()
