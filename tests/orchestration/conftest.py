@@ -14,6 +14,23 @@ from orchestration.resources import ArtifactStore, ComputeResource, DatasetResou
 
 
 @pytest.fixture(scope="session")
+def earliest_ml100k(tmp_path_factory, data_dir: Path) -> Callable[..., Path]:
+    """``earliest_ml100k(name, share, extra_rows=())``: the earliest ``share`` of ml-100k by time as a
+    RecBole folder ``name`` (with its item file), ``extra_rows`` appended as they are."""
+
+    def write(name: str, share: float, extra_rows: tuple[str, ...] = ()) -> Path:
+        folder = tmp_path_factory.mktemp("data") / name
+        folder.mkdir()
+        header, *lines = (data_dir / "ml-100k" / "ml-100k.inter").read_text().splitlines()
+        rows = sorted(lines, key=lambda line: int(float(line.split("\t")[3])))[: int(len(lines) * share)]
+        (folder / f"{name}.inter").write_text("\n".join([header, *rows, *extra_rows]) + "\n")
+        (folder / f"{name}.item").write_text((data_dir / "ml-100k" / "ml-100k.item").read_text())
+        return folder
+
+    return write
+
+
+@pytest.fixture(scope="session")
 def materialise_batch() -> Callable[..., dg.ExecuteInProcessResult]:
     """``materialise_batch(root, dataset, dvc_remote=None, **options)``: the batch assets and checks in
     process, ``root`` made a fresh git repository holding the artifacts; ``options`` go to

@@ -72,17 +72,10 @@ def test_definitions_load_every_asset_check_and_job():
 
 
 @pytest.fixture(scope="module")
-def ml100k_slice(tmp_path_factory, data_dir: Path) -> Path:
+def ml100k_slice(earliest_ml100k) -> Path:
     """The earliest 40% of ml-100k by time, as a RecBole folder, with three broken rows appended."""
-    folder = tmp_path_factory.mktemp("data") / "ml-100k-slice"
-    folder.mkdir()
-    source = data_dir / "ml-100k" / "ml-100k.inter"
-    header, *lines = source.read_text().splitlines()
-    rows = sorted(lines, key=lambda line: int(float(line.split("\t")[3])))[: int(len(lines) * 0.4)]
-    broken = ["196\t242\t7\t881250949", "\t302\t3\t891717742", "186\t302\t3\t-5"]
-    (folder / "ml-100k-slice.inter").write_text("\n".join([header, *rows, *broken]) + "\n")
-    (folder / "ml-100k-slice.item").write_text((data_dir / "ml-100k" / "ml-100k.item").read_text())
-    return folder
+    broken = ("196\t242\t7\t881250949", "\t302\t3\t891717742", "186\t302\t3\t-5")
+    return earliest_ml100k("ml-100k-slice", 0.4, broken)
 
 
 @pytest.fixture(scope="module")

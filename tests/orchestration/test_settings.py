@@ -88,15 +88,9 @@ def _validated(asset_name: str, config: dict) -> dg.Config:
 
 
 @pytest.fixture(scope="module")
-def ml100k_slice(tmp_path_factory, data_dir: Path) -> Path:
+def ml100k_slice(earliest_ml100k) -> Path:
     """The earliest 25% of ml-100k by time, as a RecBole folder."""
-    folder = tmp_path_factory.mktemp("data") / "ml-100k-settings"
-    folder.mkdir()
-    header, *lines = (data_dir / "ml-100k" / "ml-100k.inter").read_text().splitlines()
-    rows = sorted(lines, key=lambda line: int(float(line.split("\t")[3])))[: len(lines) // 4]
-    (folder / "ml-100k-settings.inter").write_text("\n".join([header, *rows]) + "\n")
-    (folder / "ml-100k-settings.item").write_text((data_dir / "ml-100k" / "ml-100k.item").read_text())
-    return folder
+    return earliest_ml100k("ml-100k-settings", 0.25)
 
 
 @pytest.fixture(scope="module")
