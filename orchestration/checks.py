@@ -1,32 +1,32 @@
 """Asset checks. Blocking ones stop downstream work when a result must not be used."""
 
-import json
 from collections.abc import Callable
 
 import dagster as dg
 import numpy as np
 import pandas as pd
 
-from orchestration.resources import ArtifactStore, DatasetResource
-from recmodels.data.splits import SplitData, load_split
-from recmodels.leaderboard import load_per_user
+from orchestration.outputs import LeaderboardTables, QuarantinedRows
+from orchestration.resources import DatasetResource
+from recmodels.data.splits import SplitData
 from recmodels.significance import holm_adjust, sign_flip_p_values
 
 POPULARITY_BASELINE = "most_popular_model"
 
 
-@dg.asset_check(asset="validated_interactions", blocking=True)
-def quarantine_share_within_limit(dataset: DatasetResource, store: ArtifactStore) -> dg.AssetCheckResult:
+@dg.asset_check(
+    asset="validated_interactions",
+    blocking=True,
+    additional_ins={"quarantined": dg.AssetIn("quarantined_rows", dagster_type=QuarantinedRows)},
+)
+def quarantine_share_within_limit(dataset: DatasetResource, quarantined: QuarantinedRows) -> dg.AssetCheckResult:
     """Too many rejected rows means the source changed shape: stop before training on it."""
-    summary = json.loads((store.folder("quarantined_rows") / "summary.json").read_text())
-    share = summary["rows_quarantined"] / max(summary["rows_in"], 1)
-    reconciles = summary["rows_in"] == summary["rows_kept"] + summary["rows_quarantined"]
     return dg.AssetCheckResult(
-        passed=bool(share <= dataset.max_quarantined_share and reconciles),
+        passed=bool(quarantined.share <= dataset.max_quarantined_share and quarantined.reconciles),
         metadata={
-            "quarantined_share": share,
+            "quarantined_share": quarantined.share,
             "limit": dataset.max_quarantined_share,
-            "rows_reconcile": reconciles,
+            "rows_reconcile": quarantined.reconciles,
         },
     )
 
@@ -67,10 +67,10 @@ _TIME_ORDER_CHECKS: dict[str, Callable[[SplitData], tuple[bool, dict[str, int]]]
 
 
 @dg.asset_check(asset="split", blocking=True)
-def split_is_usable(store: ArtifactStore) -> dg.AssetCheckResult:
+def split_is_usable(split: SplitData) -> dg.AssetCheckResult:
     """Both stages have users to evaluate and, for time splits, no training row is later than a held-out row
     (overall for the global temporal split, per user for the per-user ones)."""
-    data = load_split(store.folder("split"))
+    data = split
     valid_users, test_users = len(data.valid.users), len(data.test.users)
     metadata: dict[str, float | int | str] = {"valid_users": valid_users, "test_users": test_users}
     leak_free = True
@@ -81,7 +81,7 @@ def split_is_usable(store: ArtifactStore) -> dg.AssetCheckResult:
 
 
 @dg.asset_check(asset="leaderboard")
-def models_beat_most_popular(store: ArtifactStore) -> dg.AssetCheckResult:
+def models_beat_most_popular(leaderboard: LeaderboardTables) -> dg.AssetCheckResult:
     """A personalised model that cannot be told apart from popularity is a bug or a bad config: flag it.
 
     Flags every model whose NDCG@10 is not significantly above MostPopular's on the same test users:
@@ -89,10 +89,7 @@ def models_beat_most_popular(store: ArtifactStore) -> dg.AssetCheckResult:
     mean a hair above popularity by chance no longer passes, and a model below it by chance is named
     as "not above" rather than as a loser.
     """
-    folder = store.folder("leaderboard")
-    table = pd.read_csv(folder / "leaderboard.csv")
-    settings = json.loads((folder / "leaderboard.json").read_text())["settings"]
-    _, per_user = load_per_user(folder)
+    table, settings, per_user = leaderboard.table, leaderboard.settings, leaderboard.per_user
     reference = per_user[POPULARITY_BASELINE]["ndcg@10"]
     candidates = [name for name in table["model"] if name != POPULARITY_BASELINE]
     differences = np.column_stack([per_user[name]["ndcg@10"] - reference for name in candidates])

@@ -6,6 +6,7 @@ import dagster as dg
 
 from orchestration import automation, checks
 from orchestration.assets import clusters, data, evaluation, export, graph, live, models
+from orchestration.io import VersionedFolderIOManager
 from orchestration.resources import ArtifactStore, ComputeResource, DatasetResource, parallel_steps
 
 batch_assets = [
@@ -19,21 +20,40 @@ batch_assets = [
     clusters.item_clusters,
     *models.model_assets,
     evaluation.leaderboard,
-    export.onnx_models,
-    export.model_registry,
+    *export.onnx_assets,
+    *export.registry_assets,
+    export.registry_champion,
 ]
 batch_checks = [checks.quarantine_share_within_limit, checks.split_is_usable, checks.models_beat_most_popular]
-live_assets = [live.interaction_window, live.drift_report, live.challenger_model, live.live_champion]
-live_checks = [live.challenger_beats_champion]
+live_assets = live.assets
+live_checks = live.checks
 all_assets = batch_assets + live_assets
 all_checks = batch_checks + live_checks
+
+# One batch run at a time per instance (orchestration/dagster.yaml limits the tag): two runs that
+# write the same assets would each be recorded truthfully, but their models would mix splits.
+BATCH_RUN_TAGS = {"recpipe/pipeline": "batch"}
 
 full_pipeline = dg.define_asset_job(
     "full_pipeline",
     selection=dg.AssetSelection.all() - dg.AssetSelection.groups(live.GROUP),
     description="Materialise every batch asset on the configured dataset (the live loop runs from sensors).",
     executor_def=dg.multiprocess_executor.configured({"max_concurrent": parallel_steps()}),
+    tags=BATCH_RUN_TAGS,
 )
+
+
+def resources() -> dict[str, object]:
+    """The resources every job runs with; their defaults come from the environment."""
+    store = ArtifactStore()
+    return {
+        "dataset": DatasetResource(),
+        "store": store,
+        "stream": live.StreamResource(),
+        "compute": ComputeResource(),
+        "io_manager": VersionedFolderIOManager(store=store),
+    }
+
 
 defs = dg.Definitions(
     assets=all_assets,
@@ -41,10 +61,5 @@ defs = dg.Definitions(
     jobs=[full_pipeline, *automation.jobs],
     sensors=automation.sensors,
     schedules=automation.schedules,
-    resources={
-        "dataset": DatasetResource(),
-        "store": ArtifactStore(),
-        "stream": live.StreamResource(),
-        "compute": ComputeResource(),
-    },
+    resources=resources(),
 )

@@ -2,6 +2,8 @@
 
 import base64
 import math
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import matplotlib
@@ -15,10 +17,16 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 
-def inline_png(path: Path, title: str) -> str:
+def inline_png(png: bytes, title: str) -> str:
     """Markdown that embeds the PNG, so it renders in the asset's metadata panel."""
-    encoded = base64.b64encode(path.read_bytes()).decode()
+    encoded = base64.b64encode(png).decode()
     return f"![{title}](data:image/png;base64,{encoded})"
+
+
+def rendered(draw: Callable[[Path], Path]) -> bytes:
+    """The PNG bytes ``draw(path)`` writes: charts travel inside an asset's value, the IO layer stores them."""
+    with tempfile.TemporaryDirectory() as scratch:
+        return draw(Path(scratch) / "chart.png").read_bytes()
 
 
 def leaderboard_chart(

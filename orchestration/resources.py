@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
 from pathlib import Path
 
 import dagster as dg
@@ -94,11 +93,11 @@ class DatasetResource(dg.ConfigurableResource):
 
 
 class ArtifactStore(dg.ConfigurableResource):
-    """``artifacts/<asset>/`` folders, each ``dvc add``-ed and pushed after it is written."""
+    """Where run outputs live (``artifacts/``, a DVC repository git ignores) and the remote they are pushed to."""
 
     project_root: str = Field(
         default_factory=lambda: os.environ.get("RECPIPE_ROOT", str(PROJECT_ROOT)),
-        description="Repository root holding artifacts/, data/ and .dvc/.",
+        description="Repository root holding artifacts/ (run outputs) and .dvc/ (releases).",
     )
     dvc_remote: str | None = Field(
         default_factory=lambda: os.environ.get(
@@ -116,42 +115,17 @@ class ArtifactStore(dg.ConfigurableResource):
     def root(self) -> Path:
         return Path(self.project_root).resolve()
 
+    @property
+    def artifacts_root(self) -> Path:
+        return self.root / "artifacts"
+
     def url(self, path: Path) -> str:
         """The HTTP address of a file under ``artifacts/``, so the UI can open it."""
-        relative = Path(path).resolve().relative_to(self.root / "artifacts")
+        relative = Path(path).resolve().relative_to(self.artifacts_root)
         return f"{self.artifacts_url.rstrip('/')}/{relative.as_posix()}"
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        versioning.ensure_repo(self.root, self.dvc_remote)
-
-    def fresh_folder(self, asset: str) -> Path:
-        """An empty ``artifacts/<asset>/`` for a new materialisation."""
-        folder = self.root / "artifacts" / asset
-        if folder.exists():
-            shutil.rmtree(folder)
-        folder.mkdir(parents=True)
-        return folder
-
-    def folder(self, asset: str) -> Path:
-        folder = self.root / "artifacts" / asset
-        if not folder.exists():
-            raise FileNotFoundError(f"{folder} is missing: materialise the asset {asset!r} first")
-        return folder
-
-    def snapshot_folder(self) -> Path:
-        return self.root / "data"
-
-    def version(self, path: Path) -> tuple[dg.DataVersion, dict[str, dg.MetadataValue]]:
-        """Track ``path`` with DVC; its md5 becomes the Dagster data version."""
-        tracked = versioning.track(self.root, path, push=self.dvc_remote is not None)
-        metadata = {
-            "dvc_md5": dg.MetadataValue.text(tracked.md5),
-            "dvc_file": dg.MetadataValue.path(str(tracked.dvc_file.relative_to(self.root))),
-            "dvc_pushed": dg.MetadataValue.bool(tracked.pushed),
-            "bytes": dg.MetadataValue.int(tracked.size),
-            "files": dg.MetadataValue.int(tracked.files),
-        }
-        return dg.DataVersion(tracked.md5), metadata
+        versioning.ensure_repo(self.artifacts_root, self.dvc_remote, scm=False)
 
 
 def parallel_steps() -> int:

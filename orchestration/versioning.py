@@ -1,12 +1,17 @@
 """DVC versioning of asset outputs: ``dvc add``, push to the configured remote, md5 back.
 
-The md5 DVC records for an output is that asset's Dagster data version, so any
-result in the UI traces back to the exact files in the DVC cache and remote.
+Run outputs live in ``artifacts/``, its own DVC repository without git (``dvc init --no-scm``):
+the project's git ignores the whole folder, so a run never changes a tracked file, while
+every output is still in the DVC cache and pushed to the remote under its md5. What goes
+into git is a deliberate release (``orchestration/release.py``).
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
+import os
+import shutil
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +35,7 @@ class TrackedOutput:
 
 @contextmanager
 def _repo_lock(root: Path) -> Iterator[None]:
-    """Serialise DVC calls from parallel Dagster steps (DVC's own lock fails fast)."""
+    """Serialise DVC calls from parallel Dagster steps and runs (DVC's own lock fails fast)."""
     lock_path = root / ".dvc" / "tmp" / "recpipe.lock"
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     with open(lock_path, "w") as handle:
@@ -41,15 +46,19 @@ def _repo_lock(root: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def ensure_repo(root: Path, remote_url: str | None) -> None:
+def ensure_repo(root: Path, remote_url: str | None, *, scm: bool = True) -> None:
     """DVC repo at ``root`` (initialised if missing) with ``remote_url`` as default remote.
 
-    The remote goes to ``.dvc/config.local``, so each machine keeps its own and git
-    never sees it.
+    ``scm=False`` makes a repository without git (the run outputs' ``artifacts/``). The remote
+    goes to ``.dvc/config.local``, so each machine keeps its own and git never sees it.
     """
     root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
     if not (root / ".dvc").exists():
-        Repo.init(str(root), no_scm=not (root / ".git").exists())
+        Repo.init(str(root), no_scm=not (scm and (root / ".git").exists()))
+        if not scm:  # immutable version folders: link them to the cache instead of holding two copies
+            with Repo(str(root)) as repo, repo.config.edit("repo") as config:
+                config["cache"]["type"] = "reflink,hardlink,copy"
     if remote_url is None:
         return
     with _repo_lock(root):
@@ -62,8 +71,67 @@ def ensure_repo(root: Path, remote_url: str | None) -> None:
                 config["core"]["remote"] = REMOTE_NAME
 
 
+def _read_pointer(dvc_file: Path) -> dict:
+    return yaml.safe_load(dvc_file.read_text())["outs"][0]
+
+
+def _tracked(folder: Path, dvc_file: Path, pushed: bool) -> TrackedOutput:
+    out = _read_pointer(dvc_file)
+    return TrackedOutput(
+        path=folder,
+        dvc_file=dvc_file,
+        md5=out["md5"],
+        size=int(out.get("size", 0)),
+        files=int(out.get("nfiles", 1)),
+        pushed=pushed,
+    )
+
+
+def publish(root: Path, staged: Path, parent: Path, *, name: str | None = None, push: bool = True) -> TrackedOutput:
+    """``dvc add`` a staged folder and move it to ``parent/<name or md5>`` with its pointer, atomically.
+
+    A version folder that already exists holds the same content (it is named by it), so the staged
+    copy is dropped and the existing one is reported: a version folder is never rewritten.
+    """
+    root, staged, parent = Path(root).resolve(), Path(staged).resolve(), Path(parent).resolve()
+    staged_pointer = staged.with_name(staged.name + ".dvc")
+    with _repo_lock(root), Repo(str(root)) as repo:
+        repo.add([str(staged)])
+        md5 = _read_pointer(staged_pointer)["md5"]
+        folder = parent / (name or md5.removesuffix(".dir"))
+        pointer = folder.with_name(folder.name + ".dvc")
+        parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.rename(staged, folder)
+        except OSError as error:
+            if error.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                raise
+            shutil.rmtree(staged)
+            staged_pointer.unlink()
+        else:
+            document = yaml.safe_load(staged_pointer.read_text())
+            document["outs"][0]["path"] = folder.name
+            partial = pointer.with_name(f".{pointer.name}.partial")
+            partial.write_text(yaml.safe_dump(document, sort_keys=False))
+            partial.replace(pointer)
+            staged_pointer.unlink()
+        pushed = bool(push and repo.config["core"].get("remote"))
+        if pushed:
+            repo.push(targets=[str(pointer)])
+    return _tracked(folder, pointer, pushed)
+
+
+def fetch(root: Path, folder: Path) -> None:
+    """Bring a version folder back from the DVC cache or remote (a checkout that lacks it)."""
+    pointer = Path(folder).with_name(Path(folder).name + ".dvc")
+    if not pointer.exists():
+        raise FileNotFoundError(f"{folder} is missing and no DVC pointer {pointer} names it")
+    with _repo_lock(Path(root)), Repo(str(root)) as repo:
+        repo.pull(targets=[str(pointer)])
+
+
 def track(root: Path, output: Path, push: bool = True) -> TrackedOutput:
-    """``dvc add`` one output folder or file (and push it when a remote is set)."""
+    """``dvc add`` one output folder or file in place (and push it when a remote is set)."""
     root = Path(root).resolve()
     output = Path(output).resolve()
     if not output.is_relative_to(root):
@@ -74,20 +142,4 @@ def track(root: Path, output: Path, push: bool = True) -> TrackedOutput:
         pushed = bool(push and repo.config["core"].get("remote"))
         if pushed:
             repo.push(targets=[str(dvc_file)])
-    out = yaml.safe_load(dvc_file.read_text())["outs"][0]
-    return TrackedOutput(
-        path=output,
-        dvc_file=dvc_file,
-        md5=out["md5"],
-        size=int(out.get("size", 0)),
-        files=int(out.get("nfiles", 1)),
-        pushed=pushed,
-    )
-
-
-def recorded_md5(output: Path) -> str:
-    """The md5 DVC last recorded for ``output`` (its ``.dvc`` file), without running DVC."""
-    dvc_file = Path(output).with_name(Path(output).name + ".dvc")
-    if not dvc_file.exists():
-        raise FileNotFoundError(f"{dvc_file} is missing: {output} was never versioned")
-    return yaml.safe_load(dvc_file.read_text())["outs"][0]["md5"]
+    return _tracked(output, dvc_file, pushed)

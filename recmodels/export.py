@@ -164,9 +164,7 @@ def _session_k(session: Any) -> int:
     return int(session.get_outputs()[0].shape[1])
 
 
-def register_model(
-    root: Path,
-    onnx_file: Path,
+def serving_fields(
     spec: ExportSpec,
     model: Recommender,
     *,
@@ -175,25 +173,27 @@ def register_model(
     training_data_version: str,
     metrics: dict[str, float],
     parity: dict[str, Any],
-) -> Path:
-    """Register an exported ``model`` with the manifest a service needs (``registry.register``); returns its folder.
+) -> dict[str, Any]:
+    """The manifest fields of an exported ``model``: from the model and its export, so every caller records
+    the same ones."""
+    return {
+        "model": name,
+        "family": model.family,
+        "config": model.config.to_dict(),
+        "upstream": model.upstream,
+        "training_data_version": training_data_version,
+        "metrics": metrics,
+        "item_ids": [str(item) for item in item_ids],
+        "max_history_length": model.max_history_length,
+        "opset": spec.opset,
+        "k": spec.k,
+        "inputs": spec.inputs,
+        "outputs": spec.outputs,
+        "parity": parity,
+    }
 
-    The serving fields come from the model and its export, so every caller records the same ones.
-    """
-    return register(
-        root,
-        onnx_file,
-        model=name,
-        family=model.family,
-        config=model.config.to_dict(),
-        upstream=model.upstream,
-        training_data_version=training_data_version,
-        metrics=metrics,
-        item_ids=[str(item) for item in item_ids],
-        max_history_length=model.max_history_length,
-        opset=spec.opset,
-        k=spec.k,
-        inputs=spec.inputs,
-        outputs=spec.outputs,
-        parity=parity,
-    )
+
+def register_model(root: Path, onnx_file: Path, spec: ExportSpec, model: Recommender, **serving: Any) -> Path:
+    """Register an exported ``model`` under ``root`` (``registry.register``) with ``serving_fields``; returns its
+    folder."""
+    return register(root, onnx_file, **serving_fields(spec, model, **serving))

@@ -64,6 +64,17 @@ def file_version(path: Path) -> str:
     return digest.hexdigest()[:12]
 
 
+def bytes_version(onnx: bytes) -> str:
+    """The version of an ONNX file held in memory: the same digits ``file_version`` gives its file."""
+    return hashlib.sha256(onnx).hexdigest()[:12]
+
+
+def build_manifest(onnx: bytes, **fields: Any) -> Manifest:
+    """The manifest of ``onnx``: ``fields`` are every field except ``version`` and ``created_at``."""
+    created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return Manifest(version=bytes_version(onnx), created_at=created, **fields)
+
+
 def register(root: Path, onnx_file: Path, **fields: Any) -> Path:
     """Copy ``onnx_file`` to ``root/<model>/<version>/`` beside its manifest; returns that folder.
 
@@ -76,8 +87,7 @@ def register(root: Path, onnx_file: Path, **fields: Any) -> Path:
         return folder
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(onnx_file, folder / MODEL_FILE)
-    created = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    manifest = Manifest(version=version, created_at=created, **fields)
+    manifest = build_manifest((folder / MODEL_FILE).read_bytes(), **fields)
     (folder / MANIFEST_FILE).write_text(manifest.to_json())
     return folder
 
@@ -98,4 +108,6 @@ def set_champion(root: Path, model: str, version: str, reason: str) -> None:
     if not (Path(root) / model / version / MANIFEST_FILE).exists():
         raise FileNotFoundError(f"{model}/{version} is not registered under {root}")
     pointer = {"model": model, "version": version, "reason": reason}
-    (Path(root) / CHAMPION_FILE).write_text(json.dumps(pointer, indent=2))
+    partial = Path(root) / f".{CHAMPION_FILE}.partial"  # a service watching the file never reads half of it
+    partial.write_text(json.dumps(pointer, indent=2))
+    partial.replace(Path(root) / CHAMPION_FILE)

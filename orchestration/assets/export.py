@@ -1,29 +1,42 @@
-"""Export stage: every trained model to ONNX, parity-checked, then registered with a manifest."""
+"""Export stage, per model: ONNX export with a blocking parity check, then a registry entry; one champion.
 
-import json
+Each model has its own ``onnx/<model>`` and ``registry/<model>`` assets, so a model whose
+export disagrees with PyTorch is never registered while every other model still is. The
+registry entries live at ``artifacts/registry/<model>/<version>/`` (the version is the ONNX
+file's hash), the folder services read; ``registry_champion`` points ``champion.json`` at the
+leaderboard's best.
+"""
+
+import tempfile
+from pathlib import Path
 
 import dagster as dg
 import numpy as np
 import onnxruntime as ort
-import pandas as pd
 import torch
 from pydantic import Field
 
-from orchestration import versioning
 from orchestration.assets.models import MODEL_ASSETS
+from orchestration.io import input_version
+from orchestration.outputs import ChampionPointer, ExportedModel, LeaderboardTables, RegisteredModel
 from orchestration.resources import ArtifactStore
-from recmodels.data.splits import load_split
-from recmodels.export import ExportSpec, check_parity, export_onnx, register_model
+from recmodels.data.splits import SplitData
+from recmodels.export import ExportSpec, check_parity, export_onnx, serving_fields
 from recmodels.models import Recommender
-from recmodels.registry import set_champion
+from recmodels.registry import build_manifest, set_champion
 
 GROUP = "export"
 PARITY_HISTORY_LENGTH = 200
-EXPORTS = "onnx_models"
+PARITY_CHECK = "onnx_parity"
+REGISTRY = "registry"
 
 
-def parity_check_name(model_asset: str) -> str:
-    return f"{model_asset}_onnx_parity"
+def onnx_key(model_asset: str) -> dg.AssetKey:
+    return dg.AssetKey(["onnx", model_asset])
+
+
+def registry_key(model_asset: str) -> dg.AssetKey:
+    return dg.AssetKey([REGISTRY, model_asset])
 
 
 class OnnxExportConfig(dg.Config):
@@ -43,12 +56,15 @@ def inference_session(path) -> ort.InferenceSession:
 
 
 def export_checked(
-    model: Recommender, target, histories: np.ndarray, shapes: list[tuple[int, int]], config: OnnxExportConfig
-) -> dict:
-    """Export ``model`` to ``target/model.onnx``, run the parity check, write and return ``export.json``."""
-    spec = export_onnx(model, target / "model.onnx", k=min(config.k, model.n_items))
-    session = inference_session(target / "model.onnx")
-    report = check_parity(model, session, histories, shapes, config.tolerance)
+    model: Recommender, histories: np.ndarray, shapes: list[tuple[int, int]], config: OnnxExportConfig
+) -> ExportedModel:
+    """Export ``model`` to ONNX and compare it with PyTorch on ``histories`` at ``shapes``."""
+    with tempfile.TemporaryDirectory() as scratch:
+        path = Path(scratch) / "model.onnx"
+        spec = export_onnx(model, path, k=min(config.k, model.n_items))
+        session = inference_session(path)
+        report = check_parity(model, session, histories, shapes, config.tolerance)
+        onnx = path.read_bytes()
     record = {
         "family": model.family,
         "providers": session.get_providers(),
@@ -61,14 +77,20 @@ def export_checked(
         "max_abs_diff": max(case.max_abs_score_diff for case in report.cases),
         "swapped_near_ties": sum(case.swapped_near_ties for case in report.cases),
     }
-    (target / "export.json").write_text(json.dumps(record, indent=2))
-    return record
+    return ExportedModel(onnx, record)
 
 
-def parity_check_result(check_name: str, record: dict, shapes: list[tuple[int, int]]) -> dg.AssetCheckResult:
+def parity_histories(stage, config: OnnxExportConfig) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """Real held-out histories and the parity shapes, cut to what a small stage holds."""
+    histories, _ = stage.history.sequences().padded(stage.users, PARITY_HISTORY_LENGTH)
+    return histories, [(min(batch, len(histories)), length) for batch, length in config.shapes]
+
+
+def parity_check_result(export: ExportedModel, shapes: list[tuple[int, int]]) -> dg.AssetCheckResult:
+    record = export.record
     return dg.AssetCheckResult(
-        check_name=check_name,
-        passed=record["parity"]["passed"],
+        check_name=PARITY_CHECK,
+        passed=export.parity_passed,
         metadata={
             "max_abs_score_diff": record["max_abs_diff"],
             "tolerance": record["parity"]["tolerance"],
@@ -78,78 +100,104 @@ def parity_check_result(check_name: str, record: dict, shapes: list[tuple[int, i
     )
 
 
-def register_export(
-    root, exports, name: str, model: Recommender, item_ids: np.ndarray, data_version: str, metrics: dict[str, float]
-):
-    """Register ``exports/<name>/model.onnx`` with the manifest a service needs; returns its folder."""
-    record = json.loads((exports / name / "export.json").read_text())
-    return register_model(
-        root,
-        exports / name / "model.onnx",
-        ExportSpec(**record["spec"]),
+def registry_entry(
+    export: ExportedModel, model: Recommender, name: str, item_ids, data_version: str, metrics: dict[str, float]
+) -> RegisteredModel:
+    """The registry entry of an export: its ONNX bytes and the manifest a service needs."""
+    fields = serving_fields(
+        ExportSpec(**export.record["spec"]),
         model,
         name=name,
         item_ids=item_ids,
         training_data_version=data_version,
         metrics=metrics,
-        parity=record["parity"],
+        parity=export.record["parity"],
     )
+    return RegisteredModel(export.onnx, build_manifest(export.onnx, **fields))
+
+
+def onnx_asset(model_asset: str) -> dg.AssetsDefinition:
+    key = onnx_key(model_asset)
+
+    @dg.asset(
+        key=key,
+        group_name=GROUP,
+        ins={"model": dg.AssetIn(model_asset, dagster_type=Recommender), "split": dg.AssetIn("split")},
+        kinds={"onnx"},
+        description=f"{model_asset} through the serving contract (history in, top-k out), checked against PyTorch.",
+        check_specs=[dg.AssetCheckSpec(PARITY_CHECK, asset=key, blocking=True)],
+    )
+    def export_model(config: OnnxExportConfig, model: Recommender, split: SplitData):
+        histories, shapes = parity_histories(split.test, config)
+        export = export_checked(model, histories, shapes, config)
+        yield dg.Output(
+            export,
+            metadata={
+                "parity_passed": export.parity_passed,
+                "max_abs_score_diff": export.record["max_abs_diff"],
+                "provider": export.record["providers"][0],
+                "onnx_bytes": len(export.onnx),
+            },
+        )
+        yield parity_check_result(export, shapes)  # after the materialisation it judges
+
+    return export_model
+
+
+def registry_asset(model_asset: str) -> dg.AssetsDefinition:
+    @dg.asset(
+        key=registry_key(model_asset),
+        group_name=GROUP,
+        ins={
+            "export": dg.AssetIn(onnx_key(model_asset), dagster_type=ExportedModel),
+            "model": dg.AssetIn(model_asset, dagster_type=Recommender),
+            "split": dg.AssetIn("split", dagster_type=SplitData),
+            "leaderboard": dg.AssetIn("leaderboard", dagster_type=LeaderboardTables),
+        },
+        kinds={"onnx", "dvc"},
+        description=f"{model_asset} in artifacts/registry/: the ONNX file and a manifest a service can use alone.",
+    )
+    def register(
+        context: dg.AssetExecutionContext,
+        export: ExportedModel,
+        model: Recommender,
+        split: SplitData,
+        leaderboard: LeaderboardTables,
+    ) -> dg.Output[RegisteredModel]:
+        row = leaderboard.table.set_index("model").loc[model_asset]
+        metrics = {key: float(value) for key, value in row.items() if isinstance(value, (int, float, np.number))}
+        entry = registry_entry(
+            export, model, model_asset, split.train.item_ids, input_version(context, "split"), metrics
+        )
+        return dg.Output(entry, metadata={"version": entry.manifest.version, "family": model.family})
+
+    return register
+
+
+onnx_assets = [onnx_asset(name) for name in MODEL_ASSETS]
+registry_assets = [registry_asset(name) for name in MODEL_ASSETS]
 
 
 @dg.asset(
     group_name=GROUP,
-    deps=list(MODEL_ASSETS),
-    kinds={"onnx"},
-    check_specs=[dg.AssetCheckSpec(parity_check_name(name), asset=EXPORTS, blocking=True) for name in MODEL_ASSETS],
+    ins={
+        "leaderboard": dg.AssetIn("leaderboard", dagster_type=LeaderboardTables),
+        **{name: dg.AssetIn(registry_key(name), dagster_type=RegisteredModel) for name in MODEL_ASSETS},
+    },
+    kinds={"dvc"},
 )
-def onnx_models(config: OnnxExportConfig, store: ArtifactStore) -> dg.MaterializeResult:
-    """Each model through the serving contract (history in, top-k out), checked against PyTorch."""
-    data = load_split(store.folder("split"))
-    histories, _ = data.test.history.sequences().padded(data.test.users, PARITY_HISTORY_LENGTH)
-    shapes = [(min(batch, len(histories)), length) for batch, length in config.shapes]  # small splits
-    folder = store.fresh_folder(EXPORTS)
-    checks, summary = [], {}
-    for name in MODEL_ASSETS:
-        record = export_checked(Recommender.load(store.folder(name)), folder / name, histories, shapes, config)
-        summary[name] = {
-            "passed": record["parity"]["passed"],
-            "max_abs_diff": record["max_abs_diff"],
-            "provider": record["providers"][0],
-        }
-        checks.append(parity_check_result(parity_check_name(name), record, shapes))
-    version, dvc_metadata = store.version(folder)
-    return dg.MaterializeResult(
-        data_version=version,
-        metadata={"exports": dg.MetadataValue.json(summary), **dvc_metadata},
-        check_results=checks,
-    )
-
-
-@dg.asset(group_name=GROUP, deps=[onnx_models, "leaderboard"], kinds={"onnx", "dvc"})
-def model_registry(store: ArtifactStore) -> dg.MaterializeResult:
-    """``artifacts/registry/<model>/<version>/``: the ONNX file and a manifest a service can use alone."""
-    data = load_split(store.folder("split"))
-    exports = store.folder(EXPORTS)
-    table = pd.read_csv(store.folder("leaderboard") / "leaderboard.csv").set_index("model")
-    root = store.root / "artifacts" / "registry"
-    registered = {}
-    data_version = versioning.recorded_md5(store.folder("split"))
-    for name in MODEL_ASSETS:
-        model = Recommender.load(store.folder(name))
-        metrics = {
-            key: float(value) for key, value in table.loc[name].items() if isinstance(value, (int, float, np.number))
-        }
-        folder = register_export(root, exports, name, model, data.train.item_ids, data_version, metrics)
-        registered[name] = folder.name
-    champion = str(table.index[0])  # the leaderboard is sorted best first
-    set_champion(root, champion, registered[champion], "first on the leaderboard")
-    version, dvc_metadata = store.version(root)
-    return dg.MaterializeResult(
-        data_version=version,
+def registry_champion(store: ArtifactStore, **inputs) -> dg.Output[ChampionPointer]:
+    """``artifacts/registry/champion.json``: the leaderboard's best, what services load by default."""
+    leaderboard = inputs.pop("leaderboard")
+    champion = str(leaderboard.table["model"].iloc[0])  # the leaderboard is sorted best first
+    version = inputs[champion].manifest.version
+    pointer = ChampionPointer(champion, version, "first on the leaderboard")
+    set_champion(store.artifacts_root / REGISTRY, pointer.model, pointer.version, pointer.reason)
+    return dg.Output(
+        pointer,
         metadata={
-            "versions": dg.MetadataValue.json(registered),
             "champion": champion,
-            "root": str(root.relative_to(store.root)),
-            **dvc_metadata,
+            "version": version,
+            "versions": dg.MetadataValue.json({name: entry.manifest.version for name, entry in inputs.items()}),
         },
     )

@@ -8,12 +8,12 @@ from dataclasses import dataclass
 import dagster as dg
 import pydantic
 
-from orchestration import versioning
 from orchestration.config_bridge import dataclass_values, launchpad_config
-from orchestration.plots import inline_png, training_curves
-from orchestration.resources import ArtifactStore, ComputeResource
+from orchestration.io import WithFiles, input_version
+from orchestration.plots import inline_png, rendered, training_curves
+from orchestration.resources import ComputeResource
 from recmodels.cluster import ItemClusters
-from recmodels.data.splits import load_split
+from recmodels.data.splits import SplitData
 from recmodels.evaluation import evaluate
 from recmodels.graph import NeighbourhoodOverlap
 from recmodels.models import ModelConfig, model_family
@@ -25,12 +25,12 @@ from recmodels.models.sasrec import GNNOConfig, esasrec, sasrec, sasrec_ss, with
 GROUP = "models"
 
 
-# Upstream assets a model may read besides the split: fit() keyword and loader (from the asset's folder).
+# Upstream assets a model may read besides the split: fit() keyword and the type the IO layer loads.
 # The model records the parameters of what it used in ``upstream[keyword]``; the asset adds which stored
 # version that was, so the saved config.json and the registry manifest say what the model trained with.
 FIT_INPUTS = {
-    "item_neighbourhood_overlap": ("overlap", NeighbourhoodOverlap.load),
-    "item_clusters": ("clusters", ItemClusters.load),
+    "item_neighbourhood_overlap": ("overlap", NeighbourhoodOverlap),
+    "item_clusters": ("clusters", ItemClusters),
 }
 
 
@@ -43,6 +43,11 @@ class ModelSpec:
     preset: ModelConfig
     summary: str
     inputs: tuple[str, ...] = ()
+
+    @property
+    def kinds(self) -> set[str]:
+        """What the UI shows the asset is built with: PyTorch for trained networks, SciPy for closed forms."""
+        return {"pytorch"} if issubclass(model_family(self.family), TorchRecommender) else {"scipy"}
 
 
 # The pipeline's presets are the papers' models sized to its default dataset (MovieLens-100K: 943
@@ -125,31 +130,29 @@ def model_launchpad_config(spec: ModelSpec) -> type[dg.Config]:
     )
 
 
+TRAINING_POOL = "training"  # the instance's concurrency pool of training steps (orchestration/dagster.yaml)
+
+
 def model_asset(spec: ModelSpec) -> dg.AssetsDefinition:
     """Fit on train (early-stopping on validation where the family trains), report, save, version."""
     cls = model_family(spec.family)
     config_class = model_launchpad_config(spec)
-    deps = ["split", *spec.inputs]
+    ins = {"split": dg.AssetIn("split", dagster_type=SplitData)} | {
+        FIT_INPUTS[name][0]: dg.AssetIn(name, dagster_type=FIT_INPUTS[name][1]) for name in spec.inputs
+    }
 
     def train_model(
-        context: dg.AssetExecutionContext, config, store: ArtifactStore, compute: ComputeResource
-    ) -> dg.MaterializeResult:
-        data = load_split(store.folder("split"))
+        context: dg.AssetExecutionContext, config, compute: ComputeResource, **inputs
+    ) -> dg.Output[WithFiles]:
+        data = inputs.pop("split")
         model = cls(type(spec.preset).from_dict(dataclass_values(type(spec.preset), config)))
-        fit_options, stored = {}, {}
-        for name in spec.inputs:
-            keyword, load = FIT_INPUTS[name]
-            folder = store.folder(name)
-            stored[keyword] = {"asset": name, "dvc_md5": versioning.recorded_md5(folder)}
-            fit_options[keyword] = load(folder)
         started = time.perf_counter()
-        model.fit(data, **fit_options)
+        model.fit(data, **inputs)
         train_seconds = time.perf_counter() - started
+        stored = {FIT_INPUTS[name][0]: {"asset": name, "dvc_md5": input_version(context, name)} for name in spec.inputs}
         model.upstream = {keyword: {**stored.get(keyword, {}), **record} for keyword, record in model.upstream.items()}
         valid = evaluate(model, data.valid, tuple(config.valid_ks))
-        folder = store.fresh_folder(spec.asset)
-        model.save(folder)
-        (folder / "valid_metrics.json").write_text(json.dumps(valid.metrics, indent=2))
+        files = {"valid_metrics.json": json.dumps(valid.metrics, indent=2).encode()}
         metadata: dict = {
             "family": spec.family,
             "config": dg.MetadataValue.json(model.config.to_dict()),
@@ -164,22 +167,22 @@ def model_asset(spec: ModelSpec) -> dg.AssetsDefinition:
             # wall-clock seconds stay in the metadata: in the versioned file they would give every
             # identical retraining a new version
             versioned = {name: values for name, values in curves.items() if name != "seconds"}
-            (folder / "training_history.json").write_text(json.dumps(versioned, indent=2))
-            chart = training_curves(curves, model.config.valid_metric, folder / "training_curves.png")
+            chart = rendered(lambda path: training_curves(curves, model.config.valid_metric, path))
+            files |= {"training_history.json": json.dumps(versioned, indent=2).encode(), "training_curves.png": chart}
             metadata["epochs"] = len(history.loss)
             metadata["best_epoch"] = history.best_epoch
             metadata["seconds_per_epoch"] = round(sum(history.seconds) / len(history.seconds), 3)
             metadata["training_curves"] = dg.MetadataValue.md(inline_png(chart, "training curves"))
-        version, dvc_metadata = store.version(folder)
-        return dg.MaterializeResult(data_version=version, metadata={**metadata, **dvc_metadata})
+        return dg.Output(WithFiles(model, files), metadata=metadata)
 
     train_model.__annotations__["config"] = config_class
     return dg.asset(
         name=spec.asset,
         group_name=GROUP,
-        deps=deps,
-        kinds={"pytorch"} if issubclass(cls, TorchRecommender) else {"scipy"},
+        ins=ins,
+        kinds=spec.kinds,
         description=spec.summary,
+        pool=TRAINING_POOL,
     )(train_model)
 
 

@@ -10,7 +10,8 @@ import dagster as dg
 import pytest
 
 from orchestration import definitions
-from orchestration.resources import ArtifactStore, ComputeResource, DatasetResource
+from orchestration.io import VersionedFolderIOManager
+from orchestration.resources import PROJECT_ROOT, ArtifactStore, ComputeResource, DatasetResource
 
 
 @pytest.fixture(scope="session")
@@ -38,10 +39,13 @@ def materialise_batch() -> Callable[..., dg.ExecuteInProcessResult]:
 
     def run(root: Path, dataset: DatasetResource, dvc_remote: str | None = None, **options):
         subprocess.run(["git", "init", "-q", str(root)], check=True)
+        (root / ".gitignore").write_text((PROJECT_ROOT / ".gitignore").read_text())
+        store = ArtifactStore(project_root=str(root), dvc_remote=dvc_remote)
         resources = {
             "dataset": dataset,
-            "store": ArtifactStore(project_root=str(root), dvc_remote=dvc_remote),
+            "store": store,
             "compute": ComputeResource(),
+            "io_manager": VersionedFolderIOManager(store=store),
         }
         options.setdefault("raise_on_error", True)
         return dg.materialize([*definitions.batch_assets, *definitions.batch_checks], resources=resources, **options)

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from orchestration import definitions
-from orchestration.assets.export import parity_check_name
+from orchestration.assets.export import PARITY_CHECK
 from orchestration.assets.models import MODEL_ASSETS, MODEL_SPECS
 from orchestration.resources import DatasetResource
 from recmodels.leaderboard import load_per_user
@@ -41,8 +41,9 @@ ALL_ASSETS = {
     "item_clusters",
     *MODEL_ASSETS,
     "leaderboard",
-    "onnx_models",
-    "model_registry",
+    *(f"onnx/{name}" for name in MODEL_ASSETS),
+    *(f"registry/{name}" for name in MODEL_ASSETS),
+    "registry_champion",
 }
 LIVE_ASSETS = {"interaction_window", "drift_report", "challenger_model", "live_champion"}
 
@@ -52,6 +53,11 @@ def _materialisations(result) -> dict[str, dg.AssetMaterialization]:
         event.asset_key.to_user_string(): event.event_specific_data.materialization
         for event in result.get_asset_materialization_events()
     }
+
+
+def _folder(result, root: Path, asset: str) -> Path:
+    """The version folder the run recorded for ``asset``."""
+    return root / _materialisations(result)[asset].metadata["path"].value
 
 
 def test_definitions_load_every_asset_check_and_job():
@@ -96,14 +102,15 @@ def test_every_asset_materialises_with_a_dvc_version(materialised):
         assert md5.endswith(".dir"), name
         assert materialisation.tags["dagster/data_version"] == md5, name
         assert materialisation.metadata["dvc_pushed"].value is True, name
+        folder = root / materialisation.metadata["path"].value
+        assert folder.is_relative_to(root / "artifacts" / Path(*materialisation.asset_key.path)), name
+        assert (folder.parent / f"{folder.name}.dvc").exists(), name
     for spec in MODEL_SPECS:
         if spec.family in QUICK_MODEL_CONFIG:
             metadata = materialisations[spec.asset].metadata
             assert metadata["epochs"].value == 2, spec.asset
             assert metadata["training_curves"].value.startswith("![training curves](data:image/png;base64,")
-            assert (root / "artifacts" / spec.asset / "training_curves.png").exists()
-    assert (root / "data.dvc").exists()
-    assert (root / "artifacts" / "leaderboard.dvc").exists()
+            assert (_folder(result, root, spec.asset) / "training_curves.png").exists()
     clusters = materialisations["item_clusters"].metadata
     assert sum(clusters["cluster_sizes"].value.values()) == materialisations["item_embeddings"].metadata["items"].value
     assert clusters["projection"].value.startswith("![items in 2-D")
@@ -116,7 +123,7 @@ def test_quarantine_reconciles_and_names_the_broken_rows(materialised):
     metadata = _materialisations(result)["quarantined_rows"].metadata
     assert metadata["rows_in"].value == metadata["rows_kept"].value + metadata["rows_quarantined"].value
     assert metadata["rows_quarantined"].value == 3
-    quarantined = pd.read_parquet(root / "artifacts" / "quarantined_rows" / "rows.parquet")
+    quarantined = pd.read_parquet(_folder(result, root, "quarantined_rows") / "rows.parquet")
     reasons = " ".join(quarantined["reasons"])
     assert "rating" in reasons and "user_id" in reasons and "timestamp" in reasons
 
@@ -130,17 +137,18 @@ def test_checks_pass_and_leaderboard_ranks_every_model(materialised):
     }
     assert evaluations["quarantine_share_within_limit"] is True
     assert evaluations["split_is_usable"] is True
-    table = pd.read_csv(root / "artifacts" / "leaderboard" / "leaderboard.csv")
+    folder = _folder(result, root, "leaderboard")
+    table = pd.read_csv(folder / "leaderboard.csv")
     assert set(table["model"]) == set(MODEL_ASSETS)
     assert table["ndcg@10"].between(0, 1).all() and (table["users"] > 0).all()
-    assert (root / "artifacts" / "leaderboard" / "leaderboard.png").stat().st_size > 1000
-    model = Recommender.load(root / "artifacts" / "ease_model")
+    assert (folder / "leaderboard.png").stat().st_size > 1000
+    model = Recommender.load(_folder(result, root, "ease_model"))
     assert model.family == "ease"
 
 
 def test_leaderboard_carries_intervals_tests_and_per_user_metrics(materialised):
     result, root = materialised
-    folder = root / "artifacts" / "leaderboard"
+    folder = _folder(result, root, "leaderboard")
     checks = {
         event.event_specific_data.check_name: event.event_specific_data
         for event in result.all_events
@@ -186,27 +194,27 @@ def test_blocking_quarantine_check_stops_downstream_assets(tmp_path, ml100k_slic
 
 def test_every_model_is_exported_parity_checked_and_registered(materialised):
     result, root = materialised
-    evaluations = {
-        event.event_specific_data.check_name: event.event_specific_data
-        for event in result.all_events
-        if event.event_type_value == "ASSET_CHECK_EVALUATION"
-    }
     registry = root / "artifacts" / "registry"
-    assert (root / "artifacts" / "registry.dvc").exists()
+    parity = {
+        event.event_specific_data.asset_key.to_user_string(): event.event_specific_data
+        for event in result.all_events
+        if event.event_type_value == "ASSET_CHECK_EVALUATION" and event.event_specific_data.check_name == PARITY_CHECK
+    }
     for name in MODEL_ASSETS:
-        check = evaluations[parity_check_name(name)]
+        check = parity[f"onnx/{name}"]
         assert check.passed, (name, check.metadata)
         assert check.metadata["max_abs_score_diff"].value <= check.metadata["tolerance"].value
         [manifest] = versions(registry, name)
         folder = registry / name / manifest.version
+        assert folder == _folder(result, root, f"registry/{name}")
         assert Manifest.read(folder) == manifest
         assert (folder / "model.onnx").stat().st_size > 0
-        model = Recommender.load(root / "artifacts" / name)
+        model = Recommender.load(_folder(result, root, name))
         assert manifest.family == model.family and len(manifest.item_ids) == model.n_items + 1
         assert manifest.inputs["history"]["dtype"] == "int64" and manifest.k == min(100, model.n_items)
-        assert manifest.training_data_version.endswith(".dir")
+        assert manifest.training_data_version == _materialisations(result)["split"].metadata["dvc_md5"].value
         assert "ndcg@10" in manifest.metrics and manifest.parity["passed"] is True
         assert manifest.max_history_length == model.max_history_length
     champion = json.loads((registry / "champion.json").read_text())
-    leader = pd.read_csv(root / "artifacts" / "leaderboard" / "leaderboard.csv").loc[0, "model"]
+    leader = pd.read_csv(_folder(result, root, "leaderboard") / "leaderboard.csv").loc[0, "model"]
     assert champion["model"] == leader and (registry / leader / champion["version"] / "model.onnx").exists()
