@@ -12,7 +12,7 @@ export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 # DVC: a local-directory remote outside the git tree (any DVC remote URL works).
 export RECPIPE_DVC_REMOTE ?= $(HOME)/.cache/recpipe/dvc-remote
 
-.PHONY: install run test format ui replay serve bench clean
+.PHONY: install run test format ui replay serve bench clean release
 
 install: $(BIN)/.installed
 
@@ -58,6 +58,11 @@ serve: install
 
 bench: install
 	$(BIN)/python benchmarks/baselines.py
+
+# Publish the registry and raw data the last run materialised: push to RECPIPE_RELEASE_REMOTE (any DVC
+# remote URL) and commit release/registry.dvc, data.dvc and .dvc/config; see docs/serving.md.
+release: install $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/python -m orchestration.release
 
 clean:
 	rm -rf artifacts .dagster_home incoming data/stream
