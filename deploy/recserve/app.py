@@ -6,7 +6,10 @@ Settings come from the environment (``Settings.from_env``):
   with ``RECSERVE_DVC_REPO`` (and ``RECSERVE_DVC_REV``) it is first fetched with ``dvc get``;
 - ``RECSERVE_MODEL`` / ``RECSERVE_VERSION``: what to serve (default: the registry's
   ``champion.json``; a model without a version serves its newest version);
-- ``RECSERVE_PREFER_GPU`` (default 1), ``RECSERVE_MAX_BODY_BYTES``, ``RECSERVE_MAX_BATCH``.
+- ``RECSERVE_PREFER_GPU`` (default 1: CUDA where a CUDA device is present), ``RECSERVE_MAX_BODY_BYTES``,
+  ``RECSERVE_MAX_BATCH``;
+- ``RECSERVE_PROVIDERS``: ONNX Runtime providers to ask for, comma-separated in order (overrides
+  ``RECSERVE_PREFER_GPU``), e.g. ``CUDAExecutionProvider,CPUExecutionProvider``.
 """
 
 from __future__ import annotations

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import ctypes
 import json
 import logging
+import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,15 +16,50 @@ import onnxruntime as ort
 log = logging.getLogger("recserve")
 GPU_PROVIDER = "CUDAExecutionProvider"
 CPU_PROVIDER = "CPUExecutionProvider"
+PROVIDERS_ENV = "RECSERVE_PROVIDERS"
+CUDA_DRIVER_LIBRARY = "nvcuda.dll" if sys.platform == "win32" else "libcuda.so.1"
+
+
+def cuda_device_present() -> bool:
+    """True where the NVIDIA driver loads and reports at least one device (honouring
+    CUDA_VISIBLE_DEVICES), asked through ctypes so nothing is printed. onnxruntime-gpu lists CUDA as
+    available on every machine, and a session that asks for it without a device prints three lines of
+    library errors before falling back to CPU; CUDA runtime libraries alone (a toolkit without a GPU)
+    do not mean a device."""
+    try:
+        driver = ctypes.CDLL(CUDA_DRIVER_LIBRARY)
+    except OSError:
+        return False
+    devices = ctypes.c_int(0)
+    return driver.cuInit(0) == 0 and driver.cuDeviceGetCount(ctypes.byref(devices)) == 0 and devices.value > 0
+
+
+def forced_providers() -> list[str]:
+    """RECSERVE_PROVIDERS, comma-separated in order of preference (empty: choose automatically)."""
+    forced = [name.strip() for name in os.environ.get(PROVIDERS_ENV, "").split(",") if name.strip()]
+    unknown = [name for name in forced if name not in ort.get_available_providers()]
+    if unknown:
+        raise ValueError(
+            f"{PROVIDERS_ENV} names {unknown}, not among this onnxruntime's providers {ort.get_available_providers()}"
+        )
+    return forced
+
+
+def session_providers(prefer_gpu: bool) -> list[str]:
+    """The providers a session asks for: RECSERVE_PROVIDERS when set, else CUDA then CPU where CUDA is
+    preferred, listed and has a device, else CPU."""
+    forced = forced_providers()
+    if forced:
+        return forced
+    if prefer_gpu and GPU_PROVIDER in ort.get_available_providers() and cuda_device_present():
+        return [GPU_PROVIDER, CPU_PROVIDER]
+    return [CPU_PROVIDER]
 
 
 def open_session(path: Path, prefer_gpu: bool) -> ort.InferenceSession:
-    """CUDA only where the session really runs on it: onnxruntime-gpu lists CUDA among the
-    available providers even without a GPU and then silently falls back to CPU."""
-    wanted = (
-        [GPU_PROVIDER, CPU_PROVIDER] if prefer_gpu and GPU_PROVIDER in ort.get_available_providers() else [CPU_PROVIDER]
-    )
-    return ort.InferenceSession(str(path), providers=wanted)
+    """A session on the providers of ``session_providers``; ``session.get_providers()`` says which
+    one it really runs on (onnxruntime falls back to CPU when CUDA's libraries fail to load)."""
+    return ort.InferenceSession(str(path), providers=session_providers(prefer_gpu))
 
 
 @dataclass
@@ -54,7 +92,8 @@ class LoadedModel:
     def load(cls, folder: Path, prefer_gpu: bool = True) -> "LoadedModel":
         folder = Path(folder)
         manifest = json.loads((folder / "manifest.json").read_text())
-        session = open_session(folder / "model.onnx", prefer_gpu)
+        requested = session_providers(prefer_gpu)
+        session = ort.InferenceSession(str(folder / "model.onnx"), providers=requested)
         item_ids = np.asarray(manifest["item_ids"], dtype=object)
         index = {item: internal for internal, item in enumerate(manifest["item_ids"]) if internal > 0}
         model = cls(
@@ -66,10 +105,12 @@ class LoadedModel:
             item_index=index,
             max_history_length=manifest.get("max_history_length"),
         )
-        fallback = prefer_gpu and GPU_PROVIDER in ort.get_available_providers() and model.provider != GPU_PROVIDER
-        note = (
-            " (onnxruntime lists CUDA, but no usable CUDA device or library here: running on CPU)" if fallback else ""
-        )
+        if model.provider != requested[0]:
+            note = f" ({requested[0]} was requested but did not load: onnxruntime's error above says why)"
+        elif prefer_gpu and GPU_PROVIDER not in requested and GPU_PROVIDER in ort.get_available_providers():
+            note = " (onnxruntime lists CUDA, but no usable CUDA device here: running on CPU)"
+        else:
+            note = ""
         log.info("loaded %s/%s, running on %s%s", model.name, model.version, model.provider, note)
         return model
 
