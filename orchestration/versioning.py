@@ -34,9 +34,7 @@ class TrackedOutput:
 
 
 @contextmanager
-def _repo_lock(root: Path) -> Iterator[None]:
-    """Serialise DVC calls from parallel Dagster steps and runs (DVC's own lock fails fast)."""
-    lock_path = root / ".dvc" / "tmp" / "recpipe.lock"
+def _file_lock(lock_path: Path) -> Iterator[None]:
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     with open(lock_path, "w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
@@ -44,6 +42,11 @@ def _repo_lock(root: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _repo_lock(root: Path):
+    """Serialise DVC calls from parallel Dagster steps and runs (DVC's own lock fails fast)."""
+    return _file_lock(root / ".dvc" / "tmp" / "recpipe.lock")
 
 
 def ensure_repo(root: Path, remote_url: str | None, *, scm: bool = True) -> None:
@@ -54,11 +57,12 @@ def ensure_repo(root: Path, remote_url: str | None, *, scm: bool = True) -> None
     """
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    if not (root / ".dvc").exists():
-        Repo.init(str(root), no_scm=not (scm and (root / ".git").exists()))
-        if not scm:  # immutable version folders: link them to the cache instead of holding two copies
-            with Repo(str(root)) as repo, repo.config.edit("repo") as config:
-                config["cache"]["type"] = "reflink,hardlink,copy"
+    with _file_lock(root / ".recpipe-init.lock"):  # two runs starting at once on a fresh project
+        if not (root / ".dvc").exists():
+            Repo.init(str(root), no_scm=not (scm and (root / ".git").exists()))
+            if not scm:  # immutable version folders: link them to the cache instead of holding two copies
+                with Repo(str(root)) as repo, repo.config.edit("repo") as config:
+                    config["cache"]["type"] = "reflink,hardlink,copy"
     if remote_url is None:
         return
     with _repo_lock(root):

@@ -34,12 +34,16 @@ def earliest_ml100k(tmp_path_factory, data_dir: Path) -> Callable[..., Path]:
 @pytest.fixture(scope="session")
 def materialise_batch() -> Callable[..., dg.ExecuteInProcessResult]:
     """``materialise_batch(root, dataset, dvc_remote=None, **options)``: the batch assets and checks in
-    process, ``root`` made a fresh git repository holding the artifacts; ``options`` go to
-    ``dg.materialize`` (selection, run_config)."""
+    process, ``root`` made a git repository (the project's .gitignore committed) if it is not one, holding the
+    artifacts; ``options`` go to ``dg.materialize`` (selection, run_config, instance)."""
 
     def run(root: Path, dataset: DatasetResource, dvc_remote: str | None = None, **options):
-        subprocess.run(["git", "init", "-q", str(root)], check=True)
-        (root / ".gitignore").write_text((PROJECT_ROOT / ".gitignore").read_text())
+        if not (root / ".git").exists():
+            subprocess.run(["git", "init", "-q", str(root)], check=True)
+            (root / ".gitignore").write_text((PROJECT_ROOT / ".gitignore").read_text())
+            git = ["git", "-C", str(root), "-c", "user.name=recpipe tests", "-c", "user.email=tests@recpipe.invalid"]
+            subprocess.run([*git, "add", ".gitignore"], check=True)
+            subprocess.run([*git, "commit", "-q", "-m", "project skeleton"], check=True)
         store = ArtifactStore(project_root=str(root), dvc_remote=dvc_remote)
         resources = {
             "dataset": dataset,

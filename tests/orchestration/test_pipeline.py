@@ -1,6 +1,7 @@
 """The whole asset graph, in process, on a real slice of MovieLens-100K in a throwaway repo."""
 
 import json
+import subprocess
 from pathlib import Path
 
 import dagster as dg
@@ -10,7 +11,7 @@ import pytest
 
 from orchestration import definitions
 from orchestration.assets.export import PARITY_CHECK
-from orchestration.assets.models import MODEL_ASSETS, MODEL_SPECS
+from orchestration.assets.models import MODEL_ASSETS, MODEL_SPECS, TRAINING_POOL
 from orchestration.resources import DatasetResource
 from recmodels.leaderboard import load_per_user
 from recmodels.models import Recommender
@@ -88,12 +89,23 @@ def ml100k_slice(earliest_ml100k) -> Path:
 def materialised(tmp_path_factory, ml100k_slice: Path, materialise_batch):
     root = tmp_path_factory.mktemp("project")
     dataset = DatasetResource(data_dir=str(ml100k_slice.parent), dataset=ml100k_slice.name, rating_min=1, rating_max=5)
-    result = materialise_batch(root, dataset, dvc_remote=str(root.parent / "remote"), run_config=QUICK_TRAINING)
-    return result, root
+    instance = dg.DagsterInstance.ephemeral()
+    result = materialise_batch(
+        root, dataset, dvc_remote=str(root.parent / "remote"), run_config=QUICK_TRAINING, instance=instance
+    )
+    return result, root, instance
+
+
+@pytest.fixture(scope="module")
+def rerun(materialised, ml100k_slice, materialise_batch):
+    """``rerun(instance, **options)``: another run on the materialised project and its instance."""
+    _, root, _ = materialised
+    dataset = DatasetResource(data_dir=str(ml100k_slice.parent), dataset=ml100k_slice.name, rating_min=1, rating_max=5)
+    return lambda **options: materialise_batch(root, dataset, dvc_remote=str(root.parent / "remote"), **options)
 
 
 def test_every_asset_materialises_with_a_dvc_version(materialised):
-    result, root = materialised
+    result, root, _ = materialised
     assert result.success
     materialisations = _materialisations(result)
     assert set(materialisations) == ALL_ASSETS
@@ -119,7 +131,7 @@ def test_every_asset_materialises_with_a_dvc_version(materialised):
 
 
 def test_quarantine_reconciles_and_names_the_broken_rows(materialised):
-    result, root = materialised
+    result, root, _ = materialised
     metadata = _materialisations(result)["quarantined_rows"].metadata
     assert metadata["rows_in"].value == metadata["rows_kept"].value + metadata["rows_quarantined"].value
     assert metadata["rows_quarantined"].value == 3
@@ -129,7 +141,7 @@ def test_quarantine_reconciles_and_names_the_broken_rows(materialised):
 
 
 def test_checks_pass_and_leaderboard_ranks_every_model(materialised):
-    result, root = materialised
+    result, root, _ = materialised
     evaluations = {
         event.event_specific_data.check_name: event.event_specific_data.passed
         for event in result.all_events
@@ -147,7 +159,7 @@ def test_checks_pass_and_leaderboard_ranks_every_model(materialised):
 
 
 def test_leaderboard_carries_intervals_tests_and_per_user_metrics(materialised):
-    result, root = materialised
+    result, root, _ = materialised
     folder = _folder(result, root, "leaderboard")
     checks = {
         event.event_specific_data.check_name: event.event_specific_data
@@ -193,7 +205,7 @@ def test_blocking_quarantine_check_stops_downstream_assets(tmp_path, ml100k_slic
 
 
 def test_every_model_is_exported_parity_checked_and_registered(materialised):
-    result, root = materialised
+    result, root, _ = materialised
     registry = root / "artifacts" / "registry"
     parity = {
         event.event_specific_data.asset_key.to_user_string(): event.event_specific_data
@@ -218,3 +230,37 @@ def test_every_model_is_exported_parity_checked_and_registered(materialised):
     champion = json.loads((registry / "champion.json").read_text())
     leader = pd.read_csv(_folder(result, root, "leaderboard") / "leaderboard.csv").loc[0, "model"]
     assert champion["model"] == leader and (registry / leader / champion["version"] / "model.onnx").exists()
+
+
+def test_a_run_leaves_git_clean(materialised):
+    _, root, _ = materialised
+    status = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True, check=True)
+    assert status.stdout == ""
+
+
+def test_every_training_step_is_in_the_training_pool():
+    pools = {
+        key.to_user_string(): asset.op.pool
+        for asset in definitions.all_assets
+        if isinstance(asset, dg.AssetsDefinition)
+        for key in asset.keys
+    }
+    trained = {*MODEL_ASSETS, "challenger_model"}
+    assert {name for name, pool in pools.items() if pool == TRAINING_POOL} == trained
+
+
+def test_a_failed_parity_check_blocks_only_that_models_registration(materialised, rerun):
+    _, _, instance = materialised
+    exported = ["most_popular_model", "ease_model"]
+    selection = [f"onnx/{name}" for name in exported] + [f"registry/{name}" for name in exported]
+    impossible = {"onnx__ease_model": {"config": {"tolerance": -1.0}}}  # no difference is below zero
+    result = rerun(selection=selection, instance=instance, run_config={"ops": impossible}, raise_on_error=False)
+    checks = {
+        event.event_specific_data.asset_key.to_user_string(): event.event_specific_data.passed
+        for event in result.all_events
+        if event.event_type_value == "ASSET_CHECK_EVALUATION"
+    }
+    assert checks == {"onnx/most_popular_model": True, "onnx/ease_model": False}
+    materialised_now = set(_materialisations(result))
+    assert "registry/most_popular_model" in materialised_now
+    assert "onnx/ease_model" in materialised_now and "registry/ease_model" not in materialised_now
