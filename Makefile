@@ -26,6 +26,7 @@ $(DAGSTER_HOME)/dagster.yaml: orchestration/dagster.yaml
 	cp orchestration/dagster.yaml $@
 
 run: install $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/python -m orchestration.slots
 	$(BIN)/dagster job execute -m orchestration.definitions -j full_pipeline
 
 test: install
@@ -65,4 +66,4 @@ release: install $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/python -m orchestration.release
 
 clean:
-	rm -rf artifacts .dagster_home incoming data/stream
+	rm -rf artifacts .dagster_home incoming

@@ -120,3 +120,19 @@ def test_run_queue_starts_one_retrain_per_model_and_one_batch_pipeline(project_i
     )
     launched = {dagster_run.run_id for dagster_run in dequeued}
     assert launched == {first_sasrec, first_batch, untagged}, {waiting_ease, second_sasrec, second_batch} & launched
+
+
+def test_make_run_frees_the_slots_a_killed_run_left_claimed(project_instance):
+    from orchestration.slots import free_slots_of_finished_runs
+
+    storage = project_instance.event_log_storage
+    storage.set_concurrency_slots(TRAINING_POOL, 3)
+    killed, vanished, live = (make_new_run_id() for _ in range(3))
+    for run_id, status in ((killed, DagsterRunStatus.FAILURE), (live, DagsterRunStatus.STARTED)):
+        project_instance.add_run(
+            dg.DagsterRun(job_name="full_pipeline", run_id=run_id, status=status)  # as the instance records them
+        )
+    for run_id in (killed, vanished, live):
+        assert storage.claim_concurrency_slot(TRAINING_POOL, run_id, f"step-of-{run_id}").is_claimed
+    assert free_slots_of_finished_runs(project_instance) == sorted([killed, vanished])
+    assert set(storage.get_concurrency_run_ids()) == {live}  # a running run keeps its slot
