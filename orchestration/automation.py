@@ -1,93 +1,155 @@
-"""Schedules and sensors: new files become windows, drift becomes a retraining run, weekly retraining.
+"""Sensors and the schedule of the live loop. They only detect and request runs; the work is in assets.
 
-- ``incoming_files_sensor``: lands each new file (validation + quarantine), adds its windows as
-  partitions and asks for their ``ingest_window`` runs. A malformed file is set aside with its
-  reason; the sensor keeps going.
-- ``drift_sensor``: reads new ``drift_report`` materialisations after its cursor and asks for one
-  ``retrain`` run per drift event, at most one per ``cooldown_windows`` windows of data time;
-  trains the first champion once ``bootstrap_windows`` windows have landed.
-- ``weekly_retraining``: the same ``retrain`` job on a calendar, whatever the drift says.
+- ``incoming_files_sensor``: new or changed files in the incoming folder -> the windows they hold
+  (it reads them, writes nothing, moves nothing) -> new partitions and one ``ingest_window`` run
+  per affected window, naming every file that holds rows of it. A file that cannot be read is
+  remembered as rejected with its reason, shown in the skip reason, and left where it is.
+- ``drift_sensor``: the first champion once (run key ``bootstrap``), then one ``retrain`` run per
+  drifted window (run key ``drift:<window>``), at most one per ``cooldown_windows`` windows of
+  data time, and never for a window the champion has already trained on.
+- ``weekly_retraining``: the same ``retrain`` job every Monday (run key per scheduled date).
+
+Every retrain request is tagged ``recpipe/model`` (``orchestration/dagster.yaml`` runs one per
+model at a time) and ``recpipe/trigger``.
 """
 
+from __future__ import annotations
+
+import hashlib
 import json
-import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import dagster as dg
 import numpy as np
 
 from orchestration.assets.live import (
-    CHAMPION,
-    RECORD_FILE,
+    TRAINED_THROUGH,
     WINDOWS,
     StreamResource,
     challenger_model,
     drift_report,
     interaction_window,
+    landed_windows,
     live_champion,
+    validation_rules,
 )
-from orchestration.resources import ArtifactStore, DatasetResource
-from recmodels.data.schemas import ValidationRules
-from recmodels.data.stream import incoming_files, land_file, landed_windows
+from orchestration.resources import DatasetResource
+from recmodels.data.readers import DataFormatError
+from recmodels.data.stream import file_windows, incoming_files
 
-DONE_FOLDER = "done"
+MODEL_TAG = "recpipe/model"
+TRIGGER_TAG = "recpipe/trigger"
+WINDOW_TAG = "recpipe/window"
+BOOTSTRAP_RUN_KEY = "bootstrap"
+UNFINISHED = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+]
 
 ingest_window_job = dg.define_asset_job(
     "ingest_window",
     selection=dg.AssetSelection.assets(interaction_window, drift_report),
-    description="One time window: its rows, then its drift report against the champion's data.",
+    description="One time window: land its rows from the incoming files, then its drift report against the champion.",
 )
 retrain_job = dg.define_asset_job(
     "retrain",
     selection=dg.AssetSelection.assets(challenger_model, live_champion),
-    description="Train a challenger, gate it against the champion, promote, export and register it if better.",
+    description="Train a challenger on the landed windows; promote it (export, register) only if it beats the champion.",
 )
+
+
+# ---------------------------------------------------------------- incoming files
+
+
+@dataclass
+class SeenFile:
+    """What the sensor learnt from one incoming file at one (mtime, size)."""
+
+    mtime_ns: int
+    size: int
+    windows: list[str] = field(default_factory=list)
+    rejected: str | None = None
+
+
+def _seen(cursor: str | None) -> dict[str, SeenFile]:
+    return {name: SeenFile(**entry) for name, entry in json.loads(cursor or "{}").items()}
+
+
+def _dump(seen: dict[str, SeenFile]) -> str:
+    return json.dumps({name: asdict(entry) for name, entry in sorted(seen.items())}, sort_keys=True)
+
+
+def run_key(window: str, files: list[str], seen: dict[str, SeenFile]) -> str:
+    """The window and a digest of its files' names, mtimes and sizes: one run per distinct set of files."""
+    state = [[name, seen[name].mtime_ns, seen[name].size] for name in files]
+    return f"{window}:{hashlib.sha256(json.dumps(state).encode()).hexdigest()[:16]}"
+
+
+def has_champion(instance: dg.DagsterInstance) -> bool:
+    return bool(instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=live_champion.key), limit=1).records)
 
 
 @dg.sensor(job=ingest_window_job, minimum_interval_seconds=15, default_status=dg.DefaultSensorStatus.RUNNING)
 def incoming_files_sensor(
     context: dg.SensorEvaluationContext, stream: StreamResource, dataset: DatasetResource
 ) -> dg.SensorResult:
-    """Each new file in the incoming folder: validate, land by window, add partitions, run them."""
-    files = incoming_files(stream.incoming_path)
-    if not files:
-        return dg.SensorResult(skip_reason=f"no new files in {stream.incoming_path}")
-    rules = ValidationRules(rating_min=dataset.rating_min, rating_max=dataset.rating_max)
-    known = set(context.instance.get_dynamic_partitions(WINDOWS.name))
-    new_windows: list[str] = []
-    run_requests = []
-    done = stream.incoming_path / DONE_FOLDER
-    done.mkdir(parents=True, exist_ok=True)
-    for path in files:
-        stamp = path.stat().st_mtime_ns
-        report = land_file(path, stream.landing_path, stream.window_days, rules)
-        shutil.move(path, done / path.name)  # moved only once landed: a crash re-lands, never loses
-        if report.rejected:
-            context.log.warning(
-                f"{path.name} rejected, set aside in {stream.landing_path / 'rejected'}: {report.rejected}"
-            )
+    """New or changed incoming files: learn their windows, add new windows as partitions, and request one
+    landing run per affected window (with its drift report once a champion exists)."""
+    seen = _seen(context.cursor)
+    present = {path.name: path for path in incoming_files(stream.incoming_path)}
+    affected: set[str] = set()
+    for name in sorted(set(seen) - set(present)):  # gone (the loop never removes files; a person may)
+        affected.update(seen.pop(name).windows)
+    rules = validation_rules(dataset)
+    for name, path in present.items():
+        status = path.stat()
+        before = seen.get(name)
+        if before is not None and (before.mtime_ns, before.size) == (status.st_mtime_ns, status.st_size):
             continue
-        context.log.info(
-            f"{path.name}: {report.rows_in} rows in, {report.rows_kept} kept, {report.rows_quarantined} quarantined "
-            f"{report.by_reason or ''} -> windows {sorted(report.windows)}"
-        )
-        for window in sorted(report.windows):
-            if window not in known and window not in new_windows:
-                new_windows.append(window)
-            run_requests.append(
-                dg.RunRequest(
-                    run_key=f"{path.name}:{stamp}:{window}",
-                    partition_key=window,
-                    tags={"recpipe/source_file": path.name},
-                )
+        if before is not None:
+            affected.update(before.windows)
+        try:
+            windows = list(file_windows(path, stream.window_days, rules))
+        except DataFormatError as error:
+            seen[name] = SeenFile(status.st_mtime_ns, status.st_size, rejected=str(error))
+            context.log.warning(f"{name} rejected (left in place): {error}")
+            continue
+        seen[name] = SeenFile(status.st_mtime_ns, status.st_size, windows)
+        context.log.info(f"{name}: rows in windows {', '.join(windows)}")
+        affected.update(windows)
+    selection = [interaction_window.key, *([drift_report.key] if has_champion(context.instance) else [])]
+    run_requests = []
+    for window in sorted(affected):
+        files = sorted(name for name, entry in seen.items() if window in entry.windows)
+        if not files:
+            context.log.warning(f"window {window}: no incoming file holds its rows any more; its last landing stays")
+            continue
+        run_requests.append(
+            dg.RunRequest(
+                run_key=run_key(window, files, seen),
+                partition_key=window,
+                asset_selection=selection,
+                run_config={"ops": {interaction_window.key.to_python_identifier(): {"config": {"files": files}}}},
+                tags={WINDOW_TAG: window},
             )
+        )
+    known = set(context.instance.get_dynamic_partitions(WINDOWS.name))
+    new_windows = sorted({request.partition_key for request in run_requests} - known)
+    rejected = "; ".join(f"{name}: {entry.rejected}" for name, entry in sorted(seen.items()) if entry.rejected)
+    skip = f"no new or changed files in {stream.incoming_path}" + (
+        f"; rejected (left in place): {rejected}" if rejected else ""
+    )
     return dg.SensorResult(
         run_requests=run_requests,
         dynamic_partitions_requests=[WINDOWS.build_add_request(new_windows)] if new_windows else [],
-        skip_reason=None
-        if run_requests
-        else "every new file was rejected (see the sensor log and the rejected folder)",
+        cursor=_dump(seen),
+        skip_reason=None if run_requests else skip,
     )
+
+
+# ---------------------------------------------------------------- retraining
 
 
 @dataclass
@@ -109,21 +171,57 @@ def windows_apart(earlier: str, later: str, window_days: int) -> int:
     return int((np.datetime64(later, "D") - np.datetime64(earlier, "D")).astype(int) // window_days)
 
 
-@dg.sensor(job=retrain_job, minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING)
-def drift_sensor(context: dg.SensorEvaluationContext, stream: StreamResource, store: ArtifactStore) -> dg.SensorResult:
-    """One retraining run per drift event (or the first champion), honouring the cooldown."""
-    cursor = DriftCursor.parse(context.cursor)
-    has_champion = (store.root / "artifacts" / CHAMPION / RECORD_FILE).exists()
-    if not has_champion:
-        windows = landed_windows(stream.landing_path)
-        if len(windows) < stream.bootstrap_windows:
-            return dg.SensorResult(
-                skip_reason=f"no champion yet; {len(windows)} of {stream.bootstrap_windows} windows landed"
-            )
+def retrain_request(stream: StreamResource, run_key: str, trigger: str, window: str = "") -> dg.RunRequest:
+    """A ``retrain`` run of the loop's model, validated on ``window`` (empty: the latest landed)."""
+    config = {"model": stream.model, **({"window": window} if window else {})}
+    tags = {MODEL_TAG: stream.model, TRIGGER_TAG: trigger, **({WINDOW_TAG: window} if window else {})}
+    return dg.RunRequest(
+        run_key=run_key,
+        run_config={"ops": {challenger_model.key.to_python_identifier(): {"config": config}}},
+        tags=tags,
+    )
+
+
+def champion_metadata(instance: dg.DagsterInstance) -> dict | None:
+    """The latest ``live_champion`` materialisation's metadata values, None before the first champion."""
+    records = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=live_champion.key), limit=1).records
+    if not records:
+        return None
+    return {key: value.value for key, value in records[0].asset_materialization.metadata.items()}
+
+
+def _bootstrap(context: dg.SensorEvaluationContext, stream: StreamResource, cursor: DriftCursor) -> dg.SensorResult:
+    """No champion yet: ask for the first one exactly once, when enough windows have landed."""
+    unfinished = context.instance.get_runs(dg.RunsFilter(job_name=retrain_job.name, statuses=UNFINISHED), limit=1)
+    if unfinished:
+        run = unfinished[0]
         return dg.SensorResult(
-            run_requests=[dg.RunRequest(run_key=f"bootstrap:{windows[-1]}", tags={"recpipe/trigger": "bootstrap"})],
-            cursor=cursor.dump(),
+            skip_reason=f"no champion yet; retrain run {run.run_id[:8]} is {run.status.value.lower()}: waiting for it"
         )
+    earlier = context.instance.get_runs(dg.RunsFilter(tags={TRIGGER_TAG: BOOTSTRAP_RUN_KEY}), limit=1)
+    if earlier:
+        run = earlier[0]
+        return dg.SensorResult(
+            skip_reason=f"no champion: the bootstrap run {run.run_id[:8]} ended {run.status.value} without one; "
+            "launch the retrain job from the launchpad once the cause is fixed"
+        )
+    landed = len(landed_windows(context.instance))
+    if landed < stream.bootstrap_windows:
+        return dg.SensorResult(skip_reason=f"no champion yet; {landed} of {stream.bootstrap_windows} windows landed")
+    return dg.SensorResult(
+        run_requests=[retrain_request(stream, BOOTSTRAP_RUN_KEY, trigger=BOOTSTRAP_RUN_KEY)], cursor=cursor.dump()
+    )
+
+
+@dg.sensor(job=retrain_job, minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING)
+def drift_sensor(context: dg.SensorEvaluationContext, stream: StreamResource) -> dg.SensorResult:
+    """The first champion once; then one retrain per drifted window after the champion's data, honouring the
+    cooldown."""
+    cursor = DriftCursor.parse(context.cursor)
+    champion = champion_metadata(context.instance)
+    if champion is None:
+        return _bootstrap(context, stream, cursor)
+    trained_through = champion[TRAINED_THROUGH]
     records = context.instance.fetch_materializations(
         dg.AssetRecordsFilter(asset_key=drift_report.key, after_storage_id=cursor.after_storage_id),
         limit=100,
@@ -137,8 +235,10 @@ def drift_sensor(context: dg.SensorEvaluationContext, stream: StreamResource, st
         window = materialization.partition
         cursor.after_storage_id = record.storage_id
         if not materialization.metadata["drift_detected"].value:
-            status = materialization.metadata.get("status")
-            reasons.append(f"{window}: {status.value if status else 'no drift'}")
+            reasons.append(f"{window}: no drift")
+            continue
+        if window <= trained_through:
+            reasons.append(f"{window}: drift, but the champion already trained through {trained_through}")
             continue
         if cursor.last_trigger_window is not None:
             apart = windows_apart(cursor.last_trigger_window, window, stream.window_days)
@@ -149,29 +249,25 @@ def drift_sensor(context: dg.SensorEvaluationContext, stream: StreamResource, st
                 )
                 continue
         cursor.last_trigger_window = window
-        run_requests.append(
-            dg.RunRequest(
-                run_key=f"drift:{window}:{record.storage_id}",
-                run_config={"ops": {challenger_model.key.to_python_identifier(): {"config": {"window": window}}}},
-                tags={"recpipe/trigger": "drift", "recpipe/window": window},
-            )
-        )
+        run_requests.append(retrain_request(stream, f"drift:{window}", trigger="drift", window=window))
     for reason in reasons:
         context.log.info(reason)
     return dg.SensorResult(
-        run_requests=run_requests,
-        cursor=cursor.dump(),
-        skip_reason=None if run_requests else "; ".join(reasons),
+        run_requests=run_requests, cursor=cursor.dump(), skip_reason=None if run_requests else "; ".join(reasons)
     )
 
 
 @dg.schedule(job=retrain_job, cron_schedule="0 3 * * 1", default_status=dg.DefaultScheduleStatus.RUNNING)
 def weekly_retraining(context: dg.ScheduleEvaluationContext, stream: StreamResource):
     """Every Monday 03:00: retrain on the latest window, so a slow drift under the threshold is still followed."""
-    windows = landed_windows(stream.landing_path)
-    if len(windows) < 2:
-        return dg.SkipReason(f"{len(windows)} windows landed: need one to train on and one to validate")
-    return dg.RunRequest(run_key=None, tags={"recpipe/trigger": "schedule", "recpipe/window": windows[-1]})
+    landed = landed_windows(context.instance)
+    if len(landed) < 2:
+        return dg.SkipReason(f"{len(landed)} windows landed: need one to train on and one to validate")
+    champion = champion_metadata(context.instance)
+    if champion is not None and champion["validation_window"] >= max(landed):
+        return dg.SkipReason(f"no window landed since the champion's validation window {champion['validation_window']}")
+    date = context.scheduled_execution_time.date().isoformat()
+    return retrain_request(stream, f"schedule:{date}", trigger="schedule")
 
 
 sensors = [incoming_files_sensor, drift_sensor]

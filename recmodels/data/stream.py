@@ -1,21 +1,25 @@
-"""Interactions arriving over time: files land, pass the same validation, and fall into time windows.
+"""Interactions arriving over time: incoming files, time windows, and one window's landed rows.
 
 A window is ``window_days`` long and named by its first day (``YYYY-MM-DD``); windows are
-aligned to Monday 1970-01-05, so 7-day windows are ISO weeks. A landed file leaves:
+aligned to Monday 1970-01-05, so 7-day windows are ISO weeks. Incoming files are read in place
+and never moved or changed: a window is *landed* from every file holding rows of it
+(``land_window``), which keeps that window's valid rows and quarantines its bad rows with their
+reasons, so that per file, rows in = rows kept + rows quarantined.
 
-- ``<landing>/windows/<window>/<file stem>.parquet``: its valid rows, per window;
-- ``<landing>/quarantine/<file stem>.parquet``: its rejected rows with their reasons;
-- ``<landing>/rejected/<file name>`` + ``.reason.txt``: a file that could not be read at all.
-
-Rows in = rows kept + rows quarantined, per file; a rejected file keeps every byte.
+A row belongs to the window of its timestamp when that timestamp is usable (parsed, and within
+the validation bounds: not negative, not in the future). A row whose timestamp is missing, did
+not parse or is out of bounds belongs to no window; it is attributed to the file's earliest
+window, so it is quarantined (and reported) exactly once.
 """
 
 from __future__ import annotations
 
-import shutil
-from dataclasses import dataclass, field
+import hashlib
+import json
+import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
 import pandas as pd
@@ -26,6 +30,10 @@ from recmodels.data.schemas import ValidationRules, validate_interactions
 SECONDS_PER_DAY = 86_400
 WINDOW_ORIGIN = np.datetime64("1970-01-05")  # a Monday
 INCOMING_SUFFIXES = (".csv", ".parquet")
+FILE_COLUMN = "file"  # in landed and quarantined rows: the incoming file the row came from
+ROWS_FILE = "rows.parquet"
+QUARANTINE_FILE = "quarantined.parquet"
+SUMMARY_FILE = "summary.json"
 
 
 def window_keys(timestamps: np.ndarray | pd.Series, window_days: int) -> np.ndarray:
@@ -43,78 +51,147 @@ def window_bounds(key: str, window_days: int) -> tuple[int, int]:
     return start, start + window_days * SECONDS_PER_DAY
 
 
-@dataclass
-class LandingReport:
-    """What one incoming file became."""
-
-    file: str
-    rows_in: int = 0
-    rows_kept: int = 0
-    rows_quarantined: int = 0
-    windows: dict[str, int] = field(default_factory=dict)
-    by_reason: dict[str, int] = field(default_factory=dict)
-    rejected: str | None = None  # why the whole file was refused, if it was
-
-    def as_dict(self) -> dict[str, object]:
-        return dict(self.__dict__)
+def row_windows(timestamps: pd.Series, window_days: int, rules: ValidationRules = ValidationRules()) -> pd.Series:
+    """The window of each row, None where the timestamp is unusable (missing, malformed, out of bounds)."""
+    latest = rules.max_timestamp if rules.max_timestamp is not None else int(time.time())
+    values = pd.to_numeric(timestamps, errors="coerce")
+    usable = values.notna() & (values >= 0) & (values <= latest)
+    keys = pd.Series(None, index=timestamps.index, dtype=object)
+    if usable.any():
+        keys[usable] = window_keys(values[usable].to_numpy(dtype=np.int64), window_days)
+    return keys
 
 
-def land_file(path: Path, landing: Path, window_days: int, rules: ValidationRules = ValidationRules()) -> LandingReport:
-    """Validate one incoming CSV/Parquet file and file its rows under their windows.
+def read_incoming(path: Path, window_days: int, rules: ValidationRules = ValidationRules()) -> pd.DataFrame:
+    """An incoming file's rows with their ``window`` (every row: unusable timestamps take the earliest window).
 
-    A file that cannot be read as interactions (missing columns, unparseable values) is moved
-    to ``rejected/`` with its reason instead of raising, so one bad drop never stops the stream.
+    Reads with the pipeline's reader, so a file that is not interactions at all (a column missing,
+    a column in which nothing parses) raises ``DataFormatError``, as does one in which no row
+    has a usable timestamp (there is no window to report it in).
     """
-    path = Path(path)
-    report = LandingReport(file=path.name)
-    try:
-        raw = read_table(path)
-        result = validate_interactions(raw.interactions, rules)
-    except DataFormatError as error:
-        report.rejected = str(error)
-        rejected = landing / "rejected"
-        rejected.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(path, rejected / path.name)
-        (rejected / f"{path.name}.reason.txt").write_text(report.rejected + "\n")
-        return report
-    summary = result.summary
-    report.rows_in, report.rows_kept = int(summary["rows_in"]), int(summary["rows_kept"])
-    report.rows_quarantined, report.by_reason = int(summary["rows_quarantined"]), dict(summary["by_reason"])
-    if len(result.quarantined):
-        (landing / "quarantine").mkdir(parents=True, exist_ok=True)
-        result.quarantined.assign(file=path.name).to_parquet(
-            landing / "quarantine" / f"{path.stem}.parquet", index=False
+    rows = read_table(Path(path)).interactions
+    windows = row_windows(rows["timestamp"], window_days, rules)
+    if windows.isna().all():
+        raise DataFormatError(f"{path}: no row has a usable timestamp, so the file belongs to no window")
+    return rows.assign(window=windows.fillna(windows.dropna().min()).astype(str))
+
+
+def file_windows(path: Path, window_days: int, rules: ValidationRules = ValidationRules()) -> dict[str, int]:
+    """Rows per window of an incoming file, oldest first: which windows it must be landed in."""
+    counts = read_incoming(path, window_days, rules)["window"].value_counts()
+    return {str(key): int(counts[key]) for key in sorted(counts.index)}
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class WindowRows:
+    """One landed window: its valid rows, its quarantined rows (with ``reasons``), and per-file counts.
+
+    ``summary["files"][name]`` holds the file's sha256 and size as read, the windows it touches, and
+    its rows attributed to this window: ``rows_in`` = ``rows_kept`` + ``rows_quarantined``;
+    ``summary["by_reason"]`` counts quarantined rows per failed check. Both tables carry the
+    ``file`` and ``source_row`` each row came from.
+    """
+
+    rows: pd.DataFrame
+    quarantined: pd.DataFrame
+    summary: dict[str, Any]
+
+    def save(self, folder: Path) -> None:
+        self.rows.to_parquet(Path(folder) / ROWS_FILE, index=False)
+        self.quarantined.to_parquet(Path(folder) / QUARANTINE_FILE, index=False)
+        (Path(folder) / SUMMARY_FILE).write_text(json.dumps(self.summary, indent=2, sort_keys=True))
+
+    @classmethod
+    def load(cls, folder: Path) -> "WindowRows":
+        folder = Path(folder)
+        return cls(
+            pd.read_parquet(folder / ROWS_FILE),
+            pd.read_parquet(folder / QUARANTINE_FILE),
+            json.loads((folder / SUMMARY_FILE).read_text()),
         )
-    valid = result.valid.assign(window=window_keys(result.valid["timestamp"], window_days))
-    for key, rows in valid.groupby("window", sort=True):
-        folder = landing / "windows" / str(key)
-        folder.mkdir(parents=True, exist_ok=True)
-        rows.drop(columns="window").to_parquet(folder / f"{path.stem}.parquet", index=False)
-        report.windows[str(key)] = len(rows)
-    return report
+
+    @property
+    def window(self) -> str:
+        return self.summary["window"]
+
+    @property
+    def rows_in(self) -> int:
+        return sum(entry["rows_in"] for entry in self.summary["files"].values())
+
+    @property
+    def quarantined_share(self) -> float:
+        return len(self.quarantined) / max(self.rows_in, 1)
+
+    def reconciliation(self) -> dict[str, dict[str, int]]:
+        """Per file: rows in, rows kept and quarantined as summarised and as found in the two tables."""
+        kept = self.rows[FILE_COLUMN].value_counts()
+        quarantined = self.quarantined[FILE_COLUMN].value_counts()
+        return {
+            name: {
+                "rows_in": entry["rows_in"],
+                "rows_kept": entry["rows_kept"],
+                "rows_quarantined": entry["rows_quarantined"],
+                "kept_on_disk": int(kept.get(name, 0)),
+                "quarantined_on_disk": int(quarantined.get(name, 0)),
+            }
+            for name, entry in self.summary["files"].items()
+        }
+
+    @property
+    def reconciles(self) -> bool:
+        """Per file, rows in = kept + quarantined, and the tables hold exactly those rows (no other file's)."""
+        per_file = self.reconciliation().values()
+        balanced = all(
+            entry["rows_in"] == entry["rows_kept"] + entry["rows_quarantined"]
+            and entry["rows_kept"] == entry["kept_on_disk"]
+            and entry["rows_quarantined"] == entry["quarantined_on_disk"]
+            for entry in per_file
+        )
+        accounted = sum(entry["kept_on_disk"] + entry["quarantined_on_disk"] for entry in per_file)
+        return balanced and accounted == len(self.rows) + len(self.quarantined)
 
 
-def landed_windows(landing: Path) -> list[str]:
-    """Windows holding landed rows, oldest first."""
-    folder = Path(landing) / "windows"
-    return sorted(child.name for child in folder.iterdir() if child.is_dir()) if folder.exists() else []
-
-
-def read_windows(landing: Path, keys: list[str]) -> pd.DataFrame:
-    """Every landed row of the given windows, in time order, with a ``window`` column."""
-    parts = [
-        pd.read_parquet(file).assign(window=key)
-        for key in keys
-        for file in sorted((Path(landing) / "windows" / key).glob("*.parquet"))
-    ]
-    if not parts:
-        raise FileNotFoundError(f"no landed rows for windows {keys} under {landing}")
+def land_window(
+    paths: list[Path], window: str, window_days: int, rules: ValidationRules = ValidationRules()
+) -> WindowRows:
+    """Window ``window`` from the incoming files holding its rows: validated together, so a row repeated
+    in two files is a duplicate; later files (by name) and later rows lose to earlier ones."""
+    parts, files = [], {}
+    for path in sorted(map(Path, paths), key=lambda path: path.name):
+        before = file_sha256(path)
+        rows = read_incoming(path, window_days, rules)
+        if file_sha256(path) != before:
+            raise RuntimeError(f"{path} changed while it was read: land the window again once it is complete")
+        mine = rows[rows["window"] == window].drop(columns="window").assign(**{FILE_COLUMN: path.name})
+        parts.append(mine)
+        files[path.name] = {"sha256": before, "bytes": path.stat().st_size, "windows": sorted(rows["window"].unique())}
     frame = pd.concat(parts, ignore_index=True)
-    return frame.sort_values(["timestamp", "user_id", "item_id"], kind="stable").reset_index(drop=True)
+    if frame.empty:
+        raise ValueError(f"none of {[path.name for path in paths]} holds rows of window {window}")
+    result = validate_interactions(frame, rules)
+    rows = result.valid.sort_values(["timestamp", "user_id", "item_id"], kind="stable").reset_index(drop=True)
+    quarantined = result.quarantined.reset_index(drop=True)
+    for name, entry in files.items():
+        entry |= {
+            "rows_in": int((frame[FILE_COLUMN] == name).sum()),
+            "rows_kept": int((rows[FILE_COLUMN] == name).sum()),
+            "rows_quarantined": int((quarantined[FILE_COLUMN] == name).sum()),
+        }
+    by_reason = {str(key): int(count) for key, count in sorted(result.by_reason.items())}
+    summary = {"window": window, "window_days": window_days, "files": files, "by_reason": by_reason}
+    return WindowRows(rows, quarantined, summary)
 
 
 def incoming_files(incoming: Path) -> list[Path]:
-    """Files waiting in the incoming folder, by name (replays name them in time order); hidden files are
+    """Files in the incoming folder, by name (replays name them in time order); hidden files are
     writes in progress."""
     folder = Path(incoming)
     if not folder.exists():

@@ -1,4 +1,4 @@
-"""The interaction stream: week windows, landing files (kept / quarantined / rejected), replays."""
+"""The interaction stream: week windows, a window landed from incoming files (kept / quarantined), replays."""
 
 from __future__ import annotations
 
@@ -8,11 +8,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from recmodels.data.readers import DataFormatError
+from recmodels.data.schemas import ValidationRules
 from recmodels.data.stream import (
+    WindowRows,
+    file_sha256,
+    file_windows,
     incoming_files,
-    land_file,
-    landed_windows,
-    read_windows,
+    land_window,
     replay_batches,
     window_bounds,
     window_keys,
@@ -41,10 +44,6 @@ def week(ml100k_raw) -> pd.DataFrame:
 def write_csv(rows: pd.DataFrame, path: Path) -> Path:
     rows[COLUMNS].to_csv(path, index=False)
     return path
-
-
-def files_under(folder: Path) -> list[str]:
-    return sorted(str(path.relative_to(folder)) for path in folder.rglob("*") if path.is_file())
 
 
 # ---------------------------------------------------------------- windows
@@ -109,113 +108,115 @@ def test_window_bounds_contain_their_timestamps(ml100k_raw, days):
 
 
 def test_land_clean_week(week, tmp_path):
-    landing = tmp_path / "landing"
     source = write_csv(week, tmp_path / "interactions-week.csv")
-    report = land_file(source, landing, window_days=7)
-
-    assert report.rejected is None
-    assert report.file == "interactions-week.csv"
-    assert report.rows_in == report.rows_kept + report.rows_quarantined == len(week)
-    assert report.rows_quarantined == 0 and report.by_reason == {}
-    # Thursday..Wednesday crosses one Monday: two windows
+    before = source.read_bytes()
     expected = pd.Series(window_keys(week["timestamp"], 7)).value_counts().sort_index().to_dict()
-    assert report.windows == expected
-    assert list(report.windows) == ["1997-11-10", "1997-11-17"]
-    assert sum(report.windows.values()) == len(week)
-    assert files_under(landing) == [
-        "windows/1997-11-10/interactions-week.parquet",
-        "windows/1997-11-17/interactions-week.parquet",
-    ]
-    assert landed_windows(landing) == ["1997-11-10", "1997-11-17"]
+    # Thursday..Wednesday crosses one Monday: two windows
+    assert file_windows(source, 7) == expected
+    assert list(expected) == ["1997-11-10", "1997-11-17"]
 
-    rows = read_windows(landing, landed_windows(landing))
-    assert len(rows) == len(week)
-    assert rows["timestamp"].is_monotonic_increasing
-    np.testing.assert_array_equal(rows["window"].to_numpy(), window_keys(rows["timestamp"], 7))
+    landed = {key: land_window([source], key, 7) for key in expected}
+    for key, window in landed.items():
+        entry = window.summary["files"]["interactions-week.csv"]
+        assert (entry["rows_in"], entry["rows_kept"], entry["rows_quarantined"]) == (expected[key], expected[key], 0)
+        assert entry["windows"] == ["1997-11-10", "1997-11-17"] and entry["sha256"] == file_sha256(source)
+        assert window.reconciles and window.quarantined.empty and window.summary["by_reason"] == {}
+        assert window.rows["timestamp"].is_monotonic_increasing
+        assert set(window_keys(window.rows["timestamp"], 7)) == {key}
+        assert window.rows["timestamp"].max() < window_bounds(key, 7)[1]
+    rows = pd.concat([window.rows for window in landed.values()], ignore_index=True)
     key = ["timestamp", "user_id", "item_id"]
-    expected_rows = week.sort_values(key).reset_index(drop=True)
     pd.testing.assert_frame_equal(
-        rows[COLUMNS].sort_values(key).reset_index(drop=True), expected_rows[COLUMNS], check_dtype=False
+        rows[COLUMNS].sort_values(key).reset_index(drop=True),
+        week.sort_values(key).reset_index(drop=True)[COLUMNS],
+        check_dtype=False,
     )
-    # one window alone reads back exactly its own rows
-    first = read_windows(landing, ["1997-11-10"])
-    assert len(first) == report.windows["1997-11-10"]
-    assert set(first["window"]) == {"1997-11-10"}
-    assert first["timestamp"].max() < window_bounds("1997-11-10", 7)[1]
+    assert source.read_bytes() == before, "landing reads files in place and never changes them"
 
 
-def test_landed_windows_and_read_windows_on_empty_landing(tmp_path):
-    assert landed_windows(tmp_path / "nothing-here") == []
-    with pytest.raises(FileNotFoundError):
-        read_windows(tmp_path, ["1997-11-10"])
+def test_window_rows_round_trip_through_a_folder(week, tmp_path):
+    window = land_window([write_csv(week, tmp_path / "a.csv")], "1997-11-10", 7)
+    folder = tmp_path / "stored"
+    folder.mkdir()
+    window.save(folder)
+    loaded = WindowRows.load(folder)
+    pd.testing.assert_frame_equal(loaded.rows, window.rows)
+    assert loaded.summary == window.summary and loaded.window == "1997-11-10"
 
 
-def test_two_files_in_one_window_are_both_read(week, tmp_path):
-    """Each file lands as its own parquet in the window; reading the window merges them in time order."""
-    landing = tmp_path / "landing"
+def test_two_files_in_one_window_are_both_read_and_a_repeated_row_is_a_duplicate(week, tmp_path):
     half = len(week) // 2
-    land_file(write_csv(week.iloc[half:], tmp_path / "b.csv"), landing, window_days=7)
-    land_file(write_csv(week.iloc[:half], tmp_path / "a.csv"), landing, window_days=7)
-    assert sorted(path.name for path in (landing / "windows" / "1997-11-10").iterdir()) == ["a.parquet", "b.parquet"]
-    rows = read_windows(landing, landed_windows(landing))
-    assert len(rows) == len(week)
-    assert rows["timestamp"].is_monotonic_increasing
+    write_csv(week.iloc[half:], tmp_path / "b.csv")
+    write_csv(week.iloc[: half + 3], tmp_path / "a.csv")  # repeats b.csv's first three rows
+    window = land_window([tmp_path / "b.csv", tmp_path / "a.csv"], "1997-11-10", 7)
+    files = window.summary["files"]
+    assert list(files) == ["a.csv", "b.csv"]
+    in_window = window_keys(week["timestamp"], 7) == "1997-11-10"
+    assert files["a.csv"]["rows_kept"] + files["b.csv"]["rows_kept"] == int(in_window.sum())
+    # the earlier file by name keeps a repeated row; the later one's copy is quarantined as a duplicate
+    repeated = week.iloc[half : half + 3]
+    repeated_here = int((window_keys(repeated["timestamp"], 7) == "1997-11-10").sum())
+    assert files["b.csv"]["rows_quarantined"] == repeated_here
+    assert window.quarantined["reasons"].str.contains("duplicate").all()
+    assert window.reconciles and window.rows["timestamp"].is_monotonic_increasing
 
 
 # ---------------------------------------------------------------- bad rows are quarantined
 
 
 def test_bad_rows_are_quarantined_with_reasons(week, tmp_path):
-    landing = tmp_path / "landing"
-    first = week.iloc[0]
+    first = week[window_keys(week["timestamp"], 7) == "1997-11-10"].iloc[0]
     source = write_csv(week, tmp_path / "drop.csv")
     with source.open("a") as file:
         file.write(f",{first.item_id},3.0,{first.timestamp}\n")  # empty user_id
-        file.write(f"{first.user_id},{first.item_id},3.0,-5\n")  # negative timestamp
-        file.write(f"{first.user_id},{first.item_id},{first.rating},{first.timestamp}\n")  # repeats row 1
-    report = land_file(source, landing, window_days=7)
-
+        file.write(f"{first.user_id},{first.item_id},3.0,-5\n")  # negative timestamp: belongs to no window
+        file.write(f"{first.user_id},{first.item_id},{first.rating},{first.timestamp}\n")  # repeats that row
+    windows = file_windows(source, 7)
     n = len(week)
-    assert report.rejected is None
-    assert (report.rows_in, report.rows_kept, report.rows_quarantined) == (n + 3, n, 3)
-    assert report.rows_in == report.rows_kept + report.rows_quarantined
-    assert sum(report.windows.values()) == report.rows_kept
-    assert sum(report.by_reason.values()) == 3
-    assert {key.split(":")[0] for key in report.by_reason} == {"user_id", "timestamp", "user_id, item_id, timestamp"}
+    assert sum(windows.values()) == n + 3 and list(windows) == ["1997-11-10", "1997-11-17"]
 
-    quarantine = pd.read_parquet(landing / "quarantine" / "drop.parquet")
-    assert len(quarantine) == 3
+    earliest, later = (land_window([source], key, 7) for key in windows)
+    quarantine = earliest.quarantined
+    assert len(quarantine) == 3 and later.quarantined.empty, "the row without a window is reported once"
     assert set(quarantine["file"]) == {"drop.csv"}
-    assert quarantine["reasons"].str.len().gt(0).all()
+    entry = earliest.summary["files"]["drop.csv"]
+    assert entry["rows_in"] == entry["rows_kept"] + entry["rows_quarantined"] and entry["rows_quarantined"] == 3
+    assert sum(earliest.summary["by_reason"].values()) == 3
+    assert {key.split(":")[0] for key in earliest.summary["by_reason"]} == {
+        "user_id",
+        "timestamp",
+        "user_id, item_id, timestamp",
+    }
     # header is line 1, so the appended rows are lines n+2, n+3, n+4
     by_line = quarantine.set_index("source_row")["reasons"]
     assert sorted(by_line.index) == [n + 2, n + 3, n + 4]
     assert by_line[n + 2].startswith("user_id")
     assert "timestamp" in by_line[n + 3] and "-5" in by_line[n + 3]
     assert "duplicate" in by_line[n + 4]
-    # only good rows reached the windows
-    rows = read_windows(landing, landed_windows(landing))
-    assert len(rows) == n
-    assert rows["user_id"].notna().all() and (rows["timestamp"] >= 0).all()
-    assert not rows.duplicated(["user_id", "item_id", "timestamp"]).any()
+    kept = pd.concat([earliest.rows, later.rows])
+    assert len(kept) == n and kept["user_id"].notna().all() and (kept["timestamp"] >= 0).all()
 
 
 def test_a_malformed_rating_is_quarantined_not_the_file(week, tmp_path):
-    landing = tmp_path / "landing"
     source = write_csv(week, tmp_path / "drop.csv")
     with source.open("a") as file:
         file.write(f"{week.user_id[0]},{week.item_id[1]},three,{week.timestamp[0]}\n")
-    report = land_file(source, landing, window_days=7)
-
+    window = land_window([source], window_keys(week["timestamp"].iloc[:1], 7)[0], 7)
     n = len(week)
-    assert report.rejected is None
-    assert (report.rows_in, report.rows_kept, report.rows_quarantined) == (n + 1, n, 1)
-    assert report.by_reason == {"rating: malformed": 1}
-    quarantine = pd.read_parquet(landing / "quarantine" / "drop.parquet")
-    assert quarantine[["source_row", "reasons"]].values.tolist() == [[n + 2, "rating: not a number ('three')"]]
-    assert not any(column.startswith("malformed_") for column in quarantine.columns)
-    rows = read_windows(landing, landed_windows(landing))
-    assert len(rows) == n and not any(column.startswith("malformed_") for column in rows.columns)
+    assert window.summary["by_reason"] == {"rating: malformed": 1}
+    assert window.quarantined[["source_row", "reasons"]].values.tolist() == [[n + 2, "rating: not a number ('three')"]]
+    assert not any(column.startswith("malformed_") for column in window.quarantined.columns)
+    assert not any(column.startswith("malformed_") for column in window.rows.columns)
+
+
+def test_ratings_outside_the_rules_are_quarantined(week, tmp_path):
+    source = write_csv(week.assign(rating=week["rating"].where(week.index % 10 != 0, 9.0)), tmp_path / "drop.csv")
+    key = "1997-11-10"
+    window = land_window([source], key, 7, ValidationRules(rating_min=1, rating_max=5))
+    in_window = week[window_keys(week["timestamp"], 7) == key]
+    assert len(window.quarantined) == int((in_window.index % 10 == 0).sum())
+    assert window.quarantined["reasons"].str.startswith("rating").all()
+    assert 0.09 < window.quarantined_share < 0.11 and window.reconciles
 
 
 # ---------------------------------------------------------------- unreadable files are rejected whole
@@ -233,27 +234,28 @@ def _garbage_ratings(week: pd.DataFrame, path: Path) -> None:
     week.assign(rating="five stars")[COLUMNS].to_csv(path, index=False)
 
 
+def _no_usable_timestamp(week: pd.DataFrame, path: Path) -> None:
+    week.assign(timestamp=-1)[COLUMNS].to_csv(path, index=False)
+
+
 @pytest.mark.parametrize(
     ("make", "mentions"),
     [
         (_missing_item_column, "item_id"),
         (_garbage_timestamps, "timestamp"),
         (_garbage_ratings, "rating"),
+        (_no_usable_timestamp, "no row has a usable timestamp"),
     ],
 )
-def test_unreadable_file_is_rejected_not_raised(week, tmp_path, make, mentions):
-    landing = tmp_path / "landing"
+def test_unreadable_file_raises_a_format_error_and_stays_as_it_is(week, tmp_path, make, mentions):
     source = tmp_path / "broken.csv"
     make(week.iloc[:200], source)
-    report = land_file(source, landing, window_days=7)  # must not raise
-
-    assert report.rejected and mentions in report.rejected
-    assert (report.rows_in, report.rows_kept, report.rows_quarantined, report.windows) == (0, 0, 0, {})
-    assert files_under(landing) == ["rejected/broken.csv", "rejected/broken.csv.reason.txt"]
-    assert (landing / "rejected" / "broken.csv").read_bytes() == source.read_bytes()  # every byte kept
-    assert (landing / "rejected" / "broken.csv.reason.txt").read_text() == report.rejected + "\n"
-    assert landed_windows(landing) == []
-    assert source.exists()
+    before = source.read_bytes()
+    with pytest.raises(DataFormatError, match=mentions):
+        file_windows(source, 7)
+    with pytest.raises(DataFormatError, match=mentions):
+        land_window([source], "1997-11-10", 7)
+    assert source.read_bytes() == before
 
 
 # ---------------------------------------------------------------- incoming folder

@@ -1,162 +1,345 @@
-"""The live loop on the first weeks of MovieLens-100K: sensors, drift reports, the promotion gate.
+"""The live loop on the first weeks of MovieLens-100K, through the real sensors, jobs, IO layer and DVC.
 
-One throwaway project root per module: five real weeks are dropped into the incoming
-folder and go through the incoming-file sensor, the window and drift-report assets, and
-three retraining runs that exercise the gate both ways.
+One project root and one SQLite Dagster instance for the module. Weeks are dropped into the
+incoming folder one by one; ``_tick`` does what the daemon does with the incoming-file sensor
+(add partitions, launch each requested run of the real ``ingest_window`` job); retrain requests
+are launched the same way through the real ``retrain`` job. Quick models keep it fast: ItemKNN
+is the first champion, MostPopular beats it, ItemKNN then loses to MostPopular.
 """
 
+import dataclasses
 import json
 from pathlib import Path
 
 import dagster as dg
 import pandas as pd
 import pytest
+from dagster._core.test_utils import create_run_for_test
 
 from orchestration import automation
 from orchestration.assets import live
+from orchestration.io import VersionedFolderIOManager
 from orchestration.replay import drop, window_files
 from orchestration.resources import ArtifactStore, DatasetResource
-from recmodels.data.stream import landed_windows
+from recmodels.data.stream import WindowRows
 
-WEEKS = 5
+WEEKS = 9
+MODEL = "item_knn_model"
 
 
 @pytest.fixture(scope="module")
-def weeks(ml100k_raw) -> list[tuple[str, pd.DataFrame]]:
-    return window_files(ml100k_raw, 7)[:WEEKS]
+def weeks(ml100k_raw) -> list[tuple[str, str, pd.DataFrame]]:
+    """(window, file name, rows) of the first weeks of ML-100K (1997-09-15 is its first, partial week)."""
+    return [
+        (name.removeprefix("interactions-").removesuffix(".csv"), name, rows)
+        for name, rows in window_files(ml100k_raw, 7)[:WEEKS]
+    ]
 
 
-def _resources(root: Path, data_dir: Path) -> dict:
-    return {
-        "stream": live.StreamResource(
-            incoming=str(root / "incoming"),
-            landing=str(root / "data" / "stream"),
-            window_days=7,
-            bootstrap_windows=4,
-            cooldown_windows=2,
-        ),
-        "store": ArtifactStore(project_root=str(root), dvc_remote=None),
-        "dataset": DatasetResource(data_dir=str(data_dir), dataset="ml-100k", rating_min=1, rating_max=5),
-    }
+class Project:
+    """A throwaway project root, its resources and instance, and the daemon's part, done by hand."""
 
-
-def _sense_and_ingest(instance, resources) -> dg.SensorResult:
-    """What the daemon does with the incoming-file sensor: add partitions, launch the runs."""
-    result = automation.incoming_files_sensor(dg.build_sensor_context(instance=instance, resources=resources))
-    for request in result.dynamic_partitions_requests:
-        instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
-    for request in result.run_requests:
-        outcome = dg.materialize(
-            [live.interaction_window, live.drift_report],
-            partition_key=request.partition_key,
-            resources=resources,
-            instance=instance,
+    def __init__(self, root: Path, data_dir: Path, instance: dg.DagsterInstance):
+        store = ArtifactStore(project_root=str(root), dvc_remote=str(root / "remote"))
+        self.root, self.instance, self.store = root, instance, store
+        self.stream = live.StreamResource(
+            incoming=str(root / "incoming"), window_days=7, model=MODEL, bootstrap_windows=4, cooldown_windows=2
         )
-        assert outcome.success
-    return result
+        resources = {
+            "stream": self.stream,
+            "store": store,
+            "dataset": DatasetResource(data_dir=str(data_dir), dataset="ml-100k", rating_min=1, rating_max=5),
+            "io_manager": VersionedFolderIOManager(store=store),
+        }
+        self.resources = resources
+        self.defs = dg.Definitions(
+            assets=live.assets, asset_checks=live.checks, jobs=automation.jobs, resources=resources
+        )
+        self.cursors: dict[str, str | None] = {"incoming": None, "drift": None}
+        self.launched: set[str] = set()  # run keys the daemon launched: it never launches one twice
+
+    def sense(self) -> tuple[dg.SensorResult, list[dg.ExecuteInProcessResult]]:
+        """One incoming-file sensor tick, its partitions added and its runs executed."""
+        with dg.build_sensor_context(
+            instance=self.instance, cursor=self.cursors["incoming"], resources=self.resources
+        ) as context:
+            result = automation.incoming_files_sensor(context)
+        self.cursors["incoming"] = result.cursor or self.cursors["incoming"]
+        for request in result.dynamic_partitions_requests:
+            self.instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+        runs = [self.launch("ingest_window", request) for request in result.run_requests]
+        return result, [run for run in runs if run is not None]
+
+    def drift_tick(self) -> dg.SensorResult:
+        with dg.build_sensor_context(
+            instance=self.instance, cursor=self.cursors["drift"], resources=self.resources
+        ) as context:
+            result = automation.drift_sensor(context)
+        self.cursors["drift"] = result.cursor or self.cursors["drift"]
+        return result
+
+    def launch(self, job: str, request: dg.RunRequest, **options) -> dg.ExecuteInProcessResult | None:
+        if request.run_key in self.launched:
+            return None
+        self.launched.add(request.run_key)
+        return self.run(
+            job,
+            request.run_config,
+            tags=request.tags,
+            partition_key=request.partition_key,
+            asset_selection=request.asset_selection,
+            **options,
+        )
+
+    def run(self, job: str, run_config=None, **options) -> dg.ExecuteInProcessResult:
+        options.setdefault("raise_on_error", False)
+        return self.defs.resolve_job_def(job).execute_in_process(
+            run_config=run_config, instance=self.instance, **options
+        )
+
+    def retrain(self, model: str, window: str = "", **options) -> dg.ExecuteInProcessResult:
+        config = {"model": model, **({"window": window} if window else {})}
+        return self.run(
+            "retrain", {"ops": {"challenger_model": {"config": config}}}, tags={automation.MODEL_TAG: model}, **options
+        )
+
+    def latest(self, asset: str, partition: str | None = None) -> dg.AssetMaterialization:
+        records = self.instance.fetch_materializations(
+            dg.AssetRecordsFilter(
+                asset_key=dg.AssetKey(asset), asset_partitions=None if partition is None else [partition]
+            ),
+            limit=1,
+        ).records
+        return records[0].asset_materialization
+
+    def materialisations(self, asset: str) -> list[dg.AssetMaterialization]:
+        records = self.instance.fetch_materializations(dg.AssetKey(asset), limit=1000).records
+        return [record.asset_materialization for record in records]
+
+    def window(self, partition: str) -> WindowRows:
+        return WindowRows.load(self.root / self.latest(live.WINDOW, partition).metadata["path"].value)
+
+    def promotion_log(self) -> list[dict]:
+        log = self.store.artifacts_root / live.PROMOTION_LOG
+        return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
 
 
-def _retrain(instance, resources, model: str) -> dg.ExecuteInProcessResult:
-    return dg.materialize(
-        [live.challenger_model, live.challenger_beats_champion, live.live_champion],
-        resources=resources,
-        instance=instance,
-        run_config={"ops": {"challenger_model": {"config": {"model": model}}}},
-        raise_on_error=False,
-    )
-
-
-def _gate(result: dg.ExecuteInProcessResult):
-    (evaluation,) = [e for e in result.get_asset_check_evaluations() if e.check_name == "challenger_beats_champion"]
+def _gate(result: dg.ExecuteInProcessResult, name: str = live.BEATS_CHECK):
+    (evaluation,) = [e for e in result.get_asset_check_evaluations() if e.check_name == name]
     return evaluation
 
 
-def _materialised(result) -> set[str]:
+def _materialised(result: dg.ExecuteInProcessResult) -> set[str]:
     return {event.asset_key.to_user_string() for event in result.get_asset_materialization_events()}
 
 
-@pytest.fixture(scope="module")
-def loop(tmp_path_factory, data_dir, weeks):
-    """Four weeks, a first champion (ItemKNN), a fifth week, MostPopular promoted, ItemKNN refused.
+def _data_version(materialization: dg.AssetMaterialization) -> str:
+    return materialization.tags["dagster/data_version"]
 
-    On week five (1997-10-13) models trained on weeks 1-4 score NDCG@10 0.085 (MostPopular),
-    0.076 (EASE), 0.065 (ItemKNN): this early, popularity is the strongest signal.
+
+BROKEN_FILE = "interactions-broken.csv"
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory, data_dir):
+    with dg.instance_for_test() as instance:
+        yield Project(tmp_path_factory.mktemp("live"), data_dir, instance)
+
+
+@pytest.fixture(scope="module")
+def landed(project, weeks):
+    """Weeks 1-4 with bad rows in them, a malformed file, the bootstrap request; weeks 5-6 land while it waits.
+
+    Week 1's file also holds week 2's first five rows and a row whose timestamp does not parse;
+    week 2's own file repeats those five rows (duplicates across files).
     """
-    root = tmp_path_factory.mktemp("live")
-    resources = _resources(root, data_dir)
-    instance = dg.DagsterInstance.ephemeral()
-    incoming = resources["stream"].incoming_path
-    for name, rows in weeks[:4]:
+    incoming = project.stream.incoming_path
+    (_, name1, rows1), (_, name2, rows2) = weeks[0], weeks[1]
+    first = pd.concat([rows1, rows2.iloc[:5]], ignore_index=True).assign(
+        timestamp=lambda frame: frame["timestamp"].astype(str)
+    )
+    bad = pd.DataFrame(
+        {
+            "user_id": ["", "7", "8"],
+            "item_id": ["50", "50", "51"],
+            "rating": [4.0, 9.0, 3.0],
+            "timestamp": [str(rows1["timestamp"].iloc[0]), str(rows1["timestamp"].iloc[1]), "soon"],
+        }
+    )
+    drop(incoming, name1, pd.concat([first, bad], ignore_index=True))
+    drop(incoming, name2, rows2)
+    (incoming / BROKEN_FILE).write_text("user_id,rating,timestamp\n1,5,881250949\n")  # no item_id column
+    ticks = {"first": project.sense()}
+    ticks["again"] = project.sense()
+    drift = {"3 landed": None}
+    for _, name, rows in weeks[2:3]:
         drop(incoming, name, rows)
-    bad = incoming / "interactions-broken.csv"
-    bad.write_text("user_id,rating,timestamp\n1,5,881250949\n")  # no item_id column
-    first = _sense_and_ingest(instance, resources)
-    bootstrap = _retrain(instance, resources, "item_knn_model")
-    drop(incoming, *weeks[4])
-    fifth = _sense_and_ingest(instance, resources)
-    promoted = _retrain(instance, resources, "most_popular_model")
-    refused = _retrain(instance, resources, "item_knn_model")
+        project.sense()
+    drift["3 landed"] = project.drift_tick()
+    drop(incoming, weeks[3][1], weeks[3][2])
+    project.sense()
+    drift["4 landed"] = project.drift_tick()
+    (bootstrap,) = drift["4 landed"].run_requests
+    # the daemon creates the run (not started yet); weeks keep arriving faster than it starts and finishes
+    queued = create_run_for_test(
+        project.instance, job_name="retrain", status=dg.DagsterRunStatus.NOT_STARTED, tags=bootstrap.tags
+    )
+    waiting = []
+    for _, name, rows in weeks[4:6]:
+        drop(incoming, name, rows)
+        project.sense()
+        waiting.append(project.drift_tick())
+        waiting.append(project.drift_tick())
+    project.instance.delete_run(queued.run_id)
+    outcome = project.launch("retrain", bootstrap)
+    return {"ticks": ticks, "drift": drift, "bootstrap": bootstrap, "waiting": waiting, "outcome": outcome}
+
+
+def test_landing_keeps_valid_rows_and_quarantines_bad_ones_with_reasons(project, landed, weeks):
+    (w1, name1, rows1), (w2, name2, rows2) = weeks[0], weeks[1]
+    first = project.window(w1)
+    assert list(first.summary["files"]) == [name1]
+    entry = first.summary["files"][name1]
+    assert (entry["rows_in"], entry["rows_kept"], entry["rows_quarantined"]) == (len(rows1) + 3, len(rows1), 3)
+    reasons = first.quarantined.assign(user_id=lambda frame: frame["user_id"].fillna("")).set_index("user_id")[
+        "reasons"
+    ]
+    assert "user_id" in reasons[""] and "rating" in reasons["7"] and "timestamp" in reasons["8"]
+    # the row without a usable timestamp belongs to no week: reported once, in its file's earliest week
+    second = project.window(w2)
+    assert "8" not in set(second.quarantined["user_id"])
+    # week 2 is landed from both files; its five rows in week 1's file win, week 2's own copies are duplicates
+    assert sorted(second.summary["files"]) == sorted([name1, name2])
+    assert second.summary["files"][name1] | {"sha256": None, "bytes": None, "windows": None} == {
+        "sha256": None,
+        "bytes": None,
+        "windows": None,
+        "rows_in": 5,
+        "rows_kept": 5,
+        "rows_quarantined": 0,
+    }
+    assert second.summary["files"][name2]["rows_quarantined"] == 5
+    assert second.quarantined["reasons"].str.contains("duplicate").all()
+    assert len(second.rows) == len(rows2)
+    for window in (first, second):
+        assert window.reconciles
+        for name, counts in window.reconciliation().items():
+            assert counts["rows_in"] == counts["kept_on_disk"] + counts["quarantined_on_disk"], name
+    assert first.summary["files"][name1]["sha256"] == second.summary["files"][name1]["sha256"]
+    assert first.summary["files"][name1]["windows"] == [w1, w2]
+    checks = [e for run in landed["ticks"]["first"][1] for e in run.get_asset_check_evaluations()]
+    assert len(checks) == 2 and all(e.passed for e in checks)
+
+
+def test_a_malformed_incoming_file_is_reported_and_left_in_place(project, landed):
+    result, runs = landed["ticks"]["first"]
+    assert {request.partition_key for request in result.run_requests} == {"1997-09-15", "1997-09-22"}
+    assert all(BROKEN_FILE not in json.dumps(request.run_config) for request in result.run_requests)
+    broken = project.stream.incoming_path / BROKEN_FILE
+    assert broken.read_text() == "user_id,rating,timestamp\n1,5,881250949\n", "never moved nor changed"
+    again, _ = landed["ticks"]["again"]
+    assert not again.run_requests
+    assert f"{BROKEN_FILE}: " in str(again.skip_reason) and "item_id" in str(again.skip_reason)
+    assert "rejected (left in place)" in str(again.skip_reason)
+    assert json.loads(again.cursor)[BROKEN_FILE]["rejected"]
+    assert all(run.success for run in runs)
+
+
+def test_bootstrap_is_requested_once_while_weeks_keep_arriving(project, landed):
+    drift = landed["drift"]
+    assert not drift["3 landed"].run_requests and "3 of 4 windows landed" in str(drift["3 landed"].skip_reason)
+    bootstrap = landed["bootstrap"]
+    assert bootstrap.run_key == "bootstrap"
+    assert bootstrap.tags == {automation.MODEL_TAG: MODEL, automation.TRIGGER_TAG: "bootstrap"}
+    for tick in landed["waiting"]:
+        assert not tick.run_requests
+        assert "no champion yet; retrain run" in str(tick.skip_reason) and "waiting for it" in str(tick.skip_reason)
+    outcome = landed["outcome"]
+    assert outcome.success and _gate(outcome).passed and _gate(outcome).description == "no champion yet"
+    champion = project.latest(live.CHAMPION).metadata
+    assert champion["model"].value == MODEL
+    # six weeks had landed when it ran: trained on 1-5, validated on 6
+    assert champion[live.TRAINED_THROUGH].value == "1997-10-13"
+    assert champion["validation_window"].value == "1997-10-20"
+    # the next ticks see the champion: no bootstrap ever again
+    after = project.drift_tick()
+    assert not after.run_requests and after.skip_reason == dg.SkipReason("no new drift report")
+
+
+@pytest.fixture(scope="module")
+def judged(project, landed, weeks):
+    """Week 7 lands with its drift report, week 8 (5% bad ratings) is stopped by its check; then MostPopular is
+    promoted, ItemKNN refused, that decision run again, and EASE refused unjudged on a window the champion saw."""
+    incoming = project.stream.incoming_path
+    drop(incoming, weeks[6][1], weeks[6][2])
+    week7 = project.sense()
+    eighth = weeks[7][2].copy()
+    eighth.loc[eighth.index[::20], "rating"] = 9.0
+    drop(incoming, weeks[7][1], eighth)
+    week8 = project.sense()
+    drift = [project.drift_tick(), project.drift_tick()]
+    champion_before = project.latest(live.CHAMPION)
+    promoted = project.retrain("most_popular_model")
+    after_promotion = project.latest(live.CHAMPION)
+    log_after_promotion = project.promotion_log()
+    refused = project.retrain("item_knn_model")
+    after_refusal = project.latest(live.CHAMPION)
+    log_after_refusal = project.promotion_log()
+    again = project.retrain("item_knn_model", asset_selection=[live.live_champion.key])
+    after_again = project.latest(live.CHAMPION)
+    seen = project.retrain("ease_model", window="1997-10-20")
     return {
-        "root": root,
-        "resources": resources,
-        "instance": instance,
-        "first": first,
-        "fifth": fifth,
-        "bootstrap": bootstrap,
+        "week7": week7,
+        "week8": week8,
+        "drift": drift,
+        "champion_before": champion_before,
         "promoted": promoted,
+        "after_promotion": after_promotion,
+        "log_after_promotion": log_after_promotion,
         "refused": refused,
+        "after_refusal": after_refusal,
+        "log_after_refusal": log_after_refusal,
+        "again": again,
+        "after_again": after_again,
+        "seen": seen,
+        "log": project.promotion_log(),
     }
 
 
-def test_incoming_sensor_lands_good_files_and_sets_a_malformed_one_aside(loop, weeks):
-    landing = loop["resources"]["stream"].landing_path
-    keys = [name.removeprefix("interactions-").removesuffix(".csv") for name, _ in weeks]
-    assert landed_windows(landing) == keys
-    assert sorted(request.partition_key for request in loop["first"].run_requests) == keys[:4]
-    assert loop["instance"].get_dynamic_partitions(live.WINDOWS.name) == keys
-    reason = (landing / "rejected" / "interactions-broken.csv.reason.txt").read_text()
-    assert "item_id" in reason
-    incoming = loop["resources"]["stream"].incoming_path
-    assert not list(incoming.glob("*.csv")), "every file leaves the incoming folder once handled"
-    assert (incoming / automation.DONE_FOLDER / "interactions-broken.csv").exists()
-    again = automation.incoming_files_sensor(
-        dg.build_sensor_context(instance=loop["instance"], resources=loop["resources"])
-    )
-    assert not again.run_requests and "no new files" in str(again.skip_reason)
+def test_a_window_over_the_quarantine_limit_gets_no_drift_report(project, judged, weeks):
+    week7, week8 = weeks[6][0], weeks[7][0]
+    (request,), (run,) = judged["week8"][0].run_requests, judged["week8"][1]
+    assert set(request.asset_selection) == {live.interaction_window.key, live.drift_report.key}
+    check = _gate(run, live.QUARANTINE_CHECK)
+    assert not check.passed and check.metadata["quarantined_share"].value > 0.04
+    assert check.metadata["rows_reconcile"].value is True
+    assert _materialised(run) == {"interaction_window"}, "the blocking check stops the drift report"
+    assert not run.success
+    assert project.window(week8).quarantined["reasons"].str.startswith("rating").all()
+    (ok_run,) = judged["week7"][1]
+    assert ok_run.success and _materialised(ok_run) == {"interaction_window", "drift_report"}
+    assert {m.partition for m in project.materialisations("drift_report")} == {week7}
+    # a stopped window is not landed: nothing trains or is judged on it
+    assert week8 not in live.landed_windows(project.instance)
+    challenger = project.latest(live.CHALLENGER)
+    assert week8 not in challenger.metadata["windows_read"].value
 
 
-def test_incoming_sensor_quarantines_bad_rows_and_keeps_the_rest(tmp_path, data_dir, weeks):
-    resources = _resources(tmp_path, data_dir)
-    name, rows = weeks[0]
-    broken = pd.DataFrame(
-        {"user_id": ["", "7"], "item_id": ["50", "50"], "rating": [4.0, 9.0], "timestamp": rows["timestamp"].iloc[:2]}
-    )
-    drop(resources["stream"].incoming_path, name, pd.concat([rows, broken], ignore_index=True))
-    result = automation.incoming_files_sensor(
-        dg.build_sensor_context(instance=dg.DagsterInstance.ephemeral(), resources=resources)
-    )
-    assert [request.partition_key for request in result.run_requests] == [name.removeprefix("interactions-")[:-4]]
-    landing = resources["stream"].landing_path
-    quarantined = pd.read_parquet(landing / "quarantine" / f"{Path(name).stem}.parquet")
-    kept = sum(len(pd.read_parquet(path)) for path in (landing / "windows").rglob("*.parquet"))
-    assert len(quarantined) == 2 and kept == len(rows)
-    assert "user_id" in quarantined["reasons"].iloc[0] and "rating" in quarantined["reasons"].iloc[1]
-
-
-def test_drift_report_compares_the_window_with_the_champions_data(loop, weeks):
-    (event,) = loop["fifth"].run_requests
-    latest = loop["instance"].fetch_materializations(live.drift_report.key, limit=1).records[0]
-    materialization = latest.asset_materialization
-    assert materialization.partition == event.partition_key
-    values = {key: value.value for key, value in materialization.metadata.items()}
-    assert isinstance(values["drift_detected"], bool)
+def test_drift_report_compares_the_window_with_the_champions_data(project, judged, weeks):
+    week7 = weeks[6][0]
+    report = project.latest("drift_report", week7)
+    values = {key: value.value for key, value in report.metadata.items()}
     assert values["drift_detected"] == (values["data_drift"] or values["prediction_drift"])
     assert 0 <= values["data_drifted_share"] <= 1 and 0 < values["coverage@10_current"] <= 1
-    assert 0 <= values["new_user_share"] <= 1 and values["champion"] == "item_knn_model"
-    assert values["champion_ndcg@10"] > 0
-    folder = loop["root"] / "artifacts" / "drift_report" / event.partition_key
+    assert values["champion"] == MODEL and values["champion_ndcg@10"] > 0
+    assert values["champion_version"] == _data_version(judged["champion_before"])
+    folder = project.root / values["path"]
     assert (folder / "data_drift.html").stat().st_size > 10_000
     assert (folder / "prediction_drift.html").stat().st_size > 10_000
+    assert (
+        values["data_drift_report"]
+        == f"http://127.0.0.1:3001/{folder.relative_to(project.store.artifacts_root)}/data_drift.html"
+    )
     summary = json.loads((folder / "summary.json").read_text())
     assert set(summary["data"]["columns"]) == {
         "rating",
@@ -166,118 +349,115 @@ def test_drift_report_compares_the_window_with_the_champions_data(loop, weeks):
         "hour",
         "weekday",
     }
-    assert values["data_drift_report"] == f"http://127.0.0.1:3001/drift_report/{event.partition_key}/data_drift.html"
+    # one request per drifted window, keyed by it; a second tick asks for nothing more
+    first, second = judged["drift"]
+    if values["drift_detected"]:
+        assert [r.run_key for r in first.run_requests] == [f"drift:{week7}"]
+        assert first.run_requests[0].tags == {
+            automation.MODEL_TAG: MODEL,
+            automation.TRIGGER_TAG: "drift",
+            automation.WINDOW_TAG: week7,
+        }
+    else:
+        assert not first.run_requests and f"{week7}: no drift" in str(first.skip_reason)
+    assert not second.run_requests
 
 
-def test_first_challenger_is_promoted_without_a_champion(loop):
-    result = loop["bootstrap"]
+def test_a_better_challenger_is_promoted_exported_and_registered(project, judged):
+    result = judged["promoted"]
     assert result.success
-    assert _gate(result).passed and _gate(result).description == "no champion yet"
-    assert "live_champion" in _materialised(result)
-
-
-def test_gate_promotes_a_better_challenger_and_registers_it(loop):
-    result = loop["promoted"]
     gate = _gate(result)
     assert gate.passed, gate.description
     assert gate.metadata["challenger_score"].value >= gate.metadata["champion_score"].value * 1.01
-    assert "live_champion" in _materialised(result)
-    root = loop["root"]
-    record = json.loads((root / "artifacts" / live.CHAMPION / live.RECORD_FILE).read_text())
-    assert record["model"] == "most_popular_model"
-    pointer = json.loads((root / "artifacts" / "live_registry" / "champion.json").read_text())
-    assert pointer["model"] == "most_popular_model"
-    assert (root / "artifacts" / "live_registry" / "most_popular_model" / pointer["version"] / "model.onnx").exists()
-    assert (root / "artifacts" / "live_registry.dvc").exists(), "the registry is versioned like every asset output"
+    assert _gate(result, live.PARITY_CHECK).passed
+    champion = judged["after_promotion"]
+    assert champion.metadata["model"].value == "most_popular_model" and champion.metadata["promoted"].value
+    registry = project.store.artifacts_root / live.LIVE_REGISTRY
+    pointer = json.loads((registry / "champion.json").read_text())
+    version = champion.metadata["registry_version"].value
+    assert pointer == {"model": "most_popular_model", "version": version, "reason": "promoted on window 1997-10-27"}
+    entry = registry / "most_popular_model" / version
+    assert (entry / "model.onnx").read_bytes() == (
+        project.root / champion.metadata["path"].value / "model.onnx"
+    ).read_bytes()
+    manifest = json.loads((entry / "manifest.json").read_text())
+    assert manifest["model"] == "most_popular_model" and manifest["version"] == version
+    assert "1997-10-20:" in manifest["training_data_version"]
+    (line,) = judged["log_after_promotion"][1:]
+    assert line["promoted"] and line["window"] == "1997-10-27" and line["champion_trained_through"] == "1997-10-13"
 
 
-def test_gate_keeps_the_champion_when_the_challenger_is_worse(loop):
-    result = loop["refused"]
+def test_a_fair_refusal_is_a_clean_run_that_keeps_the_champion(project, judged):
+    result = judged["refused"]
+    assert result.success, "a refused promotion is not a failure"
+    gate = _gate(result)
+    assert not gate.passed and gate.severity == dg.AssetCheckSeverity.WARN
+    assert "<" in gate.description and "champion" in gate.description
+    parity = _gate(result, live.PARITY_CHECK)
+    assert parity.passed and parity.description.startswith("the champion stays")
+    before, after = judged["after_promotion"], judged["after_refusal"]
+    assert _data_version(after) == _data_version(before) and after.metadata["path"] == before.metadata["path"]
+    assert after.metadata["model"].value == "most_popular_model" and not after.metadata["promoted"].value
+    (line,) = judged["log_after_refusal"][len(judged["log_after_promotion"]) :]
+    assert not line["promoted"] and line["reason"] == gate.description
+    messages = [entry.user_message for entry in project.instance.all_logs(result.run_id)]
+    assert [message for message in messages if message.startswith("decision ")] == [
+        f"decision {line['decision']}: the champion stays: {gate.description}"
+    ]
+
+
+def test_the_same_decision_again_changes_nothing(project, judged):
+    result = judged["again"]
+    assert result.success and _materialised(result) == {"live_champion"}
+    assert judged["log"][: len(judged["log_after_refusal"])] == judged["log_after_refusal"]
+    decisions = [line["decision"] for line in judged["log"]]
+    assert len(decisions) == len(set(decisions)), "one line per decision"
+    gate = _gate(result)
+    assert not gate.passed and "(refused: challenger ndcg@10" in gate.description
+    assert gate.description.endswith("not made again, the champion stays")
+    assert _data_version(judged["after_again"]) == _data_version(judged["after_refusal"])
+
+
+def test_a_champion_that_saw_the_evaluation_window_is_not_judged_against(project, judged):
+    result = judged["seen"]
+    assert result.success
     gate = _gate(result)
     assert not gate.passed
-    assert "<" in gate.description and "champion" in gate.description
-    assert "live_champion" not in _materialised(result), "a blocked gate stops promotion"
-    record = json.loads((loop["root"] / "artifacts" / live.CHAMPION / live.RECORD_FILE).read_text())
-    assert record["model"] == "most_popular_model"
-    log = [json.loads(line) for line in (loop["root"] / "artifacts" / live.PROMOTION_LOG).read_text().splitlines()]
-    assert [entry["promoted"] for entry in log] == [True, True, False]
-    assert log[-1]["reason"] == gate.description
+    assert gate.description.startswith("champion trained through 1997-10-20, on or after evaluation window 1997-10-20")
+    assert "challenger_score" not in gate.metadata
+    assert judged["log"][-1]["reason"] == gate.description and judged["log"][-1]["challenger_score"] is None
 
 
-def _report_drift(instance, window: str, drifted: bool) -> None:
-    instance.report_runless_asset_event(
-        dg.AssetMaterialization(asset_key="drift_report", partition=window, metadata={"drift_detected": drifted})
-    )
+def test_the_gate_refuses_a_leaked_comparison(project, judged):
+    champion = live.TrainedModel.load(project.root / judged["after_refusal"].metadata["path"].value)
+    challenger = live.TrainedModel.load(project.root / project.latest(live.CHALLENGER).metadata["path"].value)
+    window = challenger.validation_window
+
+    def trained_also_on(model: live.TrainedModel, extra: str) -> live.TrainedModel:
+        trained = {**model.record["trained_windows"], extra: model.record["validation_version"]}
+        return dataclasses.replace(model, record={**model.record, "trained_windows": trained})
+
+    leaked_champion = trained_also_on(champion, window)
+    leaked_challenger = trained_also_on(challenger, window)
+    empty = pd.DataFrame(columns=["user_id", "item_id", "timestamp"])
+    with pytest.raises(live.LeakedComparisonError, match=f"champion trained through {window}, on or after it"):
+        live.judge(challenger, leaked_champion, empty, empty, "ndcg@10", 0.01)
+    with pytest.raises(live.LeakedComparisonError, match=f"challenger trained through {window}"):
+        live.judge(leaked_challenger, champion, empty, empty, "ndcg@10", 0.01)
+    with pytest.raises(live.LeakedComparisonError):
+        live.decide(leaked_challenger, None, empty, empty, "ndcg@10", 0.01)
+    verdict = live.decide(challenger, leaked_champion, empty, empty, "ndcg@10", 0.01)
+    assert not verdict.promoted and verdict.champion_score is None and "no fair comparison" in verdict.reason
 
 
-@pytest.fixture
-def sensor_setup(tmp_path, data_dir):
-    """A champion on disk and four landed windows; drift reports are reported directly to the instance."""
-    resources = _resources(tmp_path, data_dir)
-    (tmp_path / "artifacts" / live.CHAMPION).mkdir(parents=True)
-    (tmp_path / "artifacts" / live.CHAMPION / live.RECORD_FILE).write_text("{}")
-    instance = dg.DagsterInstance.ephemeral()
-    windows = ["1997-10-06", "1997-10-13", "1997-10-20", "1997-10-27"]
-    instance.add_dynamic_partitions(live.WINDOWS.name, windows)
-    return instance, resources, windows
-
-
-def _drift_tick(instance, resources, cursor):
-    return automation.drift_sensor(dg.build_sensor_context(instance=instance, resources=resources, cursor=cursor))
-
-
-def test_drift_sensor_fires_once_per_drift_event(sensor_setup):
-    instance, resources, windows = sensor_setup
-    _report_drift(instance, windows[0], drifted=True)
-    result = _drift_tick(instance, resources, None)
-    (request,) = result.run_requests
-    assert request.run_config["ops"]["challenger_model"]["config"]["window"] == windows[0]
-    assert request.tags["recpipe/trigger"] == "drift"
-    again = _drift_tick(instance, resources, result.cursor)
-    assert not again.run_requests and again.skip_reason == dg.SkipReason("no new drift report")
-
-
-def test_drift_sensor_stays_quiet_without_drift(sensor_setup):
-    instance, resources, windows = sensor_setup
-    _report_drift(instance, windows[0], drifted=False)
-    result = _drift_tick(instance, resources, None)
-    assert not result.run_requests and f"{windows[0]}: no drift" in str(result.skip_reason)
-
-
-def test_drift_sensor_honours_the_cooldown(sensor_setup):
-    instance, resources, windows = sensor_setup
-    _report_drift(instance, windows[0], drifted=True)
-    cursor = _drift_tick(instance, resources, None).cursor
-    _report_drift(instance, windows[1], drifted=True)  # one window later: inside the 2-window cooldown
-    cooled = _drift_tick(instance, resources, cursor)
-    assert not cooled.run_requests and "cooldown" in str(cooled.skip_reason)
-    _report_drift(instance, windows[2], drifted=True)  # two windows after the last retrain
-    fired = _drift_tick(instance, resources, cooled.cursor)
-    assert [request.tags["recpipe/window"] for request in fired.run_requests] == [windows[2]]
-
-
-def test_drift_sensor_bootstraps_the_first_champion(tmp_path, data_dir, weeks):
-    resources = _resources(tmp_path, data_dir)
-    instance = dg.DagsterInstance.ephemeral()
-    for name, rows in weeks[:3]:
-        drop(resources["stream"].incoming_path, name, rows)
-    automation.incoming_files_sensor(dg.build_sensor_context(instance=instance, resources=resources))
-    waiting = _drift_tick(instance, resources, None)
-    assert not waiting.run_requests and "3 of 4 windows" in str(waiting.skip_reason)
-    drop(resources["stream"].incoming_path, *weeks[3])
-    automation.incoming_files_sensor(dg.build_sensor_context(instance=instance, resources=resources))
-    (request,) = _drift_tick(instance, resources, None).run_requests
-    assert request.tags["recpipe/trigger"] == "bootstrap"
-
-
-def test_schedule_skips_until_two_windows_landed(tmp_path, data_dir, weeks):
-    resources = _resources(tmp_path, data_dir)
-    context = dg.build_schedule_context(resources=resources)
-    assert isinstance(automation.weekly_retraining(context), dg.SkipReason)
-    for name, rows in weeks[:2]:
-        drop(resources["stream"].incoming_path, name, rows)
-    automation.incoming_files_sensor(
-        dg.build_sensor_context(instance=dg.DagsterInstance.ephemeral(), resources=resources)
-    )
-    request = automation.weekly_retraining(dg.build_schedule_context(resources=resources))
-    assert request.tags["recpipe/trigger"] == "schedule"
+def test_promotion_log_appends_each_decision_once(tmp_path):
+    log = tmp_path / "promotions.jsonl"
+    entry = {"decision": "abc.dir@1997-10-27", "promoted": True}
+    assert live.record_decision(log, entry) is True
+    assert live.record_decision(log, {**entry, "promoted": False}) is False
+    assert live.record_decision(log, {**entry, "decision": "def.dir@1997-10-27"}) is True
+    assert [json.loads(line)["decision"] for line in log.read_text().splitlines()] == [
+        "abc.dir@1997-10-27",
+        "def.dir@1997-10-27",
+    ]
+    assert live.logged_decision(log, "abc.dir@1997-10-27")["promoted"] is True
