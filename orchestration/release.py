@@ -225,7 +225,7 @@ def _checked_raw_snapshot(root: Path, snapshot: Path) -> list[Path]:
     if others:
         raise ReleaseError(
             f"{data} holds {others} besides raw/: data.dvc versions all of data/, so the release would publish "
-            "them as raw data; move them out of data/ first (the live landing zone: RECPIPE_LANDING)"
+            "them as raw data; move them out of data/ first"
         )
     return items
 

@@ -2,8 +2,9 @@
 
 Settings come from the environment (``Settings.from_env``):
 
-- ``RECSERVE_REGISTRY``: the registry folder (default ``artifacts/registry``);
-  with ``RECSERVE_DVC_REPO`` (and ``RECSERVE_DVC_REV``) it is first fetched with ``dvc get``;
+- ``RECSERVE_REGISTRY``: the registry folder (default ``artifacts/registry``, what ``make run`` writes);
+  with ``RECSERVE_DVC_REPO`` (and ``RECSERVE_DVC_REV``) it is first fetched with ``dvc get`` from that
+  repository (default ``release/registry``, what ``make release`` publishes);
 - ``RECSERVE_MODEL`` / ``RECSERVE_VERSION``: what to serve (default: the registry's
   ``champion.json``; a model without a version serves its newest version);
 - ``RECSERVE_PREFER_GPU`` (default 1: CUDA where a CUDA device is present), ``RECSERVE_MAX_BODY_BYTES``,
@@ -32,6 +33,8 @@ from recserve.model import LoadedModel
 
 log = logging.getLogger("recserve")
 CHAMPION_FILE = "champion.json"
+LOCAL_REGISTRY = "artifacts/registry"
+RELEASED_REGISTRY = "release/registry"
 
 
 @dataclass(frozen=True)
@@ -46,8 +49,9 @@ class Settings:
 
     @classmethod
     def from_env(cls) -> "Settings":
-        registry = Path(os.environ.get("RECSERVE_REGISTRY", "artifacts/registry"))
         repo = os.environ.get("RECSERVE_DVC_REPO")
+        # a repository publishes its registry through `make release`; a local run writes artifacts/registry
+        registry = Path(os.environ.get("RECSERVE_REGISTRY", RELEASED_REGISTRY if repo else LOCAL_REGISTRY))
         if repo:
             registry = fetch_registry(repo, os.environ.get("RECSERVE_DVC_REV"), str(registry))
         return cls(
