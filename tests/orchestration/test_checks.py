@@ -1,22 +1,17 @@
-"""Asset checks called directly on hand-made artifacts: per-user time order, models against popularity."""
+"""Asset checks called directly on hand-made values: per-user time order, models against popularity."""
 
-import json
+import dataclasses
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from orchestration.checks import models_beat_most_popular, split_is_usable
-from orchestration.resources import ArtifactStore
+from orchestration.outputs import LeaderboardTables
 from recmodels.data.interactions import Interactions
-from recmodels.data.splits import predefined_split, save_split, user_temporal_split
+from recmodels.data.splits import predefined_split, user_temporal_split
 from recmodels.evaluation import Evaluation
 from recmodels.leaderboard import UncertaintySettings, build_leaderboard
-
-
-@pytest.fixture
-def store(tmp_path) -> ArtifactStore:
-    return ArtifactStore(project_root=str(tmp_path), dvc_remote=None)
 
 
 def rows(*triples, split=None) -> Interactions:
@@ -25,30 +20,25 @@ def rows(*triples, split=None) -> Interactions:
     return Interactions.from_frame(frame if split is None else frame.assign(split=split))
 
 
-def test_split_is_usable_checks_time_order_per_user(store):
+def test_split_is_usable_checks_time_order_per_user():
     # u2's training rows are later than all of u1's held-out rows: allowed for a per-user split
     u1 = [("u1", item, time) for time, item in enumerate("abcd")]
     u2 = [("u2", item, time + 100) for time, item in enumerate("dcba")]
-    data = rows(*u1, *u2)
-    save_split(user_temporal_split(data), store.fresh_folder("split"))
-    result = split_is_usable(store=store)
+    result = split_is_usable(split=user_temporal_split(rows(*u1, *u2)))
     assert result.passed
     assert result.metadata["users_train_after_held_out"].value == 0 and result.metadata["test_users"].value == 2
 
 
-def test_split_is_usable_fails_when_a_users_training_row_is_later_than_their_held_out_row(store):
+def test_split_is_usable_fails_when_a_users_training_row_is_later_than_their_held_out_row():
     data = rows(("u1", "a", 1), ("u1", "b", 2), ("u1", "c", 9), ("u2", "a", 1), ("u2", "b", 2), ("u2", "c", 3),
                 split=["train", "valid", "train", "train", "valid", "test"])  # fmt: skip
-    folder = store.fresh_folder("split")
-    save_split(predefined_split(data), folder)
-    meta = json.loads((folder / "split.json").read_text())
-    (folder / "split.json").write_text(json.dumps({**meta, "protocol": "user_temporal"}))  # as if split per user
-    result = split_is_usable(store=store)
+    as_if_split_per_user = dataclasses.replace(predefined_split(data), protocol="user_temporal")
+    result = split_is_usable(split=as_if_split_per_user)
     assert not result.passed
     assert result.metadata["users_train_after_held_out"].value == 1
 
 
-def test_models_beat_most_popular_uses_the_paired_test(store):
+def test_models_beat_most_popular_uses_the_paired_test(tmp_path):
     rng = np.random.default_rng(0)
     users = np.arange(80)
     popular = rng.random(80) * 0.3
@@ -66,8 +56,8 @@ def test_models_beat_most_popular_uses_the_paired_test(store):
         "worse_model": evaluation(popular - 0.1),
     }
     board = build_leaderboard(models, UncertaintySettings(permutations=2_000))
-    board.save(store.fresh_folder("leaderboard"), protocol="user_temporal")
-    result = models_beat_most_popular(store=store)
+    board.save(tmp_path, protocol="user_temporal")  # the check reads the leaderboard as the IO layer loads it
+    result = models_beat_most_popular(leaderboard=LeaderboardTables.load(tmp_path))
     assert not result.passed
     assert result.metadata["models_not_significantly_above"].value == "a_hair_above_model, worse_model"
     assert result.metadata["models_significantly_below"].value == "worse_model"

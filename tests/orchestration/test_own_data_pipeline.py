@@ -1,6 +1,7 @@
 """A user's CSV with its own column names, set by environment only, through the real data assets in process."""
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -42,19 +43,25 @@ def materialised(tmp_path_factory, shop_csv, materialise_batch):
     return materialise_batch(root, dataset, selection=DATA_ASSETS), root
 
 
+def _folder(result, root: Path, asset: str) -> Path:
+    """The version folder the run recorded for ``asset``."""
+    return root / _metadata(result, asset)["path"]
+
+
 def _metadata(result, asset: str) -> dict:
     [event] = [event for event in result.get_asset_materialization_events() if event.asset_key.path == [asset]]
     return {key: value.value for key, value in event.event_specific_data.materialization.metadata.items()}
 
 
-def test_the_column_map_from_the_environment_is_used_and_recorded(materialised):
+def test_the_column_map_from_the_environment_is_used_and_recorded(materialised, shop_csv):
     result, root = materialised
+    path, _ = shop_csv
     assert result.success
     expected = {"user_id": "customer", "item_id": "product", "timestamp": "ts", "rating": "stars"}
     assert _metadata(result, "raw_interactions")["columns"] == expected
     assert _metadata(result, "validated_interactions")["columns"] == expected
     assert _metadata(result, "raw_interactions")["rows"] == ROWS
-    assert (root / "data" / "raw" / "shop.csv").exists()
+    assert (_folder(result, root, "raw_interactions") / "shop.csv").read_bytes() == path.read_bytes()
 
 
 def test_the_malformed_row_and_its_reason_are_on_disk_and_the_rest_kept(materialised, shop_csv):
@@ -64,11 +71,11 @@ def test_the_malformed_row_and_its_reason_are_on_disk_and_the_rest_kept(material
     assert (counts["rows_in"], counts["rows_kept"], counts["rows_quarantined"]) == (ROWS, ROWS - 1, 1)
     assert "rating: malformed" in counts["by_reason"]
 
-    quarantined = pd.read_parquet(root / "artifacts" / "quarantined_rows" / "rows.parquet")
+    quarantined = pd.read_parquet(_folder(result, root, "quarantined_rows") / "rows.parquet")
     assert quarantined[["user_id", "item_id", "source_row", "reasons"]].values.tolist() == [
         [table.loc[BAD_ROW, "customer"], table.loc[BAD_ROW, "product"], BAD_ROW + 2, "rating: not a number ('abc')"]
     ]
-    summary = json.loads((root / "artifacts" / "quarantined_rows" / "summary.json").read_text())
+    summary = json.loads((_folder(result, root, "quarantined_rows") / "summary.json").read_text())
     assert summary == {
         "rows_in": ROWS,
         "rows_kept": ROWS - 1,
@@ -76,7 +83,7 @@ def test_the_malformed_row_and_its_reason_are_on_disk_and_the_rest_kept(material
         "by_reason": {"rating: malformed": 1},
     }
 
-    valid = pd.read_parquet(root / "artifacts" / "validated_interactions" / "interactions.parquet")
+    valid = pd.read_parquet(_folder(result, root, "validated_interactions") / "interactions.parquet")
     assert list(valid.columns) == ["user_id", "item_id", "timestamp", "rating", "source_row"]
     assert len(valid) == ROWS - 1 and BAD_ROW + 2 not in set(valid["source_row"])
     kept = table.drop(index=BAD_ROW)

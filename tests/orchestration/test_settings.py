@@ -15,10 +15,10 @@ import dagster as dg
 import pytest
 
 from orchestration import definitions
-from orchestration.assets.export import OnnxExportConfig, export_checked, register_export
-from orchestration.assets.models import MODEL_SPECS, model_assets, model_launchpad_config
+from orchestration.assets.export import OnnxExportConfig, export_checked, parity_histories, registry_entry
+from orchestration.assets.models import MODEL_SPECS, model_launchpad_config
 from orchestration.config_bridge import NO_PART, dataclass_values
-from orchestration.resources import ArtifactStore, ComputeResource, DatasetResource
+from orchestration.resources import DatasetResource
 from recmodels.cluster import ClusteringConfig
 from recmodels.data.splits import load_split
 from recmodels.graph import NeighbourhoodConfig
@@ -70,11 +70,9 @@ RUN_CONFIG = dg.RunConfig(
 )
 
 
-def _job_of(asset_name: str) -> dg.JobDefinition:
-    """A job of one model asset, to run Dagster's config validation on its launchpad config."""
-    [asset] = [asset for asset in model_assets if asset.key.to_user_string() == asset_name]
-    resources = {"store": ArtifactStore(), "compute": ComputeResource()}
-    return dg.Definitions(assets=[asset], resources=resources).resolve_implicit_global_asset_job_def()
+def _launchpad_job() -> dg.JobDefinition:
+    """The job a user launches model assets from: Dagster validates launchpad config against its schema."""
+    return definitions.defs.resolve_job_def("full_pipeline")
 
 
 def _run_config(asset_name: str, config: dict) -> dict:
@@ -83,7 +81,7 @@ def _run_config(asset_name: str, config: dict) -> dict:
 
 def _validated(asset_name: str, config: dict) -> dg.Config:
     """``config`` as Dagster validates it (defaults filled in), then built into the asset's config class."""
-    result = dg.validate_run_config(_job_of(asset_name), _run_config(asset_name, config))
+    result = dg.validate_run_config(_launchpad_job(), _run_config(asset_name, config))
     return model_launchpad_config(SPECS[asset_name])(**result["ops"][asset_name]["config"])
 
 
@@ -105,26 +103,35 @@ def materialised(tmp_path_factory, ml100k_slice: Path, materialise_batch):
     return root, materialisations
 
 
-def _meta(root: Path, asset: str) -> dict:
-    return json.loads((root / "artifacts" / asset / CONFIG_FILE).read_text())
+def _folder(root: Path, materialisations: dict, asset: str) -> Path:
+    """The version folder this run recorded for ``asset``."""
+    return root / materialisations[asset].metadata["path"].value
 
 
-def _manifest(root: Path, asset: str, model: Recommender) -> Manifest:
+def _meta(root: Path, materialisations: dict, asset: str) -> dict:
+    return json.loads((_folder(root, materialisations, asset) / CONFIG_FILE).read_text())
+
+
+def _manifest(root: Path, materialisations: dict, asset: str, model: Recommender) -> Manifest:
     """The model through the pipeline's own export and registration steps."""
-    data = load_split(root / "artifacts" / "split")
-    exports = root / "exports"
-    histories, _ = data.test.history.sequences().padded(data.test.users, 20)
-    record = export_checked(model, exports / asset, histories, [(4, 20)], OnnxExportConfig())
-    assert record["parity"]["passed"], record["parity"]
-    folder = register_export(root / "registry", exports, asset, model, data.train.item_ids, "split-md5", {})
+    data = load_split(_folder(root, materialisations, "split"))
+    config = OnnxExportConfig(shapes=[[4, 20]])
+    histories, shapes = parity_histories(data.test, config)
+    export = export_checked(model, histories, shapes, config)
+    assert export.parity_passed, export.record["parity"]
+    split_md5 = materialisations["split"].metadata["dvc_md5"].value
+    entry = registry_entry(export, model, asset, data.train.item_ids, split_md5, {})
+    folder = root / "registry" / asset / entry.version_name
+    folder.mkdir(parents=True)
+    entry.save(folder)
     [manifest] = versions(root / "registry", asset)
-    assert Manifest.read(folder) == manifest
+    assert Manifest.read(folder) == manifest and manifest.training_data_version == split_md5
     return manifest
 
 
 def test_cluster_count_set_on_item_clusters_is_what_l_diffrec_trains_with_and_records(materialised):
     root, materialisations = materialised
-    model = Recommender.load(root / "artifacts" / CLUSTERED)
+    model = Recommender.load(_folder(root, materialisations, CLUSTERED))
     space = model.module.space
     assert sorted(set(space.cluster_of_item.tolist())) == list(range(N_CLUSTERS))
     assert len(space.encoders) == N_CLUSTERS and sum(space.slices) == 24
@@ -138,26 +145,26 @@ def test_cluster_count_set_on_item_clusters_is_what_l_diffrec_trains_with_and_re
             "embeddings": "svd of the training matrix",
         },
     }
-    assert _meta(root, CLUSTERED)["upstream"] == {"clusters": expected}
+    assert _meta(root, materialisations, CLUSTERED)["upstream"] == {"clusters": expected}
     assert materialisations[CLUSTERED].metadata["upstream"].value == {"clusters": expected}
     assert materialisations["item_clusters"].metadata["parameters"].value == expected["parameters"]
-    assert _manifest(root, CLUSTERED, model).upstream == {"clusters": expected}
+    assert _manifest(root, materialisations, CLUSTERED, model).upstream == {"clusters": expected}
 
 
 def test_top_m_set_on_the_overlap_is_what_gnno_trains_with_and_records(materialised):
     root, materialisations = materialised
-    model = Recommender.load(root / "artifacts" / GNNO_MODEL)
+    model = Recommender.load(_folder(root, materialisations, GNNO_MODEL))
     expected = {
         "asset": "item_neighbourhood_overlap",
         "dvc_md5": materialisations["item_neighbourhood_overlap"].metadata["dvc_md5"].value,
         "parameters": {"max_distance": MAX_DISTANCE, "top_m": TOP_M},
     }
-    assert _meta(root, GNNO_MODEL)["upstream"] == {"overlap": expected}
-    assert _manifest(root, GNNO_MODEL, model).upstream == {"overlap": expected}
+    assert _meta(root, materialisations, GNNO_MODEL)["upstream"] == {"overlap": expected}
+    assert _manifest(root, materialisations, GNNO_MODEL, model).upstream == {"overlap": expected}
     # The launchpad part: the fields set, the preset's values for the rest, and the curriculum started at epoch 0.
     preset = SPECS[GNNO_MODEL].preset.hard_negatives
     assert model.config.hard_negatives == dataclasses.replace(preset, n_negatives=4, start_epoch=0)
-    history = json.loads((root / "artifacts" / GNNO_MODEL / "training_history.json").read_text())
+    history = json.loads((_folder(root, materialisations, GNNO_MODEL) / "training_history.json").read_text())
     assert history["extra"]["hardness"] == [pytest.approx(preset.pace)]
 
 
@@ -191,7 +198,7 @@ def test_the_launchpad_accepts_a_valid_part_config_and_returns_it_typed():
 )
 def test_dagster_refuses_a_wrong_kind_or_field(asset, config, complaint):
     with pytest.raises(dg.DagsterInvalidConfigError, match=complaint):
-        dg.validate_run_config(_job_of(asset), _run_config(asset, config))
+        dg.validate_run_config(_launchpad_job(), _run_config(asset, config))
 
 
 def test_upstream_asset_configs_take_their_fields_from_the_library_dataclasses():
