@@ -1,8 +1,10 @@
 """Replay a dataset into the incoming folder, one time window per file, for the live loop to pick up.
 
 ``python -m orchestration.replay [--interval 30] [--limit N]`` (or ``make replay``) while
-``make ui`` runs: the incoming-file sensor lands each file, the windows' drift reports
-follow, and the drift sensor retrains when they say so.
+``make ui`` runs: the incoming-file sensor sees each file and asks for its window's landing run
+(and drift report, once there is a champion), and the drift sensor retrains when they say so.
+Files stay in the incoming folder (the loop never moves them); replaying again into the same
+folder rewrites them, which the sensor sees as changed files.
 """
 
 import argparse

@@ -461,3 +461,134 @@ def test_promotion_log_appends_each_decision_once(tmp_path):
         "def.dir@1997-10-27",
     ]
     assert live.logged_decision(log, "abc.dir@1997-10-27")["promoted"] is True
+
+
+@pytest.fixture(scope="module")
+def relanded(project, judged, weeks):
+    """Week 3's file gains a row (a new version of that window); a challenger retrains; week 9 lands."""
+    incoming = project.stream.incoming_path
+    week3, name3, rows3 = weeks[2]
+    before = {"version": _data_version(project.latest(live.WINDOW, week3)), "launched": set(project.launched)}
+    schedule_before = _schedule(project, "2026-01-05")
+    extra = pd.DataFrame(
+        {"user_id": ["9999"], "item_id": ["1"], "rating": [3.0], "timestamp": [rows3["timestamp"].max()]}
+    )
+    drop(incoming, name3, pd.concat([rows3, extra], ignore_index=True))
+    changed = project.sense()
+    drift = project.drift_tick()
+    retrained = project.retrain("item_knn_model")
+    drop(incoming, weeks[8][1], weeks[8][2])
+    ninth = project.sense()
+    schedule_after = _schedule(project, "2026-01-12")
+    return {
+        "before": before,
+        "changed": changed,
+        "drift": drift,
+        "retrained": retrained,
+        "ninth": ninth,
+        "schedule": (schedule_before, schedule_after),
+    }
+
+
+def _schedule(project: Project, date: str):
+    moment = pd.Timestamp(f"{date} 03:00", tz="UTC").to_pydatetime()
+    context = dg.build_schedule_context(
+        instance=project.instance, resources={"stream": project.stream}, scheduled_execution_time=moment
+    )
+    return automation.weekly_retraining(context)
+
+
+def test_a_changed_file_lands_its_window_again_as_a_new_version(project, relanded, weeks):
+    week3, name3, rows3 = weeks[2]
+    result, (run,) = relanded["changed"]
+    (request,) = result.run_requests
+    assert request.partition_key == week3 and request.run_key not in relanded["before"]["launched"]
+    assert request.run_config["ops"]["interaction_window"]["config"]["files"] == [name3]
+    assert run.success
+    assert _data_version(project.latest(live.WINDOW, week3)) != relanded["before"]["version"]
+    assert len(project.window(week3).rows) == len(rows3) + 1
+    # its drift report is no retrain trigger: the champion already trained on that week
+    assert not relanded["drift"].run_requests
+    assert f"{week3}: " in str(relanded["drift"].skip_reason)
+
+
+def test_consumers_read_exactly_the_landed_window_versions(project, relanded, weeks):
+    week3 = weeks[2][0]
+    landed = {key: version.data_version for key, version in live.landed_windows(project.instance).items()}
+    challenger = project.latest(live.CHALLENGER)
+    read = challenger.metadata["windows_read"].value
+    assert read == {key: version for key, version in landed.items() if key in read}
+    assert read[week3] != relanded["before"]["version"], "the new version of week 3, not the one on disk first"
+    model = live.TrainedModel.load(project.root / challenger.metadata["path"].value)
+    assert {key: value["data_version"] for key, value in model.record["trained_windows"].items()} == {
+        key: version for key, version in read.items() if key != model.validation_window
+    }
+    # the week-9 drift report: current data at the latest versions, reference exactly the champion's training data
+    (_, (run,)) = relanded["ninth"]
+    assert run.success
+    report = project.latest("drift_report", weeks[8][0]).metadata
+    champion_record = project.latest(live.CHAMPION)
+    champion = live.TrainedModel.load(project.root / champion_record.metadata["path"].value)
+    assert report["champion_version"].value == _data_version(champion_record)
+    assert report["reference_windows"].value == {
+        key: value["data_version"] for key, value in champion.record["trained_windows"].items()
+    }
+    assert report["windows_read"].value == landed
+
+
+def test_weekly_schedule_keys_its_runs_by_date_and_waits_for_a_new_window(project, relanded):
+    before, after = relanded["schedule"]
+    assert isinstance(before, dg.SkipReason) and "no window landed since the champion's validation window" in str(
+        before
+    )
+    assert after.run_key == "schedule:2026-01-12"
+    assert after.tags == {automation.MODEL_TAG: MODEL, automation.TRIGGER_TAG: "schedule"}
+
+
+def _report_drift(instance, window: str, drifted: bool) -> None:
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization(asset_key="drift_report", partition=window, metadata={"drift_detected": drifted})
+    )
+
+
+def test_drift_sensor_asks_once_per_drifted_window_after_the_champions_data(tmp_path):
+    """Drift reports straight into a fresh instance: the sensor reads only their metadata and the champion's."""
+    stream = live.StreamResource(incoming=str(tmp_path), window_days=7, model="ease_model", cooldown_windows=2)
+    with dg.instance_for_test() as instance:
+        instance.report_runless_asset_event(
+            dg.AssetMaterialization(asset_key=live.CHAMPION, metadata={live.TRAINED_THROUGH: "1997-10-06"})
+        )
+        cursor = None
+
+        def tick():
+            nonlocal cursor
+            with dg.build_sensor_context(instance=instance, cursor=cursor, resources={"stream": stream}) as context:
+                result = automation.drift_sensor(context)
+            cursor = result.cursor or cursor
+            return result
+
+        _report_drift(instance, "1997-10-06", True)
+        _report_drift(instance, "1997-10-13", False)
+        quiet = tick()
+        assert not quiet.run_requests
+        assert "1997-10-06: drift, but the champion already trained through 1997-10-06" in str(quiet.skip_reason)
+        assert "1997-10-13: no drift" in str(quiet.skip_reason)
+        _report_drift(instance, "1997-10-20", True)
+        (request,) = tick().run_requests
+        assert request.run_key == "drift:1997-10-20"
+        assert request.run_config["ops"]["challenger_model"]["config"] == {
+            "model": "ease_model",
+            "window": "1997-10-20",
+        }
+        assert request.tags == {
+            automation.MODEL_TAG: "ease_model",
+            automation.TRIGGER_TAG: "drift",
+            automation.WINDOW_TAG: "1997-10-20",
+        }
+        _report_drift(instance, "1997-10-20", True)  # the same window again (landed again)
+        _report_drift(instance, "1997-10-27", True)  # one window later
+        cooled = tick()
+        assert not cooled.run_requests and str(cooled.skip_reason).count("in cooldown") == 2
+        _report_drift(instance, "1997-11-03", True)
+        assert [request.run_key for request in tick().run_requests] == ["drift:1997-11-03"]
+        assert tick().skip_reason == dg.SkipReason("no new drift report")
