@@ -52,8 +52,14 @@ def raw_interactions(context: dg.AssetExecutionContext, dataset: DatasetResource
 
 @dg.multi_asset(
     outs={
-        "validated_interactions": dg.AssetOut(group_name=GROUP, kinds={"pandera"}),
-        "quarantined_rows": dg.AssetOut(group_name=GROUP, kinds={"pandera"}),
+        "validated_interactions": dg.AssetOut(
+            group_name=GROUP, kinds={"pandera"}, description="Every raw row that passed the pandera schema."
+        ),
+        "quarantined_rows": dg.AssetOut(
+            group_name=GROUP,
+            kinds={"pandera"},
+            description="Every raw row that failed it, with its reasons; rows in = kept + quarantined.",
+        ),
     }
 )
 def validate_raw(dataset: DatasetResource, raw_interactions: RawSnapshot):
@@ -94,7 +100,7 @@ class InteractionsConfig(dg.Config):
     min_item_interactions: int = Field(default=5, description="k-core: items with fewer interactions are dropped.")
 
 
-@dg.asset(group_name=GROUP)
+@dg.asset(group_name=GROUP, kinds={"pandas"})
 def interactions(config: InteractionsConfig, validated_interactions: ValidatedRows) -> dg.Output[Interactions]:
     """k-core filtered rows with internal ids (0 = padding item) and id maps."""
     kept, report = k_core(
@@ -143,7 +149,7 @@ class SplitConfig(dg.Config):
         return {"valid_fraction": self.valid_fraction, "test_fraction": self.test_fraction}
 
 
-@dg.asset(group_name=GROUP)
+@dg.asset(group_name=GROUP, kinds={"pandas"})
 def split(config: SplitConfig, interactions: Interactions) -> dg.Output[SplitData]:
     """Train / validation / test with the protocol's history and masking rules."""
     result = make_split(interactions, config.protocol, **config.split_options())
