@@ -35,7 +35,7 @@ import pandas as pd
 from dagster._core.definitions.data_version import DATA_VERSION_TAG
 from dagster._core.event_api import PartitionKeyFilter
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from orchestration import versioning
 from orchestration.assets.export import (
@@ -117,6 +117,14 @@ class StreamResource(dg.ConfigurableResource):
     cooldown_windows: int = Field(
         default=2, description="Drift-triggered retrains are at least this many windows apart (data time)."
     )
+
+    @field_validator("model")
+    @classmethod
+    def _model_retrains_on_the_stream(cls, model: str) -> str:
+        """A bad model name fails when the resource is built (at load time for the environment), not mid-run."""
+        if model not in STREAM_MODELS:
+            raise ValueError(f"stream model {model!r} (env RECPIPE_LIVE_MODEL) is not one of {sorted(STREAM_MODELS)}")
+        return model
 
     @property
     def incoming_path(self) -> Path:
