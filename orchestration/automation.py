@@ -57,6 +57,9 @@ retrain_job = dg.define_asset_job(
     "retrain",
     selection=dg.AssetSelection.assets(challenger_model, live_champion),
     description="Train a challenger on the landed windows; promote it (export, register) only if it beats the champion.",
+    # one decision at a time (orchestration/dagster.yaml limits the tag): two retrains of different models
+    # would otherwise both judge against the same champion and race to replace it
+    tags={"recpipe/decides": "live_champion"},
 )
 
 
