@@ -13,7 +13,6 @@ in the committed ``.dvc/config`` and commits exactly their pointers, so anyone w
 from __future__ import annotations
 
 import argparse
-import fcntl
 import filecmp
 import json
 import os
@@ -21,15 +20,14 @@ import shutil
 import subprocess
 import sys
 import uuid
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import dagster as dg
 import yaml
 from dvc.repo import Repo
 
+from orchestration.versioning import file_lock
 from recmodels.registry import CHAMPION_FILE, MANIFEST_FILE, MODEL_FILE, Manifest, file_version
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -246,17 +244,9 @@ def _default_message(champion: dict[str, str], entries: list[tuple[str, str, Pat
     )
 
 
-@contextmanager
-def _release_lock(root: Path) -> Iterator[None]:
+def _release_lock(root: Path):
     """One release at a time per project: the folder swap and the DVC calls must not interleave."""
-    lock_path = root / ".dvc" / "tmp" / "release.lock"
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    return file_lock(root / ".dvc" / "tmp" / "release.lock")
 
 
 def _replace_registry(root: Path, entries: list[tuple[str, str, Path]], champion: dict[str, str]) -> None:

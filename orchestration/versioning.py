@@ -34,7 +34,8 @@ class TrackedOutput:
 
 
 @contextmanager
-def _file_lock(lock_path: Path) -> Iterator[None]:
+def file_lock(lock_path: Path) -> Iterator[None]:
+    """An exclusive lock on ``lock_path`` across threads and processes (released when the block ends)."""
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     with open(lock_path, "w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
@@ -46,7 +47,7 @@ def _file_lock(lock_path: Path) -> Iterator[None]:
 
 def _repo_lock(root: Path):
     """Serialise DVC calls from parallel Dagster steps and runs (DVC's own lock fails fast)."""
-    return _file_lock(root / ".dvc" / "tmp" / "recpipe.lock")
+    return file_lock(root / ".dvc" / "tmp" / "recpipe.lock")
 
 
 def ensure_repo(root: Path, remote_url: str | None, *, scm: bool = True) -> None:
@@ -57,7 +58,7 @@ def ensure_repo(root: Path, remote_url: str | None, *, scm: bool = True) -> None
     """
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    with _file_lock(root / ".recpipe-init.lock"):  # two runs starting at once on a fresh project
+    with file_lock(root / ".recpipe-init.lock"):  # two runs starting at once on a fresh project
         if not (root / ".dvc").exists():
             Repo.init(str(root), no_scm=not (scm and (root / ".git").exists()))
             if not scm:  # immutable version folders: link them to the cache instead of holding two copies
