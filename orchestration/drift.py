@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
-from evidently import DataDefinition, Dataset, Report
-from evidently.core.report import Snapshot
-from evidently.presets import DataDriftPreset
+
+if TYPE_CHECKING:
+    from evidently.core.report import Snapshot
 
 COLUMN_DRIFT_METRIC = "evidently:metric_v2:ValueDrift"
 SHARE_METRIC = "evidently:metric_v2:DriftedColumnsCount"
@@ -62,6 +63,10 @@ def drift_report(
     """Evidently's data drift preset (per-column tests included) over the named columns."""
     if reference.empty or current.empty:
         raise ValueError(f"drift needs rows on both sides: reference {len(reference)}, current {len(current)}")
+    # imported here: evidently takes 5 s to import, and every step process of every run loads this module
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.presets import DataDriftPreset
+
     definition = DataDefinition(numerical_columns=list(numerical), categorical_columns=list(categorical))
     columns = [*numerical, *categorical]
     report = Report([DataDriftPreset(columns=columns, drift_share=drift_share)], include_tests=True)
