@@ -41,7 +41,10 @@ full_pipeline = dg.define_asset_job(
     # forkserver: step processes fork from one that has imported this code location (11 s of imports,
     # paid once per run instead of once per step)
     executor_def=dg.multiprocess_executor.configured(
-        {"max_concurrent": parallel_steps(), "start_method": {"forkserver": {}}}
+        {
+            "max_concurrent": parallel_steps(),
+            "start_method": {"forkserver": {"preload_modules": ["orchestration.definitions"]}},
+        }
     ),
     tags=BATCH_RUN_TAGS,
 )
