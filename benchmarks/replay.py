@@ -178,6 +178,9 @@ def replay(options, root: Path, policy: str) -> tuple[list[dict], dict]:
                 if not requests:
                     row["schedule"] = scheduled.skip_message
             for request in requests:
+                if request.job_name == automation.report_drift_job.name:
+                    launch(request.job_name, request)
+                    continue
                 row["trigger"] = request.tags.get(automation.TRIGGER_TAG)
                 retrain_started = time.perf_counter()
                 result = launch(automation.retrain_job.name, request)

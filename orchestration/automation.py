@@ -6,7 +6,11 @@
   remembered as rejected with its reason, shown in the skip reason, and left where it is.
 - ``drift_sensor``: the first champion once (run key ``bootstrap``), then one ``retrain`` run per
   drifted window (run key ``drift:<window>``), at most one per ``cooldown_windows`` windows of
-  data time, and never for a window the champion has already trained on.
+  data time, and never for a window the champion has already trained on. Drift is judged against
+  the champion that serves: a report made against an earlier champion is not evidence, and a
+  landed window after the champion's validation window without a report against it (weeks that
+  landed while the first champion, or its successor, was being trained) gets one ``report_drift``
+  run (run key ``report:<window>:<window version>:<champion version>``).
 - ``weekly_retraining``: the same ``retrain`` job every Monday (run key per scheduled date).
 
 Every retrain request is tagged ``recpipe/model`` (``orchestration/dagster.yaml`` runs one per
@@ -21,11 +25,16 @@ from dataclasses import asdict, dataclass, field
 
 import dagster as dg
 import numpy as np
+from dagster._core.definitions.data_version import DATA_VERSION_TAG
 
 from orchestration.assets.live import (
+    CHAMPION_VERSION,
     TRAINED_THROUGH,
+    VALIDATION_WINDOW,
+    WINDOW_VERSION,
     WINDOWS,
     StreamResource,
+    WindowVersion,
     challenger_model,
     drift_report,
     interaction_window,
@@ -52,6 +61,11 @@ ingest_window_job = dg.define_asset_job(
     "ingest_window",
     selection=dg.AssetSelection.assets(interaction_window, drift_report),
     description="One time window: land its rows from the incoming files, then its drift report against the champion.",
+)
+report_drift_job = dg.define_asset_job(
+    "report_drift",
+    selection=dg.AssetSelection.assets(drift_report),
+    description="A landed window's drift report against the current champion (for windows that landed before it).",
 )
 retrain_job = dg.define_asset_job(
     "retrain",
@@ -180,17 +194,69 @@ def retrain_request(stream: StreamResource, run_key: str, trigger: str, window: 
     tags = {MODEL_TAG: stream.model, TRIGGER_TAG: trigger, **({WINDOW_TAG: window} if window else {})}
     return dg.RunRequest(
         run_key=run_key,
+        job_name=retrain_job.name,
         run_config={"ops": {challenger_model.key.to_python_identifier(): {"config": config}}},
         tags=tags,
     )
 
 
-def champion_metadata(instance: dg.DagsterInstance) -> dict | None:
-    """The latest ``live_champion`` materialisation's metadata values, None before the first champion."""
+@dataclass(frozen=True)
+class ChampionState:
+    """What the sensors and the schedule need of the latest ``live_champion`` materialisation."""
+
+    version: str | None  # its data version: drift reports name the champion they compared against by it
+    trained_through: str
+    validation_window: str
+
+
+def champion_state(instance: dg.DagsterInstance) -> ChampionState | None:
+    """The current champion, None before the first one."""
     records = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=live_champion.key), limit=1).records
     if not records:
         return None
-    return {key: value.value for key, value in records[0].asset_materialization.metadata.items()}
+    materialization = records[0].asset_materialization
+    return ChampionState(
+        materialization.tags.get(DATA_VERSION_TAG),
+        materialization.metadata[TRAINED_THROUGH].value,
+        materialization.metadata[VALIDATION_WINDOW].value,
+    )
+
+
+def unreported_windows(instance: dg.DagsterInstance, champion: ChampionState) -> dict[str, WindowVersion]:
+    """Landed windows after the champion's validation window whose latest drift report is not of their landed
+    version against this champion, leaving out windows a run is already working on."""
+    busy = {
+        run.tags[WINDOW_TAG]
+        for run in instance.get_runs(dg.RunsFilter(statuses=UNFINISHED))
+        if WINDOW_TAG in run.tags and run.job_name != retrain_job.name
+    }
+    missing = {}
+    for window, version in landed_windows(instance).items():
+        if window <= champion.validation_window or window in busy:
+            continue
+        records = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=drift_report.key, asset_partitions=[window]), limit=1
+        ).records
+        metadata = records[0].asset_materialization.metadata if records else {}
+        made_against = (
+            metadata.get(CHAMPION_VERSION) and metadata[CHAMPION_VERSION].value,
+            metadata.get(WINDOW_VERSION) and metadata[WINDOW_VERSION].value,
+        )
+        if made_against != (champion.version, version.data_version):
+            missing[window] = version
+    return missing
+
+
+def report_requests(instance: dg.DagsterInstance, champion: ChampionState) -> list[dg.RunRequest]:
+    return [
+        dg.RunRequest(
+            run_key=f"report:{window}:{version.data_version[:12]}:{(champion.version or 'none')[:12]}",
+            job_name=report_drift_job.name,
+            partition_key=window,
+            tags={WINDOW_TAG: window},
+        )
+        for window, version in unreported_windows(instance, champion).items()
+    ]
 
 
 def _bootstrap(context: dg.SensorEvaluationContext, stream: StreamResource, cursor: DriftCursor) -> dg.SensorResult:
@@ -216,32 +282,35 @@ def _bootstrap(context: dg.SensorEvaluationContext, stream: StreamResource, curs
     )
 
 
-@dg.sensor(job=retrain_job, minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING)
+@dg.sensor(
+    jobs=[retrain_job, report_drift_job], minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING
+)
 def drift_sensor(context: dg.SensorEvaluationContext, stream: StreamResource) -> dg.SensorResult:
     """The first champion once; then one retrain per drifted window after the champion's data, honouring the
-    cooldown."""
+    cooldown; and a drift report for each landed window the current champion has no report on."""
     cursor = DriftCursor.parse(context.cursor)
-    champion = champion_metadata(context.instance)
+    champion = champion_state(context.instance)
     if champion is None:
         return _bootstrap(context, stream, cursor)
-    trained_through = champion[TRAINED_THROUGH]
     records = context.instance.fetch_materializations(
         dg.AssetRecordsFilter(asset_key=drift_report.key, after_storage_id=cursor.after_storage_id),
         limit=100,
         ascending=True,
     ).records
-    if not records:
-        return dg.SensorResult(skip_reason="no new drift report")
     run_requests, reasons = [], []
     for record in records:
         materialization = record.asset_materialization
         window = materialization.partition
         cursor.after_storage_id = record.storage_id
+        against = materialization.metadata.get(CHAMPION_VERSION)
+        if (against and against.value) != champion.version:
+            reasons.append(f"{window}: report against an earlier champion")
+            continue
         if not materialization.metadata["drift_detected"].value:
             reasons.append(f"{window}: no drift")
             continue
-        if window <= trained_through:
-            reasons.append(f"{window}: drift, but the champion already trained through {trained_through}")
+        if window <= champion.trained_through:
+            reasons.append(f"{window}: drift, but the champion already trained through {champion.trained_through}")
             continue
         if cursor.last_trigger_window is not None:
             apart = windows_apart(cursor.last_trigger_window, window, stream.window_days)
@@ -253,11 +322,19 @@ def drift_sensor(context: dg.SensorEvaluationContext, stream: StreamResource) ->
                 continue
         cursor.last_trigger_window = window
         run_requests.append(retrain_request(stream, f"drift:{window}", trigger="drift", window=window))
+    retraining = run_requests or context.instance.get_runs(
+        dg.RunsFilter(job_name=retrain_job.name, statuses=UNFINISHED), limit=1
+    )
+    if retraining:
+        reasons.append("a retrain is requested or running: windows are reported against the champion it leaves")
+    else:
+        reports = report_requests(context.instance, champion)
+        run_requests += reports
+        reasons += [f"{request.partition_key}: no report against the current champion" for request in reports]
     for reason in reasons:
         context.log.info(reason)
-    return dg.SensorResult(
-        run_requests=run_requests, cursor=cursor.dump(), skip_reason=None if run_requests else "; ".join(reasons)
-    )
+    skip = "; ".join(reasons) if records else "no new drift report"
+    return dg.SensorResult(run_requests=run_requests, cursor=cursor.dump(), skip_reason=None if run_requests else skip)
 
 
 @dg.schedule(job=retrain_job, cron_schedule="0 3 * * 1", default_status=dg.DefaultScheduleStatus.RUNNING)
@@ -266,13 +343,13 @@ def weekly_retraining(context: dg.ScheduleEvaluationContext, stream: StreamResou
     landed = landed_windows(context.instance)
     if len(landed) < 2:
         return dg.SkipReason(f"{len(landed)} windows landed: need one to train on and one to validate")
-    champion = champion_metadata(context.instance)
-    if champion is not None and champion["validation_window"] >= max(landed):
-        return dg.SkipReason(f"no window landed since the champion's validation window {champion['validation_window']}")
+    champion = champion_state(context.instance)
+    if champion is not None and champion.validation_window >= max(landed):
+        return dg.SkipReason(f"no window landed since the champion's validation window {champion.validation_window}")
     date = context.scheduled_execution_time.date().isoformat()
     return retrain_request(stream, f"schedule:{date}", trigger="schedule")
 
 
 sensors = [incoming_files_sensor, drift_sensor]
 schedules = [weekly_retraining]
-jobs = [ingest_window_job, retrain_job]
+jobs = [ingest_window_job, report_drift_job, retrain_job]

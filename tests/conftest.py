@@ -178,3 +178,33 @@ def ml100k_items(data_dir: Path) -> pd.DataFrame:
     from recmodels.data.readers import load_dataset
 
     return load_dataset(data_dir / "ml-100k").items
+
+
+@pytest.fixture(scope="session")
+def register_fitted():
+    """Fitted models exported to ONNX and registered as the pipeline registers them (without its lineage):
+    ``register_fitted(root, {name: model}, item_ids, k) -> {name: entry folder}``."""
+    import tempfile
+
+    from recmodels.export import export_onnx, register_model  # torch: only once a test asks for it
+
+    def register(root: Path, models: dict, item_ids: np.ndarray, k: int) -> dict[str, Path]:
+        entries = {}
+        with tempfile.TemporaryDirectory() as exports:
+            for name, model in models.items():
+                onnx_file = Path(exports) / name / "model.onnx"
+                spec = export_onnx(model, onnx_file, k=k)
+                entries[name] = register_model(
+                    root,
+                    onnx_file,
+                    spec,
+                    model,
+                    name=name,
+                    item_ids=item_ids,
+                    training_data_version="test",
+                    metrics={},
+                    parity={"passed": True},
+                )
+        return entries
+
+    return register

@@ -19,7 +19,6 @@ from recserve.model import CPU_PROVIDER, LoadedModel, open_session
 from recmodels.data.interactions import Interactions
 from recmodels.data.splits import leave_one_out_split
 from recmodels.evaluation import evaluate
-from recmodels.export import export_onnx, register_model
 from recmodels.models.baselines import EASE
 from recmodels.models.sasrec import SASRec, esasrec
 from recmodels.registry import set_champion
@@ -45,25 +44,11 @@ def models(split) -> dict:
 
 
 @pytest.fixture(scope="module")
-def registry(models, split, tmp_path_factory) -> Path:
+def registry(models, split, tmp_path_factory, register_fitted) -> Path:
     """EASE (the champion) and a small eSASRec, exported and registered like the pipeline does."""
     root = tmp_path_factory.mktemp("registry")
-    work = tmp_path_factory.mktemp("exports")
-    for name, model in models.items():
-        spec = export_onnx(model, work / name / "model.onnx", k=K)
-        folder = register_model(
-            root,
-            work / name / "model.onnx",
-            spec,
-            model,
-            name=name,
-            item_ids=split.train.item_ids,
-            training_data_version="test",
-            metrics={},
-            parity={"passed": True},
-        )
-        if name == "ease_model":
-            set_champion(root, name, folder.name, "test")
+    entries = register_fitted(root, models, split.train.item_ids, K)
+    set_champion(root, "ease_model", entries["ease_model"].name, "test")
     return root
 
 

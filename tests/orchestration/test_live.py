@@ -14,6 +14,7 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 import pytest
+from dagster._core.definitions.data_version import DATA_VERSION_TAG
 from dagster._core.test_utils import create_run_for_test
 
 from orchestration import automation
@@ -545,19 +546,54 @@ def test_weekly_schedule_keys_its_runs_by_date_and_waits_for_a_new_window(projec
     assert after.tags == {automation.MODEL_TAG: MODEL, automation.TRIGGER_TAG: "schedule"}
 
 
-def _report_drift(instance, window: str, drifted: bool) -> None:
+def _report_drift(instance, window: str, drifted: bool, champion: str = "c1", window_version: str = "") -> None:
+    metadata = {
+        "drift_detected": drifted,
+        live.CHAMPION_VERSION: champion,
+        live.WINDOW_VERSION: window_version or f"v-{window}",
+    }
     instance.report_runless_asset_event(
-        dg.AssetMaterialization(asset_key="drift_report", partition=window, metadata={"drift_detected": drifted})
+        dg.AssetMaterialization(asset_key="drift_report", partition=window, metadata=metadata)
     )
+
+
+def _crown(instance, version: str, trained_through: str, validation_window: str) -> None:
+    """A live_champion materialisation as the IO layer records it: its data version and its windows."""
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization(
+            asset_key=live.CHAMPION,
+            metadata={live.TRAINED_THROUGH: trained_through, live.VALIDATION_WINDOW: validation_window},
+            tags={DATA_VERSION_TAG: version},
+        )
+    )
+
+
+def _land(instance, window: str, version: str = "") -> None:
+    """A landed window as ``landed_windows`` sees it: materialised, and its quarantine check passed (runless
+    events share one run id, so the first check evaluation stands for a window landed again)."""
+    landed_before = instance.has_dynamic_partition(live.WINDOWS.name, window)
+    instance.add_dynamic_partitions(live.WINDOWS.name, [window])
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization(
+            asset_key=live.WINDOW,
+            partition=window,
+            metadata={"path": f"artifacts/interaction_window/{window}/x"},
+            tags={DATA_VERSION_TAG: version or f"v-{window}"},
+        )
+    )
+    if not landed_before:
+        instance.report_runless_asset_event(
+            dg.AssetCheckEvaluation(
+                asset_key=dg.AssetKey(live.WINDOW), check_name=live.QUARANTINE_CHECK, passed=True, partition=window
+            )
+        )
 
 
 def test_drift_sensor_asks_once_per_drifted_window_after_the_champions_data(tmp_path):
     """Drift reports straight into a fresh instance: the sensor reads only their metadata and the champion's."""
     stream = live.StreamResource(incoming=str(tmp_path), window_days=7, model="ease_model", cooldown_windows=2)
     with dg.instance_for_test() as instance:
-        instance.report_runless_asset_event(
-            dg.AssetMaterialization(asset_key=live.CHAMPION, metadata={live.TRAINED_THROUGH: "1997-10-06"})
-        )
+        _crown(instance, "c1", trained_through="1997-10-06", validation_window="1997-10-13")
         cursor = None
 
         def tick():
@@ -592,3 +628,57 @@ def test_drift_sensor_asks_once_per_drifted_window_after_the_champions_data(tmp_
         _report_drift(instance, "1997-11-03", True)
         assert [request.run_key for request in tick().run_requests] == ["drift:1997-11-03"]
         assert tick().skip_reason == dg.SkipReason("no new drift report")
+
+
+def test_windows_landed_before_the_champion_get_one_report_against_it(tmp_path):
+    """Weeks that landed while the champion was trained were never reported against it: the sensor asks for one
+    report per such window (not while a window is being landed or a retrain is on its way), and a report made
+    against an earlier champion triggers nothing."""
+    stream = live.StreamResource(incoming=str(tmp_path), window_days=7, model="ease_model", cooldown_windows=1)
+    with dg.instance_for_test() as instance:
+        windows = ["1997-10-06", "1997-10-13", "1997-10-20", "1997-10-27", "1997-11-03"]
+        for window in windows:
+            _land(instance, window)
+        _crown(instance, "c1", trained_through="1997-10-06", validation_window="1997-10-13")
+        _report_drift(instance, "1997-10-20", False, champion="c1")  # already reported against c1
+        _report_drift(instance, "1997-10-27", True, champion="c0")  # against an earlier champion
+        landing = create_run_for_test(
+            instance,
+            job_name="ingest_window",
+            status=dg.DagsterRunStatus.STARTED,
+            tags={automation.WINDOW_TAG: windows[4]},
+        )
+        cursor = None
+
+        def tick():
+            nonlocal cursor
+            with dg.build_sensor_context(instance=instance, cursor=cursor, resources={"stream": stream}) as context:
+                result = automation.drift_sensor(context)
+            cursor = result.cursor or cursor
+            return result
+
+        first = tick()
+        (request,) = first.run_requests  # no retrain: week 4's drift was measured against c0
+        assert request.job_name == automation.report_drift_job.name
+        assert request.partition_key == "1997-10-27"
+        assert request.run_key == "report:1997-10-27:v-1997-10-27:c1"
+        instance.delete_run(landing.run_id)  # week 5 has landed: now it is due too
+        assert [r.partition_key for r in tick().run_requests] == ["1997-10-27", "1997-11-03"]
+
+        _report_drift(instance, "1997-10-27", True, champion="c1")
+        _report_drift(instance, "1997-11-03", False, champion="c1")
+        (retrain,) = tick().run_requests
+        assert retrain.run_key == "drift:1997-10-27" and retrain.job_name == automation.retrain_job.name
+        queued = create_run_for_test(instance, job_name="retrain", status=dg.DagsterRunStatus.NOT_STARTED)
+        waiting = tick()
+        assert not waiting.run_requests  # nothing is reported against a champion about to be replaced
+
+        instance.delete_run(queued.run_id)
+        _crown(instance, "c2", trained_through="1997-10-20", validation_window="1997-10-27")
+        _report_drift(instance, "1997-11-03", True, champion="c1")  # a late report against c1
+        after = tick()  # no retrain for week 5's drift against c1
+        assert [(r.job_name, r.partition_key) for r in after.run_requests] == [("report_drift", "1997-11-03")]
+        _land(instance, "1997-11-03", version="v2")  # landed again, from a changed file
+        _report_drift(instance, "1997-11-03", False, champion="c2")  # of its first version
+        (again,) = tick().run_requests
+        assert again.run_key == "report:1997-11-03:v2:c2"

@@ -19,7 +19,6 @@ import pytest
 from orchestration.release import ReleaseError, latest_release_inputs, release
 from recmodels.data.interactions import Interactions
 from recmodels.data.splits import leave_one_out_split
-from recmodels.export import export_onnx, register_model
 from recmodels.models.baselines import EASE, MostPopular
 from recmodels.registry import MODEL_FILE, Manifest, file_version
 
@@ -42,26 +41,10 @@ def split(ml100k_small_raw):
 
 
 @pytest.fixture(scope="module")
-def registry(split, tmp_path_factory) -> dict[str, Path]:
+def registry(split, tmp_path_factory, register_fitted) -> dict[str, Path]:
     """EASE and MostPopular fitted on 300 ML-100K users, exported and registered: model name -> entry folder."""
-    root = tmp_path_factory.mktemp("registry")
-    exports = tmp_path_factory.mktemp("exports")
-    entries = {}
-    for name, model in {"ease_model": EASE().fit(split), "most_popular_model": MostPopular().fit(split)}.items():
-        onnx_file = exports / name / MODEL_FILE
-        spec = export_onnx(model, onnx_file, k=K)
-        entries[name] = register_model(
-            root,
-            onnx_file,
-            spec,
-            model,
-            name=name,
-            item_ids=split.train.item_ids,
-            training_data_version="test",
-            metrics={},
-            parity={"passed": True},
-        )
-    return entries
+    models = {"ease_model": EASE().fit(split), "most_popular_model": MostPopular().fit(split)}
+    return register_fitted(tmp_path_factory.mktemp("registry"), models, split.train.item_ids, K)
 
 
 @pytest.fixture(scope="module")
