@@ -11,6 +11,7 @@ import json
 import logging
 import multiprocessing
 import os
+import platform
 import resource
 import sys
 import time
@@ -114,5 +115,16 @@ def progress(message: str) -> None:
 
 
 def finish(name: str, results: list[dict[str, Any]], **extra: Any) -> None:
-    """The one JSON line every benchmark ends with; ``extra`` adds keys such as a per-model summary."""
-    print(json.dumps({"benchmark": name, "results": results, **extra}))
+    """The one JSON line every benchmark ends with; ``extra`` adds keys such as a per-model summary. The CPU is
+    recorded because torch's CPU kernels differ by processor, and so can the last digits of a trained model."""
+    print(json.dumps({"benchmark": name, "results": results, "cpu": cpu_model(), **extra}))
+
+
+def cpu_model() -> str:
+    """The processor's name as Linux reports it (``platform.processor()`` elsewhere)."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
