@@ -21,7 +21,7 @@ from torch import nn
 
 from recmodels.evaluation import mask_seen
 from recmodels.models.base import Recommender
-from recmodels.registry import register
+from recmodels.registry import popularity_ranking, register
 
 OPSET = 18
 INPUT_NAME = "history"
@@ -173,9 +173,13 @@ def serving_fields(
     training_data_version: str,
     metrics: dict[str, float],
     parity: dict[str, Any],
+    item_popularity: Any = None,
 ) -> dict[str, Any]:
     """The manifest fields of an exported ``model``: from the model and its export, so every caller records
-    the same ones."""
+    the same ones. ``item_popularity`` (distinct training users per internal item id, as
+    ``Interactions.item_user_counts`` gives) becomes the cold-start list ``popularity``; without it the list
+    is empty and a service has no cold-start answer."""
+    popularity = [] if item_popularity is None else popularity_ranking(item_ids, item_popularity, spec.k)
     return {
         "model": name,
         "family": model.family,
@@ -190,6 +194,7 @@ def serving_fields(
         "inputs": spec.inputs,
         "outputs": spec.outputs,
         "parity": parity,
+        "popularity": popularity,
     }
 
 

@@ -17,7 +17,7 @@ import shutil
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 MODEL_FILE = "model.onnx"
 MANIFEST_FILE = "manifest.json"
@@ -43,6 +43,10 @@ class Manifest:
     # What the model trained with besides the split (clusters, neighbourhood overlap): each one's
     # construction parameters and, from the pipeline, its asset and DVC md5. Empty for most families.
     upstream: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # The cold-start answer for a history with no known item: the export's k most popular training items,
+    # most first, as {"item_id": <external id>, "users": <distinct training users>}. Empty in manifests
+    # written before it was recorded.
+    popularity: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
@@ -54,6 +58,15 @@ class Manifest:
         if unknown:
             raise ValueError(f"{folder / MANIFEST_FILE}: unknown fields {sorted(unknown)}")
         return cls(**values)
+
+
+def popularity_ranking(item_ids: Sequence[Any], users_per_item: Sequence[int], k: int) -> list[dict[str, Any]]:
+    """The ``k`` items with the most distinct training users (``users_per_item[i]`` for internal id ``i``, 0 =
+    padding, skipped), most first, ties to the lower internal id: the manifest's ``popularity``."""
+    if len(users_per_item) != len(item_ids):
+        raise ValueError(f"{len(users_per_item)} popularity counts for {len(item_ids)} item ids (padding included)")
+    ranked = sorted(range(1, len(item_ids)), key=lambda item: (-int(users_per_item[item]), item))[:k]
+    return [{"item_id": str(item_ids[item]), "users": int(users_per_item[item])} for item in ranked]
 
 
 def file_version(path: Path) -> str:

@@ -4,7 +4,15 @@ import json
 
 import pytest
 
-from recmodels.registry import CHAMPION_FILE, Manifest, file_version, register, set_champion, versions
+from recmodels.registry import (
+    CHAMPION_FILE,
+    Manifest,
+    file_version,
+    popularity_ranking,
+    register,
+    set_champion,
+    versions,
+)
 
 FIELDS = dict(
     family="ease",
@@ -55,3 +63,23 @@ def test_unknown_manifest_fields_and_unregistered_champions_fail(tmp_path):
     (folder / "manifest.json").write_text(json.dumps({**manifest, "surprise": 1}))
     with pytest.raises(ValueError, match="unknown fields"):
         Manifest.read(folder)
+
+
+def test_popularity_ranks_the_most_used_items_first_ties_to_the_lower_id():
+    item_ids = ["", "10", "20", "30", "40"]
+    ranking = popularity_ranking(item_ids, [0, 3, 7, 3, 1], k=3)
+    assert ranking == [{"item_id": "20", "users": 7}, {"item_id": "10", "users": 3}, {"item_id": "30", "users": 3}]
+    with pytest.raises(ValueError, match="4 popularity counts for 5 item ids"):
+        popularity_ranking(item_ids, [0, 1, 2, 3], k=2)
+
+
+def test_the_manifest_carries_the_popularity_list_and_old_manifests_read_without_it(tmp_path):
+    onnx = tmp_path / "a.onnx"
+    onnx.write_bytes(b"x")
+    popular = [{"item_id": "20", "users": 7}]
+    folder = register(tmp_path / "registry", onnx, model="m", **FIELDS, popularity=popular)
+    assert Manifest.read(folder).popularity == popular
+    manifest = json.loads((folder / "manifest.json").read_text())
+    del manifest["popularity"]
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    assert Manifest.read(folder).popularity == []

@@ -101,9 +101,16 @@ def parity_check_result(export: ExportedModel, shapes: list[tuple[int, int]]) ->
 
 
 def registry_entry(
-    export: ExportedModel, model: Recommender, name: str, item_ids, data_version: str, metrics: dict[str, float]
+    export: ExportedModel,
+    model: Recommender,
+    name: str,
+    item_ids,
+    data_version: str,
+    metrics: dict[str, float],
+    item_popularity=None,
 ) -> RegisteredModel:
-    """The registry entry of an export: its ONNX bytes and the manifest a service needs."""
+    """The registry entry of an export: its ONNX bytes and the manifest a service needs (with
+    ``item_popularity``, distinct training users per item, its cold-start list)."""
     fields = serving_fields(
         ExportSpec(**export.record["spec"]),
         model,
@@ -112,6 +119,7 @@ def registry_entry(
         training_data_version=data_version,
         metrics=metrics,
         parity=export.record["parity"],
+        item_popularity=item_popularity,
     )
     return RegisteredModel(export.onnx, build_manifest(export.onnx, **fields))
 
@@ -167,7 +175,13 @@ def registry_asset(model_asset: str) -> dg.AssetsDefinition:
         row = leaderboard.table.set_index("model").loc[model_asset]
         metrics = {key: float(value) for key, value in row.items() if isinstance(value, (int, float, np.number))}
         entry = registry_entry(
-            export, model, model_asset, split.train.item_ids, input_version(context, "split"), metrics
+            export,
+            model,
+            model_asset,
+            split.train.item_ids,
+            input_version(context, "split"),
+            metrics,
+            item_popularity=split.train.item_user_counts(),
         )
         return dg.Output(entry, metadata={"version": entry.manifest.version, "family": model.family})
 
