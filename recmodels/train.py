@@ -4,22 +4,39 @@ A model hands the loop a ``TrainingTask``: its module, how to make an epoch's
 batches, the loss of a batch and a validation score (higher is better). The
 loop owns the optimiser, the random generator, early stopping on the
 validation score, checkpoints after every epoch and resuming from them.
+
+A checkpoint records what it was trained for (``Fingerprint``: sha256 of the resolved
+config and of the training and validation data). A run resumes only a checkpoint of its
+own config and data; any other is refused with both fingerprints, or, with
+``TrainerConfig.restart_on_checkpoint_mismatch``, ignored and overwritten by a fresh run.
+A resume may change only how long training runs and where (``RUN_CONTROL_FIELDS``).
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
+import hashlib
+import json
 import logging
 import math
 import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Protocol
 
+import numpy as np
+import pandas as pd
 import torch
 from torch import nn
 from tqdm.auto import tqdm
+
+if TYPE_CHECKING:
+    import scipy.sparse as sp
+
+    from recmodels.data.interactions import Interactions
+    from recmodels.data.splits import SplitData
 
 CHECKPOINT_FILE = "checkpoint.pt"
 log = logging.getLogger(__name__)
@@ -42,6 +59,20 @@ class TrainerConfig:
     ema_decay: float = 0.0
     device: str = "auto"
     progress: bool = False
+    restart_on_checkpoint_mismatch: bool = field(
+        default=False,
+        metadata={
+            "doc": "A checkpoint of another config or other data: False refuses it (an error naming both "
+            "fingerprints), True trains afresh and overwrites it."
+        },
+    )
+
+
+# How long a run trains, where, and how it reports: a checkpoint resumes under other values of
+# these (a longer run, more patience, another device); any other trainer setting changes training.
+RUN_CONTROL_FIELDS = frozenset(
+    {"epochs", "patience", "min_epochs", "device", "progress", "restart_on_checkpoint_mismatch"}
+)
 
 
 @dataclass
@@ -68,7 +99,12 @@ class TrainingHistory:
 
 class TrainingTask(Protocol):
     """``module`` is optimised as one Adam group at ``lr``; a task may define
-    ``parameter_groups(lr)`` to give parts their own learning rates."""
+    ``parameter_groups(lr)`` to give parts their own learning rates.
+
+    A task with a ``model`` (a ``Recommender``) and a ``split`` (a ``SplitData``), as the
+    sequential and diffusion tasks have, puts the model's config and upstream parameters and
+    the split's training and validation data into its checkpoints' ``Fingerprint``.
+    """
 
     module: nn.Module
 
@@ -82,6 +118,118 @@ class TrainingTask(Protocol):
 
     def epoch_figures(self, epoch: int) -> dict[str, float]:
         """Extra per-epoch values worth plotting (e.g. a curriculum threshold)."""
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint written for another config or other data than the run that found it."""
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """What a checkpoint was trained for: sha256 of the resolved config JSON and of the data.
+
+    ``config_json`` is kept so a mismatch can name the settings that changed; ``data`` is None
+    for a task that names no split.
+    """
+
+    config: str
+    data: str | None
+    config_json: str
+
+    @classmethod
+    def of(cls, task: TrainingTask, config: TrainerConfig, seed: int) -> "Fingerprint":
+        model = getattr(task, "model", None)
+        model_config = model.config.to_dict() if model is not None else None
+        if model_config is not None:
+            model_config.pop("trainer", None)  # the trainer's settings come from the loop's own config
+        resolved = {
+            "task": type(task).__qualname__,  # not its module path, which depends on how it was imported
+            "seed": seed,
+            "trainer": {
+                name: value for name, value in dataclasses.asdict(config).items() if name not in RUN_CONTROL_FIELDS
+            },
+            "model": model_config,
+            "upstream": getattr(model, "upstream", None),
+            "module": {name: [list(value.shape), str(value.dtype)] for name, value in task.module.state_dict().items()},
+        }
+        config_json = json.dumps(resolved, sort_keys=True, separators=(",", ":"))
+        split = getattr(task, "split", None)
+        return cls(
+            config=hashlib.sha256(config_json.encode()).hexdigest(),
+            data=None if split is None else split_fingerprint(split),
+            config_json=config_json,
+        )
+
+    def as_dict(self) -> dict[str, str | None]:
+        return {"config": self.config, "data": self.data, "config_json": self.config_json}
+
+
+def split_fingerprint(split: "SplitData") -> str:
+    """sha256 of what training reads: the training interactions and the validation stage (not the test stage)."""
+    digest = hashlib.sha256(f"protocol={split.protocol}".encode())
+    parts = [
+        *_interaction_parts("train", split.train),
+        *_interaction_parts("valid.history", split.valid.history),
+        *_matrix_parts("valid.targets", split.valid.targets),
+        *_matrix_parts("valid.exclude", split.valid.exclude),
+    ]
+    for part in parts:
+        digest.update(part)
+    return digest.hexdigest()
+
+
+def _interaction_parts(name: str, interactions: "Interactions") -> Iterator[bytes]:
+    """Every id map and column, each behind its name, dtype and length (hashed values: ids are strings)."""
+    for label, ids in (("user_ids", interactions.user_ids), ("item_ids", interactions.item_ids)):
+        yield f"{name}.{label}:{len(ids)}".encode()
+        yield pd.util.hash_array(np.asarray(ids, dtype=object)).tobytes()
+    for column in interactions.frame.columns:
+        values = interactions.frame[column]
+        yield f"{name}.{column}:{values.dtype}:{len(values)}".encode()
+        yield pd.util.hash_pandas_object(values, index=False).to_numpy().tobytes()
+
+
+def _matrix_parts(name: str, matrix: "sp.csr_matrix") -> Iterator[bytes]:
+    yield f"{name}:{matrix.shape}".encode()
+    for part in (matrix.indptr, matrix.indices, matrix.data):
+        yield f"{part.dtype}:{len(part)}".encode()
+        yield np.ascontiguousarray(part).tobytes()
+
+
+def _changed_settings(saved: str, current: str, shown: int = 6) -> str:
+    """``trainer.lr 0.001 -> 0.01, ...``: the resolved settings that differ between two config JSONs."""
+
+    def flat(value: Any, prefix: str = "") -> dict[str, Any]:
+        if not isinstance(value, dict):
+            return {prefix: value}
+        return {key: leaf for name, item in value.items() for key, leaf in flat(item, f"{prefix}{name}.").items()}
+
+    before, after = flat(json.loads(saved)), flat(json.loads(current))
+    changed = [
+        f"{key.rstrip('.')} {before.get(key, '(absent)')} -> {after.get(key, '(absent)')}"
+        for key in sorted(before.keys() | after.keys())
+        if before.get(key) != after.get(key)
+    ]
+    more = f", and {len(changed) - shown} more" if len(changed) > shown else ""
+    return ", ".join(changed[:shown]) + more
+
+
+def checkpoint_mismatch(path: Path, state: dict[str, Any], current: Fingerprint, epochs: int) -> str | None:
+    """Why the checkpoint at ``path`` cannot continue this run (None when it can)."""
+    saved = state.get("fingerprint")
+    if saved is None:
+        return f"checkpoint {path} records no fingerprint (it predates them), so its config and data are unknown"
+    reasons = []
+    if saved["config"] != current.config:
+        changed = _changed_settings(saved["config_json"], current.config_json)
+        reasons.append(f"config fingerprint {saved['config']} (checkpoint) != {current.config} (this run): {changed}")
+    if saved["data"] != current.data:
+        reasons.append(f"data fingerprint {saved['data']} (checkpoint) != {current.data} (this run)")
+    if int(state["next_epoch"]) > epochs:
+        reasons.append(f"it has trained {state['next_epoch']} epochs, more than this run's {epochs}")
+    if not reasons:
+        return None
+    return f"checkpoint {path} does not match this run: " + "; ".join(reasons)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -171,8 +319,20 @@ class Trainer:
         average = WeightAverage(module, config.ema_decay) if config.ema_decay > 0 else None
         start = 0
         checkpoint = None if self.checkpoint_dir is None else self.checkpoint_dir / CHECKPOINT_FILE
+        fingerprint = None if checkpoint is None else Fingerprint.of(task, config, self.seed)
         if checkpoint is not None and checkpoint.exists():
-            start, history, best_state = self._resume(checkpoint, module, optimiser, generator, average)
+            state = torch.load(checkpoint, weights_only=True)
+            mismatch = checkpoint_mismatch(checkpoint, state, fingerprint, epochs)
+            if mismatch is None:
+                start, history, best_state = self._resume(state, module, optimiser, generator, average)
+            elif config.restart_on_checkpoint_mismatch:
+                log.warning("%s; training from scratch (restart_on_checkpoint_mismatch): it is overwritten", mismatch)
+            else:
+                raise CheckpointMismatchError(
+                    f"{mismatch}. Refusing to resume: use another checkpoint directory, delete "
+                    f"{self.checkpoint_dir}, or set trainer.restart_on_checkpoint_mismatch=True to train from "
+                    "scratch (its first epoch overwrites the checkpoint)"
+                )
 
         for epoch in range(start, epochs):
             patience_ran_out = history.best_epoch >= 0 and epoch - history.best_epoch > config.patience
@@ -216,7 +376,9 @@ class Trainer:
                 seconds,
             )
             if checkpoint is not None:
-                self._save(checkpoint, epoch + 1, module, optimiser, generator, history, best_state, average)
+                self._save(
+                    checkpoint, fingerprint, epoch + 1, module, optimiser, generator, history, best_state, average
+                )
             if self.on_epoch is not None:
                 self.on_epoch(epoch, history)
         module.load_state_dict(best_state)
@@ -224,9 +386,10 @@ class Trainer:
         return history
 
     @staticmethod
-    def _save(path, next_epoch, module, optimiser, generator, history, best_state, average) -> None:
+    def _save(path, fingerprint, next_epoch, module, optimiser, generator, history, best_state, average) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         state = {
+            "fingerprint": fingerprint.as_dict(),
             "next_epoch": next_epoch,
             "module": module.state_dict(),
             "optimiser": optimiser.state_dict(),
@@ -240,16 +403,13 @@ class Trainer:
         path.with_suffix(".tmp").replace(path)
 
     @staticmethod
-    def _resume(path, module, optimiser, generator, average) -> tuple[int, TrainingHistory, dict]:
-        state = torch.load(path, weights_only=True)
+    def _resume(state, module, optimiser, generator, average) -> tuple[int, TrainingHistory, dict]:
+        """Continue from a checkpoint of this run's fingerprint (so ``ema_decay``, hence ``average``, agrees)."""
         module.load_state_dict(state["module"])
         optimiser.load_state_dict(state["optimiser"])
         generator.set_state(state["generator"])
         torch.set_rng_state(state["global_rng"])
         if average is not None:
-            saved = state.get("average")
-            if saved is None:
-                raise ValueError(f"{path} was written without a weight average; resume with ema_decay 0")
-            average.load(saved)
+            average.load(state["average"])
         history = TrainingHistory(**state["history"])
         return int(state["next_epoch"]), history, state["best_state"]

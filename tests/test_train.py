@@ -1,16 +1,33 @@
 """The shared training loop on a tiny linear-regression task: learning, early stopping,
-best-weight restore, checkpoint/resume and seeding."""
+best-weight restore, checkpoint/resume (after SIGKILL too), checkpoint fingerprints and seeding."""
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
-from recmodels.train import CHECKPOINT_FILE, Trainer, TrainerConfig, TrainingHistory, WeightAverage, resolve_device
+from recmodels.data.interactions import Interactions
+from recmodels.data.splits import leave_one_out_split
+from recmodels.train import (
+    CHECKPOINT_FILE,
+    CheckpointMismatchError,
+    Fingerprint,
+    Trainer,
+    TrainerConfig,
+    TrainingHistory,
+    WeightAverage,
+    resolve_device,
+)
 
 TRUE_WEIGHTS = torch.tensor([[1.5, -2.0, 0.5, 3.0]])
 
@@ -255,13 +272,155 @@ def test_resume_with_a_weight_average_matches_an_uninterrupted_run(tmp_path):
     resumed = Trainer(config, seed=3, checkpoint_dir=tmp_path).fit(resumed_task)
     assert _figures(resumed) == _figures(straight)
     assert _same_weights(resumed_task.module.state_dict(), straight_task.module.state_dict())
-    # a checkpoint written without an average cannot silently resume with one
+    # a checkpoint written without an average cannot silently resume with one: ema_decay is in its fingerprint
     plain_dir = tmp_path / "plain"
     Trainer(dataclasses.replace(config, epochs=1, ema_decay=0.0), seed=3, checkpoint_dir=plain_dir).fit(
         RegressionTask()
     )
-    with pytest.raises(ValueError, match="without a weight average"):
+    with pytest.raises(CheckpointMismatchError, match=r"trainer\.ema_decay 0\.0 -> 0\.8"):
         Trainer(config, seed=3, checkpoint_dir=plain_dir).fit(RegressionTask())
+
+
+def train_until_killed(checkpoint_dir: str, killed_after_epoch: int) -> None:
+    """Run in a child process: the 6-epoch run of the resume tests, SIGKILLed once an epoch's checkpoint is written."""
+
+    def kill(epoch: int, history: TrainingHistory) -> None:
+        if epoch == killed_after_epoch:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    Trainer(
+        TrainerConfig(epochs=6, patience=10, lr=0.02), seed=3, checkpoint_dir=Path(checkpoint_dir), on_epoch=kill
+    ).fit(RegressionTask(init_seed=0))
+
+
+def test_resume_after_sigkill_in_another_process_matches_an_uninterrupted_run(tmp_path):
+    config = TrainerConfig(epochs=6, patience=10, lr=0.02)
+    straight_task = RegressionTask(init_seed=0)
+    straight = Trainer(config, seed=3).fit(straight_task)
+    child = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import test_train; "
+            f"test_train.train_until_killed({str(tmp_path)!r}, killed_after_epoch=2)",
+        ],
+        timeout=120,
+    )
+    assert child.returncode == -signal.SIGKILL
+    assert torch.load(tmp_path / CHECKPOINT_FILE, weights_only=True)["next_epoch"] == 3
+
+    resumed_task = RegressionTask(init_seed=42)  # the fingerprint written by the killed process matches this one
+    resumed = Trainer(config, seed=3, checkpoint_dir=tmp_path, on_epoch=resumed_task.record).fit(resumed_task)
+    assert sorted(resumed_task.snapshots) == [3, 4, 5]
+    assert _figures(resumed) == _figures(straight)
+    assert _same_weights(resumed_task.module.state_dict(), straight_task.module.state_dict())
+
+
+def test_a_checkpoint_of_another_learning_rate_is_refused_naming_both_fingerprints_and_the_folder(tmp_path):
+    Trainer(TrainerConfig(epochs=3, patience=10, lr=0.02), seed=3, checkpoint_dir=tmp_path).fit(RegressionTask())
+    written = torch.load(tmp_path / CHECKPOINT_FILE, weights_only=True)
+    config = TrainerConfig(epochs=6, patience=10, lr=0.2)
+    task = RegressionTask(init_seed=42)
+
+    with pytest.raises(CheckpointMismatchError) as refused:
+        Trainer(config, seed=3, checkpoint_dir=tmp_path, on_epoch=task.record).fit(task)
+
+    message = str(refused.value)
+    assert f"{written['fingerprint']['config']} (checkpoint) != {Fingerprint.of(task, config, 3).config}" in message
+    assert "trainer.lr 0.02 -> 0.2" in message and str(tmp_path) in message
+    assert "restart_on_checkpoint_mismatch=True" in message
+    assert task.snapshots == {}  # not one epoch ran, neither on the old optimiser state nor afresh
+    kept = torch.load(tmp_path / CHECKPOINT_FILE, weights_only=True)
+    assert kept["next_epoch"] == 3 and _same_weights(kept["module"], written["module"])
+
+
+def test_restart_on_checkpoint_mismatch_trains_exactly_like_a_fresh_run_and_overwrites_it(tmp_path, caplog):
+    Trainer(TrainerConfig(epochs=3, patience=10, lr=0.02), seed=3, checkpoint_dir=tmp_path).fit(RegressionTask())
+    config = TrainerConfig(epochs=4, patience=10, lr=0.2)
+    fresh_task = RegressionTask(init_seed=0)
+    fresh = Trainer(config, seed=3).fit(fresh_task)
+
+    restarted_task = RegressionTask(init_seed=0)
+    restarting = dataclasses.replace(config, restart_on_checkpoint_mismatch=True)
+    with caplog.at_level(logging.WARNING, logger="recmodels.train"):
+        restarted = Trainer(restarting, seed=3, checkpoint_dir=tmp_path).fit(restarted_task)
+
+    assert "trainer.lr 0.02 -> 0.2" in caplog.text and "training from scratch" in caplog.text
+    assert _figures(restarted) == _figures(fresh)
+    assert _same_weights(restarted_task.module.state_dict(), fresh_task.module.state_dict())
+    overwritten = torch.load(tmp_path / CHECKPOINT_FILE, weights_only=True)
+    assert overwritten["next_epoch"] == 4
+    assert overwritten["fingerprint"]["config"] == Fingerprint.of(restarted_task, config, 3).config
+    # the overwritten checkpoint is the new config's own: a rerun without the option resumes it
+    rerun_task = RegressionTask(init_seed=9)
+    Trainer(config, seed=3, checkpoint_dir=tmp_path).fit(rerun_task)
+    assert _same_weights(rerun_task.module.state_dict(), fresh_task.module.state_dict())
+
+
+def test_a_checkpoint_trained_past_this_runs_epochs_is_refused(tmp_path):
+    Trainer(TrainerConfig(epochs=4, patience=10, lr=0.02), seed=3, checkpoint_dir=tmp_path).fit(RegressionTask())
+    with pytest.raises(CheckpointMismatchError, match="trained 4 epochs, more than this run's 2"):
+        Trainer(TrainerConfig(epochs=2, patience=10, lr=0.02), seed=3, checkpoint_dir=tmp_path).fit(RegressionTask())
+    with pytest.raises(CheckpointMismatchError, match="trained 4 epochs, more than this run's 3"):
+        Trainer(TrainerConfig(epochs=6, patience=10, lr=0.02), seed=3, checkpoint_dir=tmp_path).fit(
+            RegressionTask(), max_epochs=3
+        )
+
+
+def test_a_checkpoint_without_a_fingerprint_is_refused(tmp_path):
+    Trainer(TrainerConfig(epochs=2, patience=10, lr=0.02), seed=3, checkpoint_dir=tmp_path).fit(RegressionTask())
+    path = tmp_path / CHECKPOINT_FILE
+    state = torch.load(path, weights_only=True)
+    del state["fingerprint"]  # as the trainer wrote checkpoints before they carried one
+    torch.save(state, path)
+    with pytest.raises(CheckpointMismatchError, match="records no fingerprint"):
+        Trainer(TrainerConfig(epochs=3, patience=10, lr=0.02), seed=3, checkpoint_dir=tmp_path).fit(RegressionTask())
+
+
+def _small_model_case(case: str):
+    """A family, a config small enough for a quick fit, and a setting to change that keeps every shape.
+
+    Imported here, not at the top: the SIGKILL test's child process imports this module for the trainer only.
+    """
+    from recmodels.models.diffrec import DiffRec, diffrec
+    from recmodels.models.sasrec import SASRec, sasrec
+
+    if case == "sasrec":
+        config = dataclasses.replace(
+            sasrec(dim=16, max_len=20, ff_mult=2), trainer=TrainerConfig(epochs=1, patience=10, batch_size=64)
+        )
+        return SASRec, config, "backbone", "dropout", 0.5
+    preset = diffrec()
+    config = dataclasses.replace(
+        preset,
+        diffusion=dataclasses.replace(preset.diffusion, steps=5),
+        denoiser=dataclasses.replace(preset.denoiser, hidden=(16,)),
+        trainer=TrainerConfig(epochs=1, patience=10, batch_size=64, validate_every=1),
+    )
+    return DiffRec, config, "diffusion", "noise_scale", 0.05
+
+
+@pytest.mark.parametrize("case", ["diffrec", "sasrec"])
+def test_a_finished_checkpoint_is_never_the_model_of_another_config_or_split(case, ml100k_small_raw, tmp_path):
+    """A model's fit records its whole config and its split in the checkpoint: a finished checkpoint of
+    another model setting (same shapes) or of other data would otherwise come back without training."""
+    family, config, section, name, other_value = _small_model_case(case)
+    interactions = Interactions.from_frame(ml100k_small_raw)
+    split = leave_one_out_split(interactions)
+    first = family(config).fit(split, checkpoint_dir=tmp_path)
+    again = family(config).fit(split, checkpoint_dir=tmp_path)  # the same config and data: the finished run
+    assert _same_weights(again.state_dict(), first.state_dict())
+
+    changed = dataclasses.replace(
+        config, **{section: dataclasses.replace(getattr(config, section), **{name: other_value})}
+    )
+    with pytest.raises(CheckpointMismatchError, match=rf"model\.{section}\.{name} \S+ -> {other_value}"):
+        family(changed).fit(split, checkpoint_dir=tmp_path)
+
+    fewer_users = leave_one_out_split(interactions.subset(interactions.frame["user"].to_numpy() >= 10))
+    assert fewer_users.n_items == split.n_items  # the same id maps: only the data tells the two apart
+    with pytest.raises(CheckpointMismatchError, match=r"data fingerprint [0-9a-f]{64} \(checkpoint\) != [0-9a-f]{64}"):
+        family(config).fit(fewer_users, checkpoint_dir=tmp_path)
 
 
 def test_history_as_dict_round_trips():
