@@ -148,6 +148,7 @@ class VersionedFolderIOManager(dg.ConfigurableIOManager):
                 "dvc_md5": dg.MetadataValue.text(tracked.md5),
                 "dvc_file": dg.MetadataValue.path(str(tracked.dvc_file.relative_to(self.store.root))),
                 "dvc_pushed": dg.MetadataValue.bool(tracked.pushed),
+                "dvc_remote": dg.MetadataValue.text(self.store.remote_label),
                 "bytes": dg.MetadataValue.int(tracked.size),
                 "files": dg.MetadataValue.int(tracked.files),
             }

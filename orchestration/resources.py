@@ -14,6 +14,7 @@ from orchestration import versioning
 from recmodels.data.readers import ColumnMap
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+NO_REMOTE = "none (RECPIPE_DVC_REMOTE / store.dvc_remote is empty)"
 
 
 def _number_from_env(variable: str) -> float | None:
@@ -103,13 +104,28 @@ class ArtifactStore(dg.ConfigurableResource):
         default_factory=lambda: os.environ.get(
             "RECPIPE_DVC_REMOTE", str(Path("~/.cache/recpipe/dvc-remote").expanduser())
         ),
-        description="Any DVC remote URL or a local folder (env RECPIPE_DVC_REMOTE); None keeps versions local.",
+        validate_default=True,
+        description=(
+            "Any DVC remote URL or a local folder (env RECPIPE_DVC_REMOTE); empty or None: no remote, versions "
+            "stay in the local DVC cache (artifacts/.dvc/cache) and nothing is pushed."
+        ),
     )
 
     artifacts_url: str = Field(
         default_factory=lambda: os.environ.get("RECPIPE_ARTIFACTS_URL", "http://127.0.0.1:3001"),
         description="Where artifacts/ is served over HTTP (`make ui` serves it here), for report links in the UI.",
     )
+
+    @field_validator("dvc_remote")
+    @classmethod
+    def _empty_is_no_remote(cls, remote: str | None) -> str | None:
+        """An empty setting means no remote (DVC would take "" for the working directory)."""
+        return remote.strip() if remote is not None and remote.strip() else None
+
+    @property
+    def remote_label(self) -> str:
+        """Where versions are pushed, as the metadata shows it."""
+        return NO_REMOTE if self.dvc_remote is None else versioning.remote_location(self.dvc_remote)
 
     @property
     def root(self) -> Path:

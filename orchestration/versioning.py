@@ -4,23 +4,34 @@ Run outputs live in ``artifacts/``, its own DVC repository without git (``dvc in
 the project's git ignores the whole folder, so a run never changes a tracked file, while
 every output is still in the DVC cache and pushed to the remote under its md5. What goes
 into git is a deliberate release (``orchestration/release.py``).
+
+Without a remote (``remote_url=None``) every version is still ``dvc add``-ed into the local
+cache and nothing is pushed; a remote that cannot be created, reached or written fails with
+``RemoteError`` naming the remote, its URL and the cause DVC met.
 """
 
 from __future__ import annotations
 
 import errno
 import fcntl
+import logging
 import os
+import re
 import shutil
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import yaml
+from dvc.exceptions import CheckoutError
 from dvc.repo import Repo
 
 REMOTE_NAME = "recpipe"
+
+
+class RemoteError(RuntimeError):
+    """The DVC remote cannot be created, reached or written."""
 
 
 @dataclass(frozen=True)
@@ -50,11 +61,17 @@ def _repo_lock(root: Path):
     return file_lock(root / ".dvc" / "tmp" / "recpipe.lock")
 
 
+def remote_location(remote_url: str) -> str:
+    """A URL as given; a local folder as an absolute path (DVC resolves relative ones against .dvc/)."""
+    return remote_url if "://" in remote_url else str(Path(remote_url).expanduser().resolve())
+
+
 def ensure_repo(root: Path, remote_url: str | None, *, scm: bool = True) -> None:
     """DVC repo at ``root`` (initialised if missing) with ``remote_url`` as default remote.
 
     ``scm=False`` makes a repository without git (the run outputs' ``artifacts/``). The remote
-    goes to ``.dvc/config.local``, so each machine keeps its own and git never sees it.
+    goes to ``.dvc/config.local``, so each machine keeps its own and git never sees it; None
+    removes the one an earlier run set there, so nothing is pushed to or pulled from it.
     """
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
@@ -64,16 +81,81 @@ def ensure_repo(root: Path, remote_url: str | None, *, scm: bool = True) -> None
             if not scm:  # immutable version folders: link them to the cache instead of holding two copies
                 with Repo(str(root)) as repo, repo.config.edit("repo") as config:
                     config["cache"]["type"] = "reflink,hardlink,copy"
-    if remote_url is None:
-        return
-    with _repo_lock(root):
-        url = remote_url if "://" in remote_url else str(Path(remote_url).expanduser().resolve())
+    with _repo_lock(root), Repo(str(root)) as repo:
+        if remote_url is None:  # no remote: one an earlier run configured here must not be pulled from either
+            if REMOTE_NAME in repo.config["remote"] or repo.config["core"].get("remote") == REMOTE_NAME:
+                with repo.config.edit("local") as config:
+                    config["remote"].pop(REMOTE_NAME, None)
+                    if config["core"].get("remote") == REMOTE_NAME:
+                        del config["core"]["remote"]
+            return
+        url = remote_location(remote_url)
         if "://" not in url:
-            Path(url).mkdir(parents=True, exist_ok=True)
-        with Repo(str(root)) as repo:
-            with repo.config.edit("local") as config:
-                config["remote"][REMOTE_NAME] = {"url": url}
-                config["core"]["remote"] = REMOTE_NAME
+            try:
+                Path(url).mkdir(parents=True, exist_ok=True)
+            except OSError as error:
+                raise RemoteError(
+                    f"DVC remote {REMOTE_NAME!r} at {url} cannot be used: its folder cannot be created "
+                    f"({type(error).__name__}: {error})"
+                ) from error
+        with repo.config.edit("local") as config:
+            config["remote"][REMOTE_NAME] = {"url": url}
+            config["core"]["remote"] = REMOTE_NAME
+
+
+class _TransferFailures(logging.Handler):
+    """DVC logs why each file failed to transfer and raises only "N files failed to upload": keep the why."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.causes: list[BaseException] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.exc_info and record.exc_info[1] is not None:
+            self.causes.append(record.exc_info[1])
+
+
+def _root_cause(error: BaseException) -> BaseException:
+    """The innermost exception a chain of ``raise ... from`` and ``except`` wrappers started from."""
+    seen = {id(error)}
+    while (inner := error.__cause__ or error.__context__) is not None and id(inner) not in seen:
+        seen.add(id(inner))
+        error = inner
+    return error
+
+
+def _probe_failure(repo: Repo, name: str) -> BaseException | None:
+    """Why the remote's root cannot be read (None if it can): DVC reports an unreachable remote's
+    files as merely missing."""
+    try:
+        remote = repo.cloud.get_remote(name)
+        remote.fs.info(remote.path)
+    except Exception as error:  # the probe's failure is the report: it goes into the RemoteError
+        return _root_cause(error)
+    return None
+
+
+def _described(error: BaseException) -> str:
+    return f"{type(error).__name__}: " + re.sub(r"\x1b\[[0-9;]*m", "", str(error)).strip()
+
+
+def _with_remote(repo: Repo, action: str, transfer: Callable[[], object]) -> None:
+    """Run a push or pull; a failure names the remote, its URL and the first cause DVC met."""
+    name = repo.config["core"]["remote"]
+    url = repo.config["remote"][name]["url"]
+    failures = _TransferFailures()
+    loggers = [logging.getLogger(package) for package in ("dvc", "dvc_data", "dvc_objects")]
+    for logger in loggers:
+        logger.addHandler(failures)
+    try:
+        transfer()
+    except Exception as error:
+        cause = _root_cause(failures.causes[0]) if failures.causes else _probe_failure(repo, name)
+        reason = _described(error) if cause is None else f"{_described(cause)} ({_described(error)})"
+        raise RemoteError(f"{action} DVC remote {name!r} at {url} failed: {reason}") from error
+    finally:
+        for logger in loggers:
+            logger.removeHandler(failures)
 
 
 def _read_pointer(dvc_file: Path) -> dict:
@@ -122,7 +204,7 @@ def publish(root: Path, staged: Path, parent: Path, *, name: str | None = None, 
             staged_pointer.unlink()
         pushed = bool(push and repo.config["core"].get("remote"))
         if pushed:
-            repo.push(targets=[str(pointer)])
+            _with_remote(repo, f"pushing {pointer.name} to", lambda: repo.push(targets=[str(pointer)]))
     return _tracked(folder, pointer, pushed)
 
 
@@ -132,7 +214,17 @@ def fetch(root: Path, folder: Path) -> None:
     if not pointer.exists():
         raise FileNotFoundError(f"{folder} is missing and no DVC pointer {pointer} names it")
     with _repo_lock(Path(root)), Repo(str(root)) as repo:
-        repo.pull(targets=[str(pointer)])
+        if repo.config["core"].get("remote"):
+            _with_remote(repo, f"pulling {pointer.name} from", lambda: repo.pull(targets=[str(pointer)]))
+            return
+        try:
+            repo.checkout(targets=[str(pointer)])
+        except CheckoutError as error:
+            raise FileNotFoundError(
+                f"{folder} is missing, is not in the local DVC cache {Path(root) / '.dvc' / 'cache'}, and no DVC "
+                "remote is configured (RECPIPE_DVC_REMOTE / store.dvc_remote is empty) to pull it from: set the remote it was pushed "
+                "to, or materialise it again"
+            ) from error
 
 
 def track(root: Path, output: Path, push: bool = True) -> TrackedOutput:
@@ -146,5 +238,5 @@ def track(root: Path, output: Path, push: bool = True) -> TrackedOutput:
         repo.add([str(output)])
         pushed = bool(push and repo.config["core"].get("remote"))
         if pushed:
-            repo.push(targets=[str(dvc_file)])
+            _with_remote(repo, f"pushing {dvc_file.name} to", lambda: repo.push(targets=[str(dvc_file)]))
     return _tracked(output, dvc_file, pushed)
