@@ -7,7 +7,7 @@ into git is a deliberate release (``orchestration/release.py``).
 
 Without a remote (``remote_url=None``) every version is still ``dvc add``-ed into the local
 cache and nothing is pushed; a remote that cannot be created, reached or written fails with
-``RemoteError`` naming the remote, its URL and the cause DVC met.
+``RemoteError`` naming the remote, its URL and the root cause (DVC itself says only how many files failed).
 """
 
 from __future__ import annotations
