@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ctypes
-import json
+import hashlib
 import logging
 import os
 import sys
@@ -12,12 +12,22 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
+
+from recserve.registry import MANIFEST_FILE, MODEL_FILE, RegistryError, read_json
 
 log = logging.getLogger("recserve")
 GPU_PROVIDER = "CUDAExecutionProvider"
 CPU_PROVIDER = "CPUExecutionProvider"
 PROVIDERS_ENV = "RECSERVE_PROVIDERS"
 CUDA_DRIVER_LIBRARY = "nvcuda.dll" if sys.platform == "win32" else "libcuda.so.1"
+VERSION_DIGITS = 12  # a version is the first 12 hex digits of model.onnx's SHA-256 (recmodels.registry)
+# onnxruntime raises its own exception classes (none of them a RuntimeError) for a file it cannot load
+ORT_ERRORS = tuple(
+    error for error in vars(ort_state).values() if isinstance(error, type) and issubclass(error, Exception)
+)
+POPULARITY = "popularity"
+NO_POPULARITY = "unavailable"
 
 
 def cuda_device_present() -> bool:
@@ -68,6 +78,74 @@ class Recommendation:
     scores: list[float]
     unknown_items: list[str] = field(default_factory=list)
     history_used: int = 0
+    fallback: str | None = None  # None: the model ranked; "popularity" / "unavailable": a cold-start answer
+
+
+def file_sha256(path: Path, shown: str) -> tuple[bytes, str]:
+    """The file's bytes and their SHA-256 (hex): the session is built from the very bytes that were hashed."""
+    try:
+        content = path.read_bytes()
+    except FileNotFoundError:
+        raise RegistryError(f"{shown} is missing") from None
+    except OSError as error:
+        raise RegistryError(f"{shown} cannot be read: {error}") from error
+    return content, hashlib.sha256(content).hexdigest()
+
+
+def _manifest(folder: Path, label: str) -> dict:
+    shown = f"{label}/{MANIFEST_FILE}"
+    manifest = read_json(folder / MANIFEST_FILE, shown)
+    if not isinstance(manifest, dict):
+        raise RegistryError(f"{shown} must hold a JSON object")
+    missing = [key for key in ("model", "version", "item_ids", "k") if key not in manifest]
+    if missing:
+        raise RegistryError(f"{shown} has no {', '.join(repr(key) for key in missing)}")
+    if manifest["model"] != folder.parent.name or manifest["version"] != folder.name:
+        raise RegistryError(
+            f"{shown} names {manifest['model']!r}/{manifest['version']!r} but lies in {folder.parent.name}/{folder.name}"
+        )
+    item_ids = manifest["item_ids"]
+    if not isinstance(item_ids, list) or len(item_ids) < 2 or not all(isinstance(item, str) for item in item_ids):
+        raise RegistryError(f"{shown}: 'item_ids' must be a list of strings (position 0 = padding, then the items)")
+    if len(set(item_ids[1:])) != len(item_ids) - 1:
+        raise RegistryError(f"{shown}: 'item_ids' repeats an item id")
+    if not isinstance(manifest["k"], int) or manifest["k"] < 1:
+        raise RegistryError(f"{shown}: 'k' must be a positive integer, got {manifest['k']!r}")
+    return manifest
+
+
+def _check_contract(session: ort.InferenceSession, manifest: dict, shown: str) -> None:
+    """The graph must be the serving contract the manifest describes: ``history`` in, ``items`` and
+    ``scores`` out, k columns, and scores for exactly the manifest's items (a history holding every item
+    masks them all; a graph with more items scores some of them, one with fewer cannot index them)."""
+    inputs = [value.name for value in session.get_inputs()]
+    outputs = {value.name: value.shape for value in session.get_outputs()}
+    if inputs != ["history"] or not {"items", "scores"} <= set(outputs):
+        raise RegistryError(f"{shown} is not the serving contract: inputs {inputs}, outputs {sorted(outputs)}")
+    graph_k = outputs["items"][1]
+    if graph_k != manifest["k"]:
+        raise RegistryError(f"{shown} returns k = {graph_k} items but its manifest says k = {manifest['k']}")
+    n_items = len(manifest["item_ids"]) - 1
+    every_item = np.arange(1, n_items + 1, dtype=np.int64)[None, :]
+    try:
+        items, scores = session.run(["items", "scores"], {"history": every_item})
+    except ORT_ERRORS as error:
+        raise RegistryError(
+            f"{shown} cannot score the manifest's {n_items} items (the graph has fewer): {str(error).splitlines()[0]}"
+        ) from error
+    if items.max() > n_items or not np.isneginf(scores).all():
+        raise RegistryError(f"{shown} scores more items than the manifest's {n_items} item_ids")
+
+
+def _popularity(manifest: dict, index: dict[str, int], shown: str) -> tuple[tuple[str, float], ...] | None:
+    """The manifest's cold-start list (most popular first), each item checked to be one of its items."""
+    ranking = manifest.get(POPULARITY) or []
+    entries = []
+    for entry in ranking:
+        if not isinstance(entry, dict) or entry.get("item_id") not in index or not isinstance(entry.get("users"), int):
+            raise RegistryError(f"{shown}: popularity entry {entry!r} is not {{'item_id': <an item>, 'users': <int>}}")
+        entries.append((entry["item_id"], float(entry["users"])))
+    return tuple(entries) or None
 
 
 @dataclass(frozen=True)
@@ -79,6 +157,7 @@ class LoadedModel:
     item_ids: np.ndarray
     item_index: dict[str, int]
     max_history_length: int | None  # None: the model reads the whole history
+    popularity: tuple[tuple[str, float], ...] | None  # the cold-start answer: (item id, training users)
 
     @property
     def provider(self) -> str:
@@ -90,20 +169,35 @@ class LoadedModel:
 
     @classmethod
     def load(cls, folder: Path, prefer_gpu: bool = True) -> "LoadedModel":
+        """Load ``<model>/<version>/`` after checking that it is what it claims to be: the SHA-256 of
+        ``model.onnx`` starts with the version, which is the folder's name and the manifest's version, and
+        the graph is the contract its manifest describes. Anything else is a ``RegistryError`` naming the file."""
         folder = Path(folder)
-        manifest = json.loads((folder / "manifest.json").read_text())
+        label = f"{folder.parent.name}/{folder.name}"
+        manifest = _manifest(folder, label)
+        shown = f"{label}/{MODEL_FILE}"
+        content, digest = file_sha256(folder / MODEL_FILE, shown)
+        if digest[:VERSION_DIGITS] != folder.name:
+            raise RegistryError(
+                f"{shown} has SHA-256 {digest[:VERSION_DIGITS]}..., not its version {folder.name}: "
+                "the file was replaced or corrupted after it was registered"
+            )
         requested = session_providers(prefer_gpu)
-        session = ort.InferenceSession(str(folder / "model.onnx"), providers=requested)
-        item_ids = np.asarray(manifest["item_ids"], dtype=object)
+        try:
+            session = ort.InferenceSession(content, providers=requested)
+        except ORT_ERRORS as error:
+            raise RegistryError(f"{shown} cannot be loaded by ONNX Runtime: {str(error).splitlines()[0]}") from error
+        _check_contract(session, manifest, shown)
         index = {item: internal for internal, item in enumerate(manifest["item_ids"]) if internal > 0}
         model = cls(
             name=manifest["model"],
             version=manifest["version"],
             manifest=manifest,
             session=session,
-            item_ids=item_ids,
+            item_ids=np.asarray(manifest["item_ids"], dtype=object),
             item_index=index,
             max_history_length=manifest.get("max_history_length"),
+            popularity=_popularity(manifest, index, f"{label}/{MANIFEST_FILE}"),
         )
         if model.provider != requested[0]:
             note = f" ({requested[0]} was requested but did not load: onnxruntime's error above says why)"
@@ -112,6 +206,14 @@ class LoadedModel:
         else:
             note = ""
         log.info("loaded %s/%s, running on %s%s", model.name, model.version, model.provider, note)
+        if model.popularity is None:
+            log.warning(
+                "%s/%s has no popularity list (registered before recpipe recorded one): empty or all-unknown "
+                "histories get no items (fallback %r)",
+                model.name,
+                model.version,
+                NO_POPULARITY,
+            )
         return model
 
     def recommend(self, histories: list[list[str]], k: int) -> list[Recommendation]:
@@ -120,7 +222,8 @@ class LoadedModel:
         Unknown ids are skipped and reported. The whole known history goes to the
         graph, which masks every item of it and whose model reads its most recent
         ``max_history_length`` items: the rule evaluation applies, so a long history
-        is never served an item it already holds.
+        is never served an item it already holds. A history with no known item gets
+        the cold-start answer instead: the manifest's most popular items.
         """
         if not 1 <= k <= self.max_k:
             raise ValueError(f"k must be in [1, {self.max_k}], got {k}")
@@ -131,14 +234,21 @@ class LoadedModel:
             rows.append(known)
             read = len(known) if self.max_history_length is None else min(len(known), self.max_history_length)
             results.append(Recommendation([], [], unknown, read))
-        width = max(1, max(len(row) for row in rows))
-        padded = np.zeros((len(rows), width), dtype=np.int64)
-        for position, row in enumerate(rows):
-            if row:
-                padded[position, width - len(row) :] = row
+        ranked = [position for position, row in enumerate(rows) if row]
+        for position in set(range(len(rows))) - set(ranked):
+            cold = self.popularity[:k] if self.popularity else ()
+            results[position].items = [item for item, _ in cold]
+            results[position].scores = [users for _, users in cold]
+            results[position].fallback = POPULARITY if self.popularity else NO_POPULARITY
+        if not ranked:
+            return results
+        width = max(len(rows[position]) for position in ranked)
+        padded = np.zeros((len(ranked), width), dtype=np.int64)
+        for line, position in enumerate(ranked):
+            padded[line, width - len(rows[position]) :] = rows[position]
         items, scores = self.session.run(["items", "scores"], {"history": padded})
-        for result, item_row, score_row in zip(results, items[:, :k], scores[:, :k]):
+        for position, item_row, score_row in zip(ranked, items[:, :k], scores[:, :k]):
             usable = np.isfinite(score_row)
-            result.items = [str(item) for item in self.item_ids[item_row[usable]]]
-            result.scores = [float(score) for score in score_row[usable]]
+            results[position].items = [str(item) for item in self.item_ids[item_row[usable]]]
+            results[position].scores = [float(score) for score in score_row[usable]]
         return results

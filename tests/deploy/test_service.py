@@ -1,7 +1,6 @@
 """The serving service on a real registry: endpoints, bad input, hot reload under load, providers."""
 
 import dataclasses
-import socket
 import subprocess
 import sys
 import threading
@@ -11,10 +10,10 @@ from pathlib import Path
 import httpx
 import onnxruntime as ort
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
-from recserve.app import Settings, create_app, resolve
+from recserve.app import Settings, create_app
 from recserve.model import CPU_PROVIDER, LoadedModel, open_session
+from recserve.registry import NotRegistered, resolve
 
 from recmodels.data.interactions import Interactions
 from recmodels.data.splits import leave_one_out_split
@@ -26,6 +25,8 @@ from recmodels.train import TrainerConfig
 
 K = 20
 SASREC_MAX_LEN = 30
+TOKEN = "test-admin-token-0123456789"
+ADMIN = {"Authorization": f"Bearer {TOKEN}"}
 
 
 @pytest.fixture(scope="module")
@@ -44,17 +45,17 @@ def models(split) -> dict:
 
 
 @pytest.fixture(scope="module")
-def registry(models, split, tmp_path_factory, register_fitted) -> Path:
+def registry(models, split, tmp_path_factory, register_served) -> Path:
     """EASE (the champion) and a small eSASRec, exported and registered like the pipeline does."""
     root = tmp_path_factory.mktemp("registry")
-    entries = register_fitted(root, models, split.train.item_ids, K)
+    entries = register_served(root, models, split.train, K)
     set_champion(root, "ease_model", entries["ease_model"].name, "test")
     return root
 
 
 @pytest.fixture(scope="module")
 def client(registry):
-    return TestClient(create_app(Settings(registry=registry, max_body_bytes=20_000, max_batch=8)))
+    return TestClient(create_app(Settings(registry=registry, max_body_bytes=20_000, max_batch=8, admin_token=TOKEN)))
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +96,7 @@ def test_unknown_items_are_ignored_and_reported(client, known_history):
 
 def test_long_histories_are_read_recent_first_and_masked_whole(client, split):
     """The model reads the most recent ``max_len`` items; every item sent is masked, older ones too."""
-    client.post("/admin/reload", json={"model": "esasrec_model"})
+    client.post("/admin/reload", json={"model": "esasrec_model"}, headers=ADMIN)
     try:
         catalogue = [str(item) for item in split.train.item_ids[1:]]
         long = catalogue[: SASREC_MAX_LEN + 25]
@@ -107,7 +108,7 @@ def test_long_histories_are_read_recent_first_and_masked_whole(client, split):
         same_scores_older_items_masked = [e["item_id"] for e in recent["items"] if e["item_id"] not in long]
         assert served == same_scores_older_items_masked[:5]
     finally:
-        client.post("/admin/reload", json={})
+        client.post("/admin/reload", json={}, headers=ADMIN)
 
 
 def test_batch_equals_single_requests(client, known_history):
@@ -144,35 +145,17 @@ def test_oversize_bodies_and_batches_are_refused(client):
 
 def test_reload_of_an_unknown_model_is_a_404_and_keeps_serving(client):
     before = client.get("/healthz").json()
-    response = client.post("/admin/reload", json={"model": "no_such_model"})
+    response = client.post("/admin/reload", json={"model": "no_such_model"}, headers=ADMIN)
     assert response.status_code == 404 and "no registered version" in response.text
     assert client.get("/healthz").json() == before
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture
-def live_server(registry):
+def live_server(registry, serve):
     """The app behind a real uvicorn server on a free loopback port; yields its base URL."""
-    port = _free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(Settings(registry=registry)), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    settings = Settings(registry=registry, admin_token=TOKEN)
+    with serve(create_app(settings), settings) as (host, port):
+        yield f"http://{host}:{port}"
 
 
 @pytest.mark.parametrize("name", ["esasrec_model", "ease_model"])
@@ -190,7 +173,7 @@ def test_served_lists_are_the_evaluated_lists_on_whole_real_histories(name, mode
     assert sum(len(history) > SASREC_MAX_LEN for history in histories) > 100
     served = []
     with httpx.Client(base_url=live_server, timeout=60) as http:
-        assert http.post("/admin/reload", json={"model": name}).json()["model"] == name
+        assert http.post("/admin/reload", json={"model": name}, headers=ADMIN).json()["model"] == name
         for start in range(0, len(histories), 256):
             chunk = [{"history": history, "k": K} for history in histories[start : start + 256]]
             response = http.post("/recommend/batch", json={"requests": chunk})
@@ -224,7 +207,7 @@ def test_hot_reload_under_concurrent_requests_fails_none(live_server, known_hist
         with httpx.Client(base_url=base, timeout=30) as admin:
             for target in ["esasrec_model", "ease_model", "esasrec_model", "ease_model"]:
                 time.sleep(0.1)
-                assert admin.post("/admin/reload", json={"model": target}).json()["model"] == target
+                assert admin.post("/admin/reload", json={"model": target}, headers=ADMIN).json()["model"] == target
     finally:
         stop.set()
         for worker in workers:
@@ -253,7 +236,7 @@ def test_start_up_says_which_provider_really_runs(registry, caplog):
 
 
 def test_resolve_fails_clearly_without_a_champion(tmp_path):
-    with pytest.raises(FileNotFoundError, match="champion.json is missing"):
+    with pytest.raises(NotRegistered, match="champion.json is missing"):
         resolve(tmp_path, None, None)
 
 

@@ -1,0 +1,77 @@
+"""Fixtures of the service tests: registries written as the pipeline writes them (popularity list
+included) and the service behind a real uvicorn server on loopback, with the limits it runs with."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import uvicorn
+from recserve.app import Settings
+from recserve.server import server_config
+
+from recmodels.data.interactions import Interactions
+
+
+@pytest.fixture(scope="session")
+def register_served():
+    """``register_served(root, {name: model}, train, k) -> {name: entry folder}``: each fitted model exported
+    to ONNX and registered as ``registry/<model>`` does, with ``train``'s item popularity."""
+    from recmodels.export import export_onnx, register_model  # torch: only once a test asks for it
+
+    def register(root: Path, models: dict, train: Interactions, k: int) -> dict[str, Path]:
+        entries = {}
+        with tempfile.TemporaryDirectory() as exports:
+            for name, model in models.items():
+                onnx_file = Path(exports) / name / "model.onnx"
+                entries[name] = register_model(
+                    root,
+                    onnx_file,
+                    export_onnx(model, onnx_file, k=k),
+                    model,
+                    name=name,
+                    item_ids=train.item_ids,
+                    training_data_version="test",
+                    metrics={},
+                    parity={"passed": True},
+                    item_popularity=train.item_user_counts(),
+                )
+        return entries
+
+    return register
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextlib.contextmanager
+def running(app, settings: Settings):
+    """``app`` behind uvicorn as ``python -m recserve`` runs it (``recserve.server.server_config``) on a
+    free loopback port; yields ``(host, port)``."""
+    port = free_port()
+    server = uvicorn.Server(server_config(app, settings, "127.0.0.1", port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert server.started
+    try:
+        yield "127.0.0.1", port
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def serve():
+    """``with serve(app, settings) as (host, port): ...``"""
+    return running
