@@ -1,18 +1,27 @@
 """Readers that turn every dataset layout the project meets into one canonical interaction table.
 
 Readers only parse: a file that cannot be read as its layout stops with `DataFormatError`
-(naming file, line and reason). Row problems do not stop the read: empty fields are kept as
-missing values, and a cell that does not parse in a numeric column (rating, timestamp) is kept
-as missing with its description in a `malformed_<column>` column, so that validation
-quarantines the row with that reason. A column in which no value parses is a file problem
-(wrong column mapped, wrong delimiter) and stops the read.
+(naming file, line or byte offset, and reason): text that is not UTF-8, a Parquet file Arrow
+cannot read (corrupt, or still being copied), a cut gzip stream. Row problems do not stop the
+read: empty fields are kept as missing values, and a cell that does not parse in a numeric column
+(rating, timestamp) is kept as missing with its description in a `malformed_<column>` column, so
+that validation quarantines the row with that reason. The same column marks a rating missing from
+a source that has a rating column (`MISSING`: an empty field, the text 'NaN', a row cut short),
+a timestamp beyond int64 seconds (`OUT_OF_RANGE`), and, in `malformed_line`, a CSV table's last
+line when it has no line end (`NO_LINE_END`: the file may have been cut while it was written).
+A column in which no value parses is a file problem (wrong column mapped, wrong delimiter) and
+stops the read.
 """
 
 from __future__ import annotations
 
 import csv
+import gzip
 import io
+import re
+import warnings
 import zipfile
+import zlib
 from dataclasses import dataclass, fields
 from pathlib import Path, PurePosixPath
 from typing import IO
@@ -53,6 +62,18 @@ MAX_REPORTED_VALUES = 5
 UNIX_EPOCH = pd.Timestamp(0, tz="UTC")
 ONE_SECOND = pd.Timedelta(seconds=1)
 MALFORMED_PREFIX = "malformed_"  # + canonical column: why that row's cell did not parse
+LINE_COLUMN = "line"  # `malformed_line`: a problem of the row's whole line
+MISSING = "missing"  # a rating absent from a source that has a rating column
+OUT_OF_RANGE = "out of range of int64 unix seconds"
+NO_LINE_END = "no line end: the file may have been cut while it was written"
+# the by_reason key of a description that starts with one of these (any other: `malformed`)
+DESCRIPTION_KEYS = {MISSING: "missing", OUT_OF_RANGE: "out of range", NO_LINE_END: "no line end"}
+# rating fields read as missing (case-insensitive, surrounding blanks ignored): what pandas reads as NA
+MISSING_RATING_TEXTS = ("", "nan", "-nan", "na", "n/a", "null", "none", "<na>", "#n/a")
+INT64_SECONDS_BOUND = 2.0**63  # floats at or beyond it do not fit int64 (casting would wrap to INT64_MIN)
+CSV_SUFFIXES = (".csv", ".csv.gz")
+PARQUET_SUFFIXES = (".parquet",)
+TABLE_SUFFIXES = (*CSV_SUFFIXES, *PARQUET_SUFFIXES)
 NO_SOURCE_COLUMN = "-"  # in a column map spec: the source has no such column
 
 Values = pd.Series | pd.Index | np.ndarray
@@ -60,6 +81,13 @@ Values = pd.Series | pd.Index | np.ndarray
 
 class DataFormatError(ValueError):
     """A source that cannot be read as the layout it claims; the message names file, line and reason."""
+
+
+def table_suffix(path: Path | str) -> str | None:
+    """The table suffix a file name ends with, in lower case (`Week1.CSV` -> `.csv`, `w.csv.gz` -> `.csv.gz`),
+    or None when it is not a table `read_table` reads."""
+    name = Path(path).name.lower()
+    return next((suffix for suffix in sorted(TABLE_SUFFIXES, key=len, reverse=True) if name.endswith(suffix)), None)
 
 
 @dataclass(frozen=True, eq=False)
@@ -163,9 +191,11 @@ def read_recbole(folder: Path) -> RawDataset:
     has_timestamps = "timestamp" in table
     parsed = {}
     if has_timestamps:
-        parsed["timestamp"] = _whole_seconds(_parse_numbers(table["timestamp"], origin, "timestamp"))
+        parsed["timestamp"] = _whole_seconds(
+            _parse_numbers(table["timestamp"], origin, "timestamp"), table["timestamp"]
+        )
     if "rating" in table:
-        parsed["rating"] = _parse_numbers(table["rating"], origin, "rating")
+        parsed["rating"] = _parse_ratings(table["rating"], origin, "rating")
     interactions = _interaction_frame(
         table["user_id"],
         table["item_id"],
@@ -187,7 +217,7 @@ def read_sequences(path: Path) -> RawDataset:
     user_lines: list[int] = []
     lengths: list[int] = []
     items: list[str] = []
-    for line_number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for line_number, line in enumerate(_decoded(path.read_bytes(), origin).splitlines(), start=1):
         tokens = line.split()
         if not tokens:
             continue
@@ -238,30 +268,36 @@ def read_table(path: Path, columns: ColumnMap = ColumnMap()) -> RawDataset:
     """CSV or Parquet with configurable column names; timestamps as unix seconds or ISO 8601."""
     path = Path(path)
     wanted = [name for name in (columns.user_id, columns.item_id, columns.timestamp, columns.rating) if name]
-    if path.suffix == ".csv":
+    suffix = table_suffix(path)
+    line_problems = {}
+    if suffix in CSV_SUFFIXES:
         origin = _Origin(str(path))
-        names = _header_names(path, origin)
+        data = _table_bytes(path, origin, gzipped=suffix.endswith(".gz"))
+        names = _header_names(io.BytesIO(data), origin)
         _require_columns(names, wanted, origin, row=1)
-        table = _read_delimited(path, origin, names, has_header=True)
-    elif path.suffix == ".parquet":
+        table = _read_delimited(io.BytesIO(data), origin, names, has_header=True)
+        line_problems[LINE_COLUMN] = _unended_last_line(data, table.index)
+    elif suffix in PARQUET_SUFFIXES:
         origin = _Origin(str(path), unit="row")
         table = _read_parquet(path, wanted, id_columns=(columns.user_id, columns.item_id), origin=origin)
     else:
-        raise DataFormatError(f"{path}: read_table reads .csv or .parquet, not {path.suffix!r}")
+        raise DataFormatError(
+            f"{path}: read_table reads {', '.join(TABLE_SUFFIXES)} (any letter case), not {path.name!r}"
+        )
     parsed = {}
     if columns.timestamp:
         parsed["timestamp"] = _parse_timestamps(table[columns.timestamp], origin, columns.timestamp)
     if columns.rating:
-        parsed["rating"] = _parse_numbers(table[columns.rating], origin, columns.rating)
+        parsed["rating"] = _parse_ratings(table[columns.rating], origin, columns.rating)
     interactions = _interaction_frame(
         table[columns.user_id],
         table[columns.item_id],
         parsed["timestamp"].data if columns.timestamp else _positions_in_user(table[columns.user_id]),
         parsed["rating"].data if columns.rating else np.nan,
         table.index,
-        malformed={name: result.malformed for name, result in parsed.items()},
+        malformed={name: result.malformed for name, result in parsed.items()} | line_problems,
     )
-    return RawDataset(path.stem, interactions, None, columns.timestamp is not None, path)
+    return RawDataset(path.name[: -len(suffix)], interactions, None, columns.timestamp is not None, path)
 
 
 def read_movielens_zip(path: Path) -> RawDataset:
@@ -279,8 +315,8 @@ def read_movielens_zip(path: Path) -> RawDataset:
         sep="\t",
         quoting=csv.QUOTE_NONE,
     )
-    timestamps = _whole_seconds(_parse_numbers(table["timestamp"], origin, "timestamp"))
-    ratings = _parse_numbers(table["rating"], origin, "rating")
+    timestamps = _whole_seconds(_parse_numbers(table["timestamp"], origin, "timestamp"), table["timestamp"])
+    ratings = _parse_ratings(table["rating"], origin, "rating")
     interactions = _interaction_frame(
         table["user_id"],
         table["item_id"],
@@ -299,7 +335,7 @@ def load_dataset(path: Path, columns: ColumnMap = ColumnMap()) -> RawDataset:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(path)
-    if path.suffix in (".csv", ".parquet"):
+    if path.is_file() and table_suffix(path):
         return read_table(path, columns)
     if columns != ColumnMap():
         raise ValueError(
@@ -317,15 +353,15 @@ def load_dataset(path: Path, columns: ColumnMap = ColumnMap()) -> RawDataset:
     raise DataFormatError(
         f"{path}: unknown dataset layout; looked for a folder with *.inter (RecBole), a folder with "
         "train_list.npy (DiffRec splits), a folder or .zip with u.data (MovieLens), "
-        "a .txt of user sequences, or a .csv/.parquet table"
+        "a .txt of user sequences, or a .csv/.csv.gz/.parquet table"
     )
 
 
 def _read_atomic_file(path: Path, required: tuple[str, ...]) -> pd.DataFrame:
     """Text columns named by the typed header; the index is the 1-based line number."""
     origin = _Origin(str(path))
-    with path.open(encoding="utf-8") as file:
-        header = file.readline().rstrip("\r\n")
+    with path.open("rb") as file:
+        header = _decoded(file.readline(), origin).rstrip("\r\n")
     if not header:
         raise origin.error("file is empty")
     names = []
@@ -359,53 +395,154 @@ def _read_delimited(
 ) -> pd.DataFrame:
     """All fields as text; the index is the 1-based line number.
 
-    Only empty fields are missing; blank lines are skipped but counted. A row with more fields
-    than `names` is an error: pandas would otherwise silently shift it into the index.
+    Only empty fields are missing; blank lines (also right after the header) are skipped but
+    counted. A row with more fields than `names` is an error: the table is read one column wider
+    than `names` so that such a row shows (pandas would otherwise shift it into the index or drop
+    its fields), and a first row wider still makes pandas warn, which is the same error.
     """
     first_line = 2 if has_header else 1
+    width = len(names)
     try:
-        table = pd.read_csv(
-            source,
-            header=None,
-            skiprows=first_line - 1,
-            dtype=str,
-            keep_default_na=False,
-            na_values=[""],
-            skip_blank_lines=False,
-            **options,
-        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            table = pd.read_csv(
+                source,
+                header=None,
+                names=range(width + 1),
+                index_col=False,
+                skiprows=first_line - 1,
+                dtype=str,
+                keep_default_na=False,
+                na_values=[""],
+                skip_blank_lines=False,
+                **options,
+            )
     except pd.errors.EmptyDataError as error:
         raise origin.error("file is empty (no data rows)") from error
+    except pd.errors.ParserWarning as error:
+        raise origin.error(f"more than {width} fields ({', '.join(names)})", first_line) from error
     except pd.errors.ParserError as error:
+        wide = re.search(r"Expected \d+ fields in line (\d+), saw (\d+)", str(error))
+        if wide:  # pandas counts the spare column: say what the file holds
+            raise origin.error(
+                f"more than {width} fields ({', '.join(names)}): {wide[2]} fields", int(wide[1])
+            ) from error
         raise origin.error(str(error).strip()) from error
+    except UnicodeDecodeError as error:
+        raise _decoding_error(_source_bytes(source), origin, options.get("encoding", "utf-8")) from error
     table.index = pd.RangeIndex(first_line, first_line + len(table))
-    overfull = table.iloc[:, len(names) :].notna().any(axis=1)
+    overfull = table[width].notna()
     if overfull.any():
-        raise origin.error(f"more than {len(names)} fields ({', '.join(names)})", int(overfull.idxmax()))
-    table = table.reindex(columns=range(len(names))).set_axis(names, axis="columns").dropna(how="all")
+        raise origin.error(f"more than {width} fields ({', '.join(names)})", int(overfull.idxmax()))
+    table = table.drop(columns=width).set_axis(names, axis="columns").dropna(how="all")
     if table.empty:
         raise origin.error("file is empty (no data rows)")
     return table
 
 
-def _header_names(path: Path, origin: _Origin, **options) -> list[str]:
-    """Column names from a header line, read with the same quoting rules as the data."""
+def _header_names(source: Path | IO[bytes], origin: _Origin, **options) -> list[str]:
+    """Column names from the first line, read with the same quoting rules as the data."""
     try:
-        return list(pd.read_csv(path, nrows=0, **options).columns)
+        names = list(pd.read_csv(source, nrows=0, skip_blank_lines=False, **options).columns)
     except pd.errors.EmptyDataError as error:
         raise origin.error("file is empty") from error
+    except UnicodeDecodeError as error:
+        raise _decoding_error(_source_bytes(source), origin, options.get("encoding", "utf-8")) from error
+    if not names:
+        raise origin.error("the first line is blank: it must be the header", 1)
+    return names
+
+
+def _source_bytes(source: Path | IO[bytes]) -> bytes:
+    if isinstance(source, Path):
+        return source.read_bytes()
+    source.seek(0)
+    return source.read()
+
+
+def _decoding_error(data: bytes, origin: _Origin, encoding: str = "utf-8") -> DataFormatError:
+    """Where the text stops being `encoding`: the line and the byte offset of the first bad byte."""
+    try:
+        data.decode(encoding)
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        return origin.error(
+            f"not {encoding} text: byte {data[error.start : error.start + 1]!r} at byte offset {error.start} "
+            f"({error.reason}); save the file as {encoding}",
+            line,
+        )
+    return origin.error(f"cannot be decoded as {encoding}")
+
+
+def _decoded(data: bytes, origin: _Origin) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise _decoding_error(data, origin) from error
+
+
+def _table_bytes(path: Path, origin: _Origin, gzipped: bool) -> bytes:
+    """A CSV table's bytes (decompressed), checked to be UTF-8 text, so a bad byte names its line."""
+    data = path.read_bytes()
+    if gzipped:
+        try:
+            data = gzip.decompress(data)
+        except (EOFError, OSError, zlib.error) as error:  # a cut stream is EOFError, a non-gzip file OSError
+            raise origin.error(f"not a complete gzip stream ({error})") from error
+    _decoded(data, origin)
+    return data
+
+
+def _unended_last_line(data: bytes, rows: pd.Index) -> pd.Series:
+    """`NO_LINE_END` on the row of the last line when the text does not end with a line end, else None."""
+    marks = pd.Series(None, index=rows, dtype=object)
+    if data and not data.endswith((b"\n", b"\r")):
+        last_line = data.count(b"\n") + 1
+        if last_line in marks.index:
+            marks[last_line] = NO_LINE_END
+    return marks
 
 
 def _read_parquet(path: Path, wanted: list[str], id_columns: tuple[str, str], origin: _Origin) -> pd.DataFrame:
-    """Selected Parquet columns with ids as strings; the index is the 0-based row."""
-    _require_columns(pq.read_schema(path).names, wanted, origin)
-    table = pq.read_table(path, columns=wanted)
-    for name in id_columns:
-        table = table.set_column(table.schema.get_field_index(name), name, pc.cast(table[name], pyarrow.string()))
-    frame = table.to_pandas().reset_index(drop=True)  # source_row is the position, not a stored index
+    """Selected Parquet columns with ids as strings; the index is the 0-based row.
+
+    Anything Arrow cannot read (no footer: corrupt or still being copied; a bad page; ids that do
+    not cast to text) is a `DataFormatError` naming the file, its size and Arrow's reason.
+    """
+    try:
+        _require_columns(pq.read_schema(path).names, wanted, origin)
+        table = pq.read_table(path, columns=wanted)
+        _require_plain_values(table, [name for name in wanted if name not in id_columns], origin)
+        for name in id_columns:
+            column = pc.cast(table[name], pyarrow.string())
+            table = table.set_column(table.schema.get_field_index(name), name, column)
+        frame = table.to_pandas().reset_index(drop=True)  # source_row is the position, not a stored index
+    except pyarrow.ArrowException as error:
+        size = path.stat().st_size
+        raise origin.error(f"not a readable Parquet file ({size} bytes; {type(error).__name__}: {error})") from error
     if frame.empty:
         raise origin.error("file is empty (no data rows)")
     return frame
+
+
+def _require_plain_values(table: pyarrow.Table, columns: list[str], origin: _Origin) -> None:
+    """Rating and timestamp columns hold numbers, text or datetimes; a list or struct column is the wrong column."""
+    for name in columns:
+        kind = table.schema.field(name).type
+        if not any(
+            check(kind)
+            for check in (
+                pyarrow.types.is_integer,
+                pyarrow.types.is_floating,
+                pyarrow.types.is_decimal,
+                pyarrow.types.is_boolean,
+                pyarrow.types.is_string,
+                pyarrow.types.is_large_string,
+                pyarrow.types.is_timestamp,
+                pyarrow.types.is_null,
+            )
+        ):
+            raise origin.error(f"column {name!r} holds {kind} values, not numbers, text or datetimes")
 
 
 def _require_columns(
@@ -428,18 +565,34 @@ def _parse_numbers(raw: pd.Series, origin: _Origin, column: str) -> _ParsedColum
     return _ParsedColumn(numbers.mask(bad), _describe_malformed(raw, bad, pd.Series(descriptions, index=raw.index)))
 
 
+def _parse_ratings(raw: pd.Series, origin: _Origin, column: str) -> _ParsedColumn:
+    """Numbers, as `_parse_numbers`, where a missing rating (empty, NaN, a `MISSING_RATING_TEXTS` text, a row cut
+    short) is described as `MISSING`: the source has a rating column, so validation decides whether it may be."""
+    missing = raw.isna().to_numpy()
+    if not pd.api.types.is_numeric_dtype(raw):
+        codes, distinct = pd.factorize(raw)  # few distinct ratings: look at each text once
+        says_missing = np.array([str(text).strip().lower() in MISSING_RATING_TEXTS for text in distinct], dtype=bool)
+        if len(distinct):
+            missing |= (codes >= 0) & says_missing[codes]
+    missing = pd.Series(missing, index=raw.index)
+    parsed = _parse_numbers(raw.mask(missing), origin, column)
+    return _ParsedColumn(parsed.data, parsed.malformed.mask(missing, MISSING))
+
+
 def _parse_timestamps(raw: pd.Series, origin: _Origin, column: str) -> _ParsedColumn:
     """Unix seconds from numbers, datetimes or ISO 8601 strings (times without a zone are UTC)."""
     if pd.api.types.is_datetime64_any_dtype(raw):
         moments = raw.dt.tz_localize("UTC") if raw.dt.tz is None else raw
-        return _whole_seconds(_ParsedColumn((moments - UNIX_EPOCH) / ONE_SECOND, pd.Series(None, index=raw.index)))
+        seconds = (moments - UNIX_EPOCH) / ONE_SECOND
+        return _whole_seconds(_ParsedColumn(seconds, pd.Series(None, index=raw.index, dtype=object)), raw)
     if _mostly_numbers(raw):
-        return _whole_seconds(_parse_numbers(raw, origin, column))
+        return _whole_seconds(_parse_numbers(raw, origin, column), raw)
     moments = _parse_iso_datetimes(raw)
     bad = raw.notna() & moments.isna()
     _reject_unparsable_column(raw, bad, origin, column, "ISO 8601 datetimes")
     return _whole_seconds(
-        _ParsedColumn((moments - UNIX_EPOCH) / ONE_SECOND, _describe_malformed(raw, bad, "not an ISO 8601 datetime"))
+        _ParsedColumn((moments - UNIX_EPOCH) / ONE_SECOND, _describe_malformed(raw, bad, "not an ISO 8601 datetime")),
+        raw,
     )
 
 
@@ -494,10 +647,17 @@ def _plain(value: object) -> object:
     return value.item() if isinstance(value, np.generic) else value
 
 
-def _whole_seconds(seconds: _ParsedColumn) -> _ParsedColumn:
-    """Floor to int64, or nullable Int64 when some are missing (validation quarantines those rows)."""
-    floored = np.floor(seconds.data)
-    return _ParsedColumn(floored.astype("Int64" if floored.isna().any() else "int64"), seconds.malformed)
+def _whole_seconds(seconds: _ParsedColumn, raw: pd.Series) -> _ParsedColumn:
+    """Floor to int64, or nullable Int64 when some are missing (validation quarantines those rows).
+
+    Seconds that do not fit int64 (1e20, 99999999999999999999999) are missing and described as
+    `OUT_OF_RANGE` with the value as written: a cast would wrap them to INT64_MIN.
+    """
+    floored = np.floor(seconds.data.astype("float64"))
+    too_large = floored.abs() >= INT64_SECONDS_BOUND
+    floored = floored.mask(too_large)
+    malformed = seconds.malformed.where(~too_large, _describe_malformed(raw, too_large, OUT_OF_RANGE))
+    return _ParsedColumn(floored.astype("Int64" if floored.isna().any() else "int64"), malformed)
 
 
 def _positions_in_user(user_ids: pd.Series) -> pd.Series:

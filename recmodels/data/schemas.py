@@ -6,52 +6,88 @@ rejected row comes back once, with every check it failed. A cell the reader coul
 `rating: not a number ('abc')`; the checks that only fail because that cell is missing are not
 repeated. Problems that concern a whole column (missing, wrong dtype) are not row problems and
 raise `DataFormatError` instead.
+
+Ids are text: before the checks, `user_id` and `item_id` are normalised (Unicode NFKC, then
+whitespace and zero-width characters stripped from both ends; `ValidationRules.normalise_ids`),
+so `" 10"`, `"10\u00a0"` and `"\u200b10"` are the id `"10"`; an id empty after that is quarantined.
+Nothing else is equated: `"01"`, `"1"` and `"1.0"` stay three ids. Kept rows carry the normalised
+ids, quarantined rows the ids as read; `ids_normalised` counts the rows whose id changed.
+
+A rating a source with a rating column leaves out (the reader marks it `missing`) is quarantined
+as `rating: missing` unless `ValidationRules.ratings_optional`; a source without a rating column
+(a sequence file, `rating=-` in a column map) has no ratings to miss.
+
+Every step is vectorised, so a mostly bad table validates about as fast as a clean one
+(`benchmarks/validation.py`); uniqueness of the interaction key is checked here with
+`DataFrame.duplicated` rather than by pandera, whose duplicate report is quadratic in the duplicates.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import re
 import time
-from dataclasses import dataclass
+import unicodedata
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 
-from recmodels.data.readers import MALFORMED_PREFIX, DataFormatError
+from recmodels.data.readers import DESCRIPTION_KEYS, MALFORMED_PREFIX, MISSING, DataFormatError
 
 SPLITS = ("train", "valid", "test")
 INTERACTION_KEY = ["user_id", "item_id", "timestamp"]
+ID_COLUMNS = ("user_id", "item_id")
 PLAUSIBLE_YEARS = (1870, 2100)
-DUPLICATE_CHECK = "multiple_fields_uniqueness"
 MALFORMED_KEY = "malformed"  # by_reason key `<column>: malformed`
+DUPLICATE_KEY = "duplicate"  # by_reason key `user_id, item_id, timestamp: duplicate`
+ID_EDGES = re.compile(r"^[\s\u200b-\u200d\u2060\ufeff]+|[\s\u200b-\u200d\u2060\ufeff]+$")
 
 
 @dataclass(frozen=True)
 class ValidationRules:
-    """Dataset-specific limits; None means no rating bound, or 'now' for max_timestamp."""
+    """Dataset-specific rules; None means no rating bound, or 'now' for max_timestamp.
+
+    ``ratings_optional``: a rating missing from a source with a rating column is kept (NaN) rather
+    than quarantined. ``normalise_ids``: NFKC and blank/zero-width stripping of user and item ids.
+    """
 
     rating_min: float | None = None
     rating_max: float | None = None
     max_timestamp: int | None = None
+    ratings_optional: bool = False
+    normalise_ids: bool = True
 
 
 @dataclass(frozen=True, eq=False)
 class ValidationResult:
-    """Rows that passed, rows that did not (with a `reasons` column), and counts per failed check."""
+    """Rows that passed, rows that did not (with a `reasons` column), counts per failed check, and per id
+    column the rows whose id normalisation changed."""
 
     valid: pd.DataFrame
     quarantined: pd.DataFrame
     by_reason: dict[str, int]
+    ids_normalised: dict[str, int] = field(default_factory=dict)
 
     @property
     def summary(self) -> dict[str, object]:
-        return {
+        """Counts; ``ids_normalised`` is present when normalising changed some id."""
+        summary: dict[str, object] = {
             "rows_in": len(self.valid) + len(self.quarantined),
             "rows_kept": len(self.valid),
             "rows_quarantined": len(self.quarantined),
             "by_reason": dict(self.by_reason),
         }
+        if any(self.ids_normalised.values()):
+            summary["ids_normalised"] = dict(self.ids_normalised)
+        return summary
+
+
+def normalise_id(value: str) -> str:
+    """NFKC, then whitespace and zero-width characters stripped from both ends."""
+    return ID_EDGES.sub("", unicodedata.normalize("NFKC", value))
 
 
 def interactions_schema(rules: ValidationRules = ValidationRules()) -> pa.DataFrameSchema:
@@ -90,43 +126,76 @@ def items_schema() -> pa.DataFrameSchema:
 
 def validate_interactions(df: pd.DataFrame, rules: ValidationRules = ValidationRules()) -> ValidationResult:
     """Split interactions into valid and quarantined rows; valid timestamps come back as int64."""
-    result = _validate(df, interactions_schema(rules))
+    result = _validate(df, interactions_schema(rules), rules)
     return dataclasses.replace(result, valid=result.valid.astype({"timestamp": "int64"}))
 
 
-def validate_items(df: pd.DataFrame) -> ValidationResult:
-    """Split items into valid and quarantined rows."""
-    return _validate(df, items_schema())
+def validate_items(df: pd.DataFrame, rules: ValidationRules = ValidationRules()) -> ValidationResult:
+    """Split items into valid and quarantined rows (item ids normalised as the interactions' are)."""
+    return _validate(df, items_schema(), rules)
 
 
 def _not_empty() -> pa.Check:
-    return pa.Check(lambda values: values.str.strip().str.len() > 0, name="not_empty")
+    return pa.Check(_has_text, name="not_empty")
 
 
-def _validate(df: pd.DataFrame, schema: pa.DataFrameSchema) -> ValidationResult:
+def _has_text(values: pd.Series) -> pd.Series:
+    """True where a value is more than blanks (missing values are not_nullable's business); each distinct id once."""
+    codes, distinct = pd.factorize(values)
+    has_text = np.array([True] + [not isinstance(value, str) or bool(value.strip()) for value in distinct])
+    return pd.Series(has_text[codes + 1], index=values.index)  # code -1 (missing) -> True
+
+
+def _validate(df: pd.DataFrame, schema: pa.DataFrameSchema, rules: ValidationRules) -> ValidationResult:
     """Run the schema lazily and map each failure back to its row through the (reset) index.
 
     The reader's `malformed_<column>` descriptions become reasons of their own and leave the output.
     """
     rows = df.reset_index(drop=True)
     malformed_columns = [name for name in rows.columns if str(name).startswith(MALFORMED_PREFIX)]
-    malformed = _describe_malformed_cells(rows[malformed_columns])
+    malformed = _describe_malformed_cells(rows[malformed_columns], rules.ratings_optional)
     rows = rows.drop(columns=malformed_columns)
-    failures = _failure_cases(schema, rows)
-    column_level = failures["index"].isna() | _fails_for_whole_column(failures, len(rows))
-    _raise_column_errors(failures[column_level], rows)
-    row_failures = _describe_row_failures(failures[~column_level], tuple(schema.unique or ()))
-    row_failures = pd.concat(
-        [_without_checks_on_malformed_cells(row_failures, malformed), malformed], ignore_index=True
+    checked, ids_normalised = _normalised_ids(rows) if rules.normalise_ids else (rows, {})
+    unique_key = tuple(schema.unique or ())
+    without_key = copy.copy(schema)
+    without_key.unique = None
+    failures = _failure_cases(without_key, checked)
+    column_level = failures["index"].isna() | _fails_for_whole_column(failures, len(checked))
+    _raise_column_errors(failures[column_level], checked)
+    entries = pd.concat(
+        [
+            _without_checks_on_malformed_cells(_describe_row_failures(failures[~column_level]), malformed),
+            _describe_duplicates(checked, unique_key, malformed),
+            malformed,
+        ],
+        ignore_index=True,
     ).sort_values("row", kind="stable")
-    reasons = row_failures.groupby("row")["text"].agg("; ".join)
+    reasons = _joined_per_row(entries)
     rejected = rows.index.isin(reasons.index)
-    valid = rows[~rejected].reset_index(drop=True)
+    valid = checked[~rejected].reset_index(drop=True)
     quarantined = rows[rejected].assign(reasons=reasons).reset_index(drop=True)
     if len(valid) + len(quarantined) != len(rows):
         raise RuntimeError(f"validation lost rows: {len(rows)} in, {len(valid)} kept + {len(quarantined)} quarantined")
-    by_reason = row_failures.drop_duplicates(["row", "key"])["key"].value_counts().to_dict()
-    return ValidationResult(valid, quarantined, by_reason)
+    by_reason = entries.drop_duplicates(["row", "key"])["key"].value_counts().to_dict()
+    return ValidationResult(valid, quarantined, {str(k): int(v) for k, v in by_reason.items()}, ids_normalised)
+
+
+def _normalised_ids(rows: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
+    """The rows with `normalise_id` applied to each id column's text values (once per distinct value), and per
+    column the number of rows whose id changed."""
+    normalised, changed = rows.copy(), {}
+    for column in (name for name in ID_COLUMNS if name in rows.columns):
+        codes, distinct = pd.factorize(rows[column])
+        distinct = np.asarray(distinct, dtype=object)
+        fixed = np.array([normalise_id(value) if isinstance(value, str) else value for value in distinct], dtype=object)
+        differs = fixed != distinct
+        present = codes >= 0
+        changed[column] = int(differs[codes[present]].sum())
+        if changed[column]:
+            values = rows[column].to_numpy(dtype=object, copy=True)
+            values[present] = fixed[codes[present]]
+            normalised[column] = values
+    return normalised, changed
 
 
 def _failure_cases(schema: pa.DataFrameSchema, rows: pd.DataFrame) -> pd.DataFrame:
@@ -140,7 +209,9 @@ def _failure_cases(schema: pa.DataFrameSchema, rows: pd.DataFrame) -> pd.DataFra
 
 def _fails_for_whole_column(failures: pd.DataFrame, row_count: int) -> pd.Series:
     """Per-value dtype failures that hit every row: the column has the wrong type, not some rows."""
-    is_dtype_failure = failures["check"].astype(str).str.startswith("dtype(") & failures["index"].notna()
+    codes, checks = pd.factorize(failures["check"].astype(str))
+    dtype_checks = np.array([str(check).startswith("dtype(") for check in checks] + [False], dtype=bool)
+    is_dtype_failure = pd.Series(dtype_checks[codes], index=failures.index) & failures["index"].notna()
     failing_rows = failures[is_dtype_failure].groupby("column")["index"].nunique()
     wrong_columns = failing_rows.index[failing_rows == row_count]
     return is_dtype_failure & failures["column"].isin(wrong_columns)
@@ -162,70 +233,120 @@ def _raise_column_errors(column_failures: pd.DataFrame, rows: pd.DataFrame) -> N
     raise DataFormatError("; ".join(problems))
 
 
-def _describe_row_failures(failures: pd.DataFrame, unique_key: tuple[str, ...]) -> pd.DataFrame:
-    """One entry per (row, failed check): `key` for counting, `text` with the offending value,
-    `columns` the tuple of columns the check read (a duplicate reads the whole `unique_key`).
+def _describe_row_failures(failures: pd.DataFrame) -> pd.DataFrame:
+    """One entry per (row, failed check): `key` for counting, `text` with the offending value, `column` read."""
+    column = failures["column"].astype(str)
+    keys = _joined(column, ": ", failures["check"].astype(str))
+    return _entries(
+        failures["index"].astype("int64").to_numpy(),
+        column.to_numpy(),
+        keys,
+        _joined(pd.Series(keys), " (value=", _shown(failures["failure_case"]), ")"),
+    )
 
-    pandera reports a duplicate once per key column (none for a missing value); those entries are
-    merged into one.
+
+def _describe_duplicates(rows: pd.DataFrame, unique_key: tuple[str, ...], malformed: pd.DataFrame) -> pd.DataFrame:
+    """One entry per later row repeating an earlier row's `unique_key`, keyed by the key in its own order.
+
+    A row whose key holds a malformed cell is no duplicate: that cell is missing only because it did not parse.
     """
-    failures = failures.assign(row=failures["index"].astype("int64"))
-    is_duplicate = failures["check"].eq(DUPLICATE_CHECK)
-    single = failures[~is_duplicate]
-    single_keys = single["column"].astype(str) + ": " + single["check"].astype(str)
-    entries = [
-        pd.DataFrame(
-            {
-                "row": single["row"],
-                "key": single_keys,
-                "value": single["failure_case"].map(_show),
-                "columns": single["column"].map(lambda column: (column,)),
-            }
-        )
-    ]
-    duplicates = failures[is_duplicate].groupby("row", sort=False)
-    entries.append(
-        pd.DataFrame(
-            {
-                "key": duplicates["column"].agg(", ".join) + ": duplicate",
-                "value": duplicates["failure_case"].agg(lambda values: "(" + ", ".join(map(_show, values)) + ")"),
-                "columns": [unique_key] * duplicates.ngroups,
-            }
-        ).reset_index()
-    )
-    described = pd.concat(entries, ignore_index=True).sort_values("row", kind="stable")
-    return described.assign(text=described["key"] + " (value=" + described["value"] + ")")
+    if not unique_key:
+        return _entries()
+    repeated = rows.duplicated(subset=list(unique_key), keep="first").to_numpy()
+    unreadable = malformed.loc[malformed["column"].isin(unique_key), "row"].to_numpy()
+    repeated[unreadable] = False
+    if not repeated.any():
+        return _entries()
+    key = f"{', '.join(unique_key)}: {DUPLICATE_KEY}"
+    values = [_shown(rows.loc[repeated, column]) for column in unique_key]
+    separated = [part for value in values for part in (", ", value)][1:]
+    return _entries(np.flatnonzero(repeated), "", key, _joined(f"{key} (value=(", *separated, "))"))
 
 
-def _describe_malformed_cells(malformed: pd.DataFrame) -> pd.DataFrame:
-    """One entry per cell the reader could not parse, in the shape of `_describe_row_failures`."""
-    cells = (
-        malformed.rename(columns=lambda name: name.removeprefix(MALFORMED_PREFIX))
-        .rename_axis("row")
-        .reset_index()
-        .melt(id_vars="row", var_name="column", value_name="description")
-        .dropna(subset="description")
-    )
+def _describe_malformed_cells(malformed: pd.DataFrame, ratings_optional: bool) -> pd.DataFrame:
+    """One entry per cell the reader marked, in the shape of `_describe_row_failures`; a missing rating only when
+    ratings are not optional. The key names the kind (`missing`, `out of range`, `no line end`, else `malformed`)."""
+    parts = [_entries()]
+    for name in malformed.columns:
+        column = name.removeprefix(MALFORMED_PREFIX)
+        described = malformed[name]
+        marked = described.notna().to_numpy()
+        if ratings_optional and column == "rating":
+            marked &= described.ne(MISSING).to_numpy()
+        codes, distinct = pd.factorize(described[marked])
+        keys = np.array([f"{column}: {_kind(str(text))}" for text in distinct], dtype=object)
+        texts = np.array([f"{column}: {text}" for text in distinct], dtype=object)
+        parts.append(_entries(np.flatnonzero(marked), column, keys[codes], texts[codes]))
+    return pd.concat(parts, ignore_index=True).sort_values("row", kind="stable")
+
+
+def _kind(description: str) -> str:
+    return next((key for prefix, key in DESCRIPTION_KEYS.items() if description.startswith(prefix)), MALFORMED_KEY)
+
+
+def _entries(row=(), column=(), key=(), text=()) -> pd.DataFrame:
     return pd.DataFrame(
         {
-            "row": cells["row"].astype("int64"),
-            "key": cells["column"] + f": {MALFORMED_KEY}",
-            "columns": cells["column"].map(lambda column: (column,)),
-            "text": cells["column"] + ": " + cells["description"],
+            "row": np.asarray(row, dtype=np.int64),
+            "column": np.asarray(column, dtype=object),
+            "key": np.asarray(key, dtype=object),
+            "text": np.asarray(text, dtype=object),
         }
     )
 
 
 def _without_checks_on_malformed_cells(failures: pd.DataFrame, malformed: pd.DataFrame) -> pd.DataFrame:
     """Drop failures that read a malformed cell: it is missing only because it did not parse."""
-    if malformed.empty:
+    if malformed.empty or failures.empty:
         return failures
-    bad_cells = {(row, column) for row, columns in zip(malformed["row"], malformed["columns"]) for column in columns}
-    reads_bad_cell = [
-        any((row, column) in bad_cells for column in columns)
-        for row, columns in zip(failures["row"], failures["columns"])
-    ]
-    return failures[~np.array(reads_bad_cell, dtype=bool)]
+    bad_cells = pd.MultiIndex.from_frame(malformed[["row", "column"]])
+    reads_bad_cell = pd.MultiIndex.from_frame(failures[["row", "column"]]).isin(bad_cells)
+    return failures[~reads_bad_cell]
+
+
+def _joined_per_row(entries: pd.DataFrame) -> pd.Series:
+    """Row -> its reasons joined by '; ', in entry order, built column by column of a row x n-th reason table."""
+    if entries.empty:
+        return pd.Series(dtype=object)
+    nth = entries.groupby("row", sort=False).cumcount().to_numpy()
+    wide = pd.DataFrame({"row": entries["row"].to_numpy(), "nth": nth, "text": entries["text"].to_numpy()})
+    table = wide.pivot(index="row", columns="nth", values="text")
+    joined = table[0].to_numpy(dtype=object, copy=True)
+    for position in table.columns[1:]:
+        more = table[position].to_numpy(dtype=object)
+        present = pd.notna(more)
+        joined[present] = joined[present] + "; " + more[present]
+    return pd.Series(joined, index=table.index, dtype=object)
+
+
+def _joined(*parts: str | pd.Series) -> np.ndarray:
+    """Per row, the parts (texts, or one text for all rows) concatenated.
+
+    Reasons repeat (one text for every row with `rating: missing`): each distinct combination of the
+    varying parts is built once, unless most combinations are distinct (duplicates name their key).
+    """
+    varying = {f"part{n}": part.to_numpy(dtype=object) for n, part in enumerate(parts) if not isinstance(part, str)}
+    frame = pd.DataFrame(varying)
+    codes = frame.groupby(list(varying), sort=False, dropna=False).ngroup().to_numpy()
+    distinct = frame.drop_duplicates()
+    if len(distinct) > len(frame) // 4:
+        return _concatenated(parts, {name: values.astype(str) for name, values in varying.items()}, len(frame))
+    return _concatenated(parts, {name: distinct[name].astype(str).to_numpy() for name in varying}, len(distinct))[codes]
+
+
+def _concatenated(parts: tuple[str | pd.Series, ...], varying: dict[str, np.ndarray], size: int) -> np.ndarray:
+    built = np.full(size, "", dtype=object)
+    for n, part in enumerate(parts):
+        built = built + (part if isinstance(part, str) else varying[f"part{n}"].astype(object))
+    return built
+
+
+def _shown(values: pd.Series) -> pd.Series:
+    """`_show` of each value, computed once per distinct value; every kind of missing value reads `nan`."""
+    codes, distinct = pd.factorize(values, use_na_sentinel=False)
+    shown = np.array([_show(value) for value in distinct], dtype=object)
+    shown[[value is pd.NA or value is pd.NaT for value in distinct]] = "nan"  # NaN, NA, NaT: one missing value
+    return pd.Series(shown[codes], index=values.index, dtype=object)
 
 
 def _show(value: object) -> str:

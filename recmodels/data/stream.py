@@ -8,8 +8,12 @@ reasons, so that per file, rows in = rows kept + rows quarantined.
 
 A row belongs to the window of its timestamp when that timestamp is usable (parsed, and within
 the validation bounds: not negative, not in the future). A row whose timestamp is missing, did
-not parse or is out of bounds belongs to no window; it is attributed to the file's earliest
-window, so it is quarantined (and reported) exactly once.
+not parse or is out of bounds belongs to no window, nor does a CSV's last line without a line end
+(cut while the file was written: its timestamp may be cut too, ``504,10,8812``); such a row is
+attributed to the file's earliest window, so it is quarantined (and reported) exactly once.
+
+Incoming files are ``.csv``, ``.csv.gz`` or ``.parquet`` in any letter case (``Week1.CSV``);
+``incoming_listing`` also says why every other entry of the folder is skipped.
 """
 
 from __future__ import annotations
@@ -24,12 +28,19 @@ from typing import Any, Iterator
 import numpy as np
 import pandas as pd
 
-from recmodels.data.readers import DataFormatError, read_table
-from recmodels.data.schemas import ValidationRules, validate_interactions
+from recmodels.data.readers import (
+    LINE_COLUMN,
+    MALFORMED_PREFIX,
+    TABLE_SUFFIXES,
+    DataFormatError,
+    read_table,
+    table_suffix,
+)
+from recmodels.data.schemas import ID_COLUMNS, ValidationRules, validate_interactions
 
 SECONDS_PER_DAY = 86_400
 WINDOW_ORIGIN = np.datetime64("1970-01-05")  # a Monday
-INCOMING_SUFFIXES = (".csv", ".parquet")
+INCOMING_SUFFIXES = TABLE_SUFFIXES  # matched case-insensitively
 FILE_COLUMN = "file"  # in landed and quarantined rows: the incoming file the row came from
 ROWS_FILE = "rows.parquet"
 QUARANTINE_FILE = "quarantined.parquet"
@@ -71,6 +82,9 @@ def read_incoming(path: Path, window_days: int, rules: ValidationRules = Validat
     """
     rows = read_table(Path(path)).interactions
     windows = row_windows(rows["timestamp"], window_days, rules)
+    cut_line = MALFORMED_PREFIX + LINE_COLUMN
+    if cut_line in rows:
+        windows[rows[cut_line].notna()] = None
     if windows.isna().all():
         raise DataFormatError(f"{path}: no row has a usable timestamp, so the file belongs to no window")
     return rows.assign(window=windows.fillna(windows.dropna().min()).astype(str))
@@ -186,21 +200,39 @@ def land_window(
             "rows_quarantined": int((quarantined[FILE_COLUMN] == name).sum()),
         }
     by_reason = {str(key): int(count) for key, count in sorted(result.by_reason.items())}
-    summary = {"window": window, "window_days": window_days, "files": files, "by_reason": by_reason}
+    ids_normalised = {column: int(result.ids_normalised.get(column, 0)) for column in ID_COLUMNS}
+    summary = {
+        "window": window,
+        "window_days": window_days,
+        "files": files,
+        "by_reason": by_reason,
+        "ids_normalised": ids_normalised,
+    }
     return WindowRows(rows, quarantined, summary)
 
 
-def incoming_files(incoming: Path) -> list[Path]:
-    """Files in the incoming folder, by name (replays name them in time order); hidden files are
-    writes in progress."""
+def incoming_listing(incoming: Path) -> tuple[list[Path], dict[str, str]]:
+    """The incoming folder's interaction files, by name (replays name them in time order), and every other
+    entry with the reason it is skipped. Hidden files are writes in progress (publish by renaming)."""
     folder = Path(incoming)
     if not folder.exists():
-        return []
-    return sorted(
-        path
-        for path in folder.iterdir()
-        if path.is_file() and path.suffix in INCOMING_SUFFIXES and not path.name.startswith(".")
-    )
+        return [], {}
+    files, skipped = [], {}
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith("."):
+            skipped[path.name] = "hidden: a write in progress (rename it into place when it is complete)"
+        elif not path.is_file():
+            skipped[path.name] = "not a file"
+        elif table_suffix(path) is None:
+            skipped[path.name] = f"not one of {', '.join(INCOMING_SUFFIXES)} (any letter case)"
+        else:
+            files.append(path)
+    return files, skipped
+
+
+def incoming_files(incoming: Path) -> list[Path]:
+    """The interaction files of the incoming folder, by name."""
+    return incoming_listing(incoming)[0]
 
 
 def replay_batches(rows: pd.DataFrame, window_days: int) -> Iterator[tuple[str, pd.DataFrame]]:

@@ -119,13 +119,18 @@ def test_empty_source_fields_are_quarantined_and_timestamps_become_int64(tmp_pat
         "3\t13\t5\t\n"
     )
     result = validate_interactions(read_recbole(folder).interactions, ValidationRules(1.0, 5.0, 1_000))
-    assert result.valid["source_row"].tolist() == [2, 4]
+    assert result.valid["source_row"].tolist() == [2]
     assert str(result.valid["timestamp"].dtype) == "int64"
-    assert result.quarantined["source_row"].tolist() == [3, 5]
+    assert result.quarantined["source_row"].tolist() == [3, 4, 5]
     assert result.quarantined["reasons"].tolist() == [
         "user_id: not_nullable (value=nan)",
+        "rating: missing",
         "timestamp: not_nullable (value=nan)",
     ]
+    optional = validate_interactions(
+        read_recbole(folder).interactions, ValidationRules(1.0, 5.0, 1_000, ratings_optional=True)
+    )
+    assert optional.valid["source_row"].tolist() == [2, 4] and optional.valid["rating"].isna().tolist() == [False, True]
 
 
 @pytest.mark.needs_shared_data("ml-1m-diffrec/clean")

@@ -261,13 +261,13 @@ def test_unreadable_file_raises_a_format_error_and_stays_as_it_is(week, tmp_path
 # ---------------------------------------------------------------- incoming folder
 
 
-def test_incoming_files_only_finished_csv_and_parquet(tmp_path):
+def test_incoming_files_only_finished_tables(tmp_path):
     incoming = tmp_path / "incoming"
     incoming.mkdir()
-    for name in ["b.parquet", "a.csv", "notes.txt", "c.csv.gz", ".a.csv.partial", "d.csv.partial", "README"]:
+    for name in ["b.parquet", "a.csv", "notes.txt", "c.csv.gz", ".a.csv.partial", "d.csv.partial", "README", "E.CSV"]:
         (incoming / name).write_text("x")
     (incoming / "folder.csv").mkdir()
-    assert [path.name for path in incoming_files(incoming)] == ["a.csv", "b.parquet"]
+    assert [path.name for path in incoming_files(incoming)] == ["E.CSV", "a.csv", "b.parquet", "c.csv.gz"]
     assert incoming_files(tmp_path / "missing") == []
 
 
