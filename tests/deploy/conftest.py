@@ -16,6 +16,10 @@ from recserve.app import Settings
 from recserve.server import server_config
 
 from recmodels.data.interactions import Interactions
+from recmodels.data.splits import leave_one_out_split
+from recmodels.registry import set_champion
+
+SERVED_K = 20
 
 
 @pytest.fixture(scope="session")
@@ -44,6 +48,20 @@ def register_served():
         return entries
 
     return register
+
+
+@pytest.fixture(scope="session")
+def served_registry(ml100k_small_raw, tmp_path_factory, register_served) -> Path:
+    """EASE (the champion) and MostPopular on a slice of ML-100K, k = 20, registered as the pipeline
+    registers them. Tests that change it work on a copy."""
+    from recmodels.models.baselines import EASE, MostPopular
+
+    split = leave_one_out_split(Interactions.from_frame(ml100k_small_raw))
+    root = tmp_path_factory.mktemp("served") / "registry"
+    models = {"ease_model": EASE().fit(split), "popular_model": MostPopular().fit(split)}
+    entries = register_served(root, models, split.train, SERVED_K)
+    set_champion(root, "ease_model", entries["ease_model"].name, "test")
+    return root
 
 
 def free_port() -> int:

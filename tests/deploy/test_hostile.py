@@ -25,37 +25,17 @@ from recserve.app import Settings, create_app
 from recserve.model import LoadedModel
 from recserve.registry import RegistryError
 
-from recmodels.data.interactions import Interactions
-from recmodels.data.splits import leave_one_out_split
-from recmodels.models.baselines import EASE, MostPopular
 from recmodels.registry import set_champion
 
-K = 20
 TOKEN = "hostile-suite-admin-token"
 ADMIN = {"Authorization": f"Bearer {TOKEN}"}
 DEPLOY = Path(recserve.__file__).resolve().parents[1]  # the folder holding the package under test
 
 
-@pytest.fixture(scope="module")
-def split(ml100k_small_raw):
-    return leave_one_out_split(Interactions.from_frame(ml100k_small_raw))
-
-
-@pytest.fixture(scope="module")
-def pristine(split, tmp_path_factory, register_served) -> Path:
-    """EASE (the champion) and MostPopular, registered as the pipeline registers them."""
-    root = tmp_path_factory.mktemp("pristine") / "registry"
-    entries = register_served(
-        root, {"ease_model": EASE().fit(split), "popular_model": MostPopular().fit(split)}, split.train, K
-    )
-    set_champion(root, "ease_model", entries["ease_model"].name, "test")
-    return root
-
-
 @pytest.fixture
-def registry(pristine, tmp_path) -> Path:
+def registry(served_registry, tmp_path) -> Path:
     """A copy of the registry each test may break as it likes."""
-    return Path(shutil.copytree(pristine, tmp_path / "registry", symlinks=True))
+    return Path(shutil.copytree(served_registry, tmp_path / "registry", symlinks=True))
 
 
 def entry(registry: Path, model: str) -> Path:
@@ -345,9 +325,9 @@ def test_request_headers_growing_past_the_limit_get_400(registry, serve):
 
 
 @pytest.fixture(scope="module")
-def live(pristine, serve):
+def live(served_registry, serve):
     """One running service for the keep-alive tests (they do not change the registry)."""
-    settings = Settings(registry=pristine, admin_token=TOKEN)
+    settings = Settings(registry=served_registry, admin_token=TOKEN)
     with serve(create_app(settings), settings) as address:
         yield address
 
