@@ -39,6 +39,15 @@ class EvalStage:
         """Users with at least one target: the ones metrics average over."""
         return np.flatnonzero(np.diff(self.targets.indptr) > 0)
 
+    def only(self, users: np.ndarray) -> "EvalStage":
+        """This stage evaluated on ``users`` alone (the others keep their history but lose their targets), so a
+        group of users is measured by the same evaluation as everyone."""
+        keep = np.zeros(self.targets.shape[0], dtype=bool)
+        keep[np.asarray(users, dtype=np.int64)] = True
+        targets = sp.diags(keep.astype(np.float32)) @ self.targets
+        targets.eliminate_zeros()
+        return EvalStage(history=self.history, targets=targets.tocsr(), exclude=self.exclude)
+
     def batches(self, batch_size: int, max_len: int | None = None) -> Iterator["StageBatch"]:
         """Users in order of history length, so a batch carries little padding."""
         sequences = self.history.sequences()
@@ -60,6 +69,9 @@ class StageBatch:
 
 @dataclass(frozen=True)
 class SplitData:
+    """``context_rows``: rows that are only ever history, never trained on and never targets (the earlier
+    history of users kept out of training by the user-disjoint protocol); empty for the other protocols."""
+
     protocol: str
     train: Interactions
     valid_rows: Interactions
@@ -67,9 +79,17 @@ class SplitData:
     valid: EvalStage
     test: EvalStage
     report: dict[str, int] = field(default_factory=dict)
+    context_rows: Interactions | None = None
 
     def stage(self, name: StageName) -> EvalStage:
         return {"valid": self.valid, "test": self.test}[name]
+
+    @property
+    def unseen_users(self) -> np.ndarray:
+        """Users evaluated at test with no training row: served from their history alone."""
+        trained = np.zeros(self.train.n_users, dtype=bool)
+        trained[self.train.frame["user"].to_numpy()] = True
+        return self.test.users[~trained[self.test.users]]
 
     @property
     def n_items(self) -> int:
@@ -151,6 +171,64 @@ def leave_one_out_split(interactions: Interactions, min_length: int = 3) -> Spli
     return split
 
 
+def user_disjoint_split(
+    interactions: Interactions,
+    unseen_share: float = 0.2,
+    target: Literal["last_item", "last_fraction"] = "last_item",
+    test_fraction: float = 0.2,
+    min_length: int = 3,
+    seed: int = 0,
+) -> SplitData:
+    """A seeded ``unseen_share`` of the users with at least ``min_length`` rows never enters training; every
+    evaluated user's target is their last item (``last_item``) or their latest ``test_fraction`` of rows
+    (``last_fraction``; at least one, shares rounded half up), and the earlier rows are the history.
+
+    Seen users are split like leave-one-out (or per-user temporal): their rows before the validation
+    rows train, one validation item (or the same share) before the test rows. Unseen users have no
+    training and no validation row: early stopping never looks at them, and their earlier rows are
+    context, read only as history at test. ``SplitData.unseen_users`` and ``EvalStage.only`` report
+    the two groups with one evaluation.
+    """
+    if not 0 < unseen_share < 1:
+        raise ValueError(f"unseen_share must be in (0, 1), got {unseen_share}")
+    if target not in ("last_item", "last_fraction"):
+        raise ValueError(f"target must be 'last_item' or 'last_fraction', got {target!r}")
+    if not 0 < test_fraction < 0.5:
+        raise ValueError(f"test_fraction must be in (0, 0.5), got {test_fraction}")
+    if min_length < 3:
+        raise ValueError(f"user_disjoint needs min_length >= 3 (one train, valid and test row), got {min_length}")
+    users = interactions.frame["user"].to_numpy()
+    lengths = np.bincount(users, minlength=interactions.n_users)
+    eligible = np.flatnonzero(lengths >= min_length)
+    n_unseen = int(np.floor(unseen_share * len(eligible) + 0.5))
+    unseen = np.zeros(interactions.n_users, dtype=bool)
+    unseen[np.random.default_rng(seed).choice(eligible, size=n_unseen, replace=False)] = True
+    if target == "last_item":
+        n_test = np.ones(interactions.n_users, dtype=np.int64)
+    else:
+        n_test = np.clip(np.floor(test_fraction * lengths + 0.5), 1, np.maximum(lengths - 2, 1)).astype(np.int64)
+    position_from_end = _position_from_end(users)
+    evaluated = lengths[users] >= min_length
+    test_mask = evaluated & (position_from_end < n_test[users])
+    held_back = unseen[users]
+    n_valid = np.clip(n_test, 1, np.maximum(lengths - 1 - n_test, 1))  # a seen user keeps a training row
+    valid_mask = evaluated & ~held_back & ~test_mask & (position_from_end < (n_test + n_valid)[users])
+    context_mask = held_back & ~test_mask
+    train = interactions.subset(~(test_mask | valid_mask | held_back))
+    split = _assemble(
+        "user_disjoint",
+        train,
+        interactions.subset(valid_mask),
+        interactions.subset(test_mask),
+        test_reads_valid=True,
+        context=interactions.subset(context_mask),
+    )
+    split.report["users_too_short_to_evaluate"] = int(np.sum((lengths > 0) & (lengths < min_length)))
+    split.report["unseen_users"] = n_unseen
+    split.report["context_rows"] = int(context_mask.sum())
+    return split
+
+
 def predefined_split(interactions: Interactions) -> SplitData:
     """Split given by the source (a ``split`` column of 'train' / 'valid' / 'test').
 
@@ -229,7 +307,9 @@ def _assemble(
     test: Interactions,
     *,
     test_reads_valid: bool,
+    context: Interactions | None = None,
 ) -> SplitData:
+    """The stages of a split. ``context``: rows read as test history only (and skipped by its ranking)."""
     report: dict[str, int] = {
         "train_rows": len(train),
         "valid_rows": len(valid),
@@ -247,9 +327,12 @@ def _assemble(
         )
         return SplitData(protocol, train, valid, test, valid_stage, valid_stage, report)
     test_history = train.concat(valid) if test_reads_valid else train
-    test_exclude = (train_matrix + valid_matrix).sign().tocsr()
-    test_stage = _stage(test_history, test, known_items, test_exclude, "test", report)
-    return SplitData(protocol, train, valid, test, valid_stage, test_stage, report)
+    test_exclude = train_matrix + valid_matrix
+    if context is not None and len(context):
+        test_history = test_history.concat(context)
+        test_exclude = test_exclude + context.csr()
+    test_stage = _stage(test_history, test, known_items, test_exclude.sign().tocsr(), "test", report)
+    return SplitData(protocol, train, valid, test, valid_stage, test_stage, report, context)
 
 
 def _stage(
@@ -285,12 +368,14 @@ SPLITTERS: dict[str, Callable[..., SplitData]] = {
     "temporal": temporal_split,
     "user_temporal": user_temporal_split,
     "leave_one_out": leave_one_out_split,
+    "user_disjoint": user_disjoint_split,
     "predefined": predefined_split,
 }
 _TEST_READS_VALID = {
     "temporal": True,
     "user_temporal": True,
     "leave_one_out": True,
+    "user_disjoint": True,
     "predefined": False,
     "holdout": False,
 }
@@ -305,6 +390,8 @@ def make_split(interactions: Interactions, protocol: str, **options: Any) -> Spl
 def save_split(split: SplitData, folder: Path) -> None:
     """The three row sets and the report; stages are rebuilt on load, so they cannot drift."""
     parts = {"train": split.train, "valid": split.valid_rows, "test": split.test_rows}
+    if split.context_rows is not None:
+        parts["context"] = split.context_rows
     frame = pd.concat([part.frame.assign(part=name) for name, part in parts.items()], ignore_index=True)
     save_interactions(Interactions(frame, split.train.user_ids, split.train.item_ids), folder)
     (folder / "split.json").write_text(json.dumps({"protocol": split.protocol, "report": split.report}, indent=2))
@@ -314,12 +401,19 @@ def load_split(folder: Path) -> SplitData:
     meta = json.loads((folder / "split.json").read_text())
     rows = load_interactions(folder)
     part = rows.frame["part"].to_numpy()
-    train, valid, test = (
+    train, valid, test, context = (
         Interactions(
             rows.frame.loc[part == name].drop(columns="part").reset_index(drop=True), rows.user_ids, rows.item_ids
         )
-        for name in ("train", "valid", "test")
+        for name in ("train", "valid", "test", "context")
     )
-    split = _assemble(meta["protocol"], train, valid, test, test_reads_valid=_TEST_READS_VALID[meta["protocol"]])
+    split = _assemble(
+        meta["protocol"],
+        train,
+        valid,
+        test,
+        test_reads_valid=_TEST_READS_VALID[meta["protocol"]],
+        context=context if len(context) else None,
+    )
     split.report.update({k: v for k, v in meta["report"].items() if k not in split.report})
     return split
