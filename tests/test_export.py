@@ -13,6 +13,7 @@ from recmodels.data.splits import leave_one_out_split
 from recmodels.export import check_parity, export_onnx
 from recmodels.models.baselines import EASE, ItemKNN, MostPopular
 from recmodels.models.diffrec import ClusteredLatentConfig, DiffRec, l_diffrec, t_diffrec
+from recmodels.models.efficientrec import ClusterScoringConfig, EfficientRec, EfficientRecConfig, ItemEncoderConfig
 from recmodels.models.sasrec import SASRec, esasrec
 from recmodels.nn.denoiser import DenoiserConfig
 from recmodels.nn.diffusion import DiffusionConfig
@@ -40,6 +41,11 @@ FAMILIES = {
     "ease": lambda: EASE(),
     "esasrec": lambda: SASRec(dataclasses.replace(esasrec(dim=16, max_len=50), trainer=SHORT)),
     "lt_diffrec": lambda: DiffRec(_small_lt_diffrec()),
+    "efficientrec_clusters": lambda: EfficientRec(
+        EfficientRecConfig(
+            items=ItemEncoderConfig(dim=16, hidden=32), scoring=ClusterScoringConfig(top_clusters=3), trainer=SHORT
+        )
+    ),
 }
 
 

@@ -20,6 +20,15 @@ from recmodels.export import check_parity, export_onnx
 from recmodels.models.base import CONFIG_FILE, HistoryBatch, ModelConfig, Recommender, model_family
 from recmodels.models.baselines import MostPopular
 from recmodels.models.diffrec import ClusteredLatentConfig, diffrec, l_diffrec, t_diffrec
+from recmodels.models.efficientrec import (
+    AttentionPoolingConfig,
+    ClusterHeadConfig,
+    ClusterScoringConfig,
+    EfficientRecConfig,
+    ItemEncoderConfig,
+    SigmoidMembershipConfig,
+    TransitionGraphConfig,
+)
 from recmodels.models.sasrec import GNNOConfig, esasrec, sasrec, sasrec_ss, with_gnno
 from recmodels.nn.losses import FullSoftmaxConfig, SampledSoftmaxConfig
 from recmodels.train import TrainerConfig
@@ -29,6 +38,13 @@ SHORT_TRAINING = TrainerConfig(epochs=2, batch_size=64)
 QUICK_GNNO = GNNOConfig(n_negatives=4, start_epoch=0, pace=0.5)
 SHORT_DIFFUSION_TRAINING = TrainerConfig(epochs=2, batch_size=64, validate_every=1)
 SMALL_LATENT = ClusteredLatentConfig(latent_dim=8)
+SMALL_EFFICIENTREC = EfficientRecConfig(
+    items=ItemEncoderConfig(dim=16, hidden=32),
+    clusters=ClusterHeadConfig(clusters=8),
+    max_len=20,
+    crops_per_user=2,
+    trainer=SHORT_TRAINING,
+)
 
 
 def _short(config):
@@ -68,6 +84,17 @@ CASES = {
     "diffrec": ("diffrec", _small_diffrec(diffrec())),
     "l_diffrec": ("diffrec", _small_diffrec(l_diffrec())),
     "t_diffrec": ("diffrec", _small_diffrec(t_diffrec())),
+    "efficientrec": ("efficientrec", SMALL_EFFICIENTREC),
+    "efficientrec_clusters": (
+        "efficientrec",
+        dataclasses.replace(
+            SMALL_EFFICIENTREC,
+            items=ItemEncoderConfig(dim=16, hidden=32, graph=TransitionGraphConfig()),
+            pooling=AttentionPoolingConfig(recency_decay=0.9),
+            clusters=ClusterHeadConfig(clusters=8, membership=SigmoidMembershipConfig()),
+            scoring=ClusterScoringConfig(top_clusters=2),
+        ),
+    ),
 }
 CASE_IDS = sorted(CASES)
 

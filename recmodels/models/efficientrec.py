@@ -1,0 +1,504 @@
+"""EfficientRec (Quan et al., arXiv 2401.09693): user-ID-free profiles and soft-cluster candidate retrieval.
+
+No user table: a user is the pooled vectors of the items in their history, so the parameter count
+does not grow with users and a user never seen in training is served from their history alone.
+Item vectors come from an id embedding through an MLP, then LightGCN-style hops over a normalised
+item graph of the training split. A soft-cluster head gives profiles and items memberships over
+``C`` clusters; at serving the profile's top clusters name the candidates (an inverted index
+cluster -> items) and only those are scored exactly.
+
+Composed of typed parts: the item graph, the pooling, the memberships, the scoring. Training
+(``EfficientRecNet`` inside ``_ProfileTask``) is separate from the model, whose whole state is what
+scoring reads: the propagated item vectors, the pooling's parameters, the centroids and the
+inverted lists.
+
+Not (yet) from the paper's notebook: rating weights (the scoring contract is history ids in, so a
+profile weights items by recency, the same in training and serving), item side features (genres,
+year: the split carries no item metadata) and the triplet loss on genre pseudo-labels; the loss
+here is the project's: InfoNCE to the next item, a contrastive term between two views of one
+history, and a term that makes the profile's memberships predict where its positives live.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Iterator, Self
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from recmodels.config import PartConfig
+from recmodels.data.interactions import Interactions, Sequences
+from recmodels.data.splits import SplitData
+from recmodels.evaluation import stage_metric
+from recmodels.graph.transitions import item_transition_graph
+from recmodels.models.base import ModelConfig, TorchRecommender
+from recmodels.train import Trainer, TrainerConfig, resolve_device
+
+# ---------------------------------------------------------------- parts
+
+
+@dataclass(frozen=True)
+class CoInteractionGraphConfig(PartConfig):
+    """Items linked by the users who interacted with both, each keeping its ``neighbours`` strongest links."""
+
+    kind = "co_interaction_graph"
+    neighbours: int = 50
+
+    def build(self, train: Interactions, sequences: Sequences) -> sp.csr_matrix:
+        matrix = train.csr()
+        counts = (matrix.T @ matrix).tocsr().astype(np.float64)
+        counts.setdiag(0)
+        return _normalised(_strongest(counts, self.neighbours))
+
+
+@dataclass(frozen=True)
+class TransitionGraphConfig(PartConfig):
+    """The weighted item transition graph (the pipeline's ``item_transition_graph``), pruned the same way."""
+
+    kind = "transition_graph"
+    neighbours: int = 50
+    max_distance: int = 3
+
+    def build(self, train: Interactions, sequences: Sequences) -> sp.csr_matrix:
+        graph = item_transition_graph(sequences, train.n_items, self.max_distance)
+        return _normalised(_strongest(graph, self.neighbours))
+
+
+def _strongest(graph: sp.csr_matrix, neighbours: int) -> sp.csr_matrix:
+    """Each row's ``neighbours`` largest entries (ties to the lower column), symmetrised by the maximum."""
+    graph = graph.tocsr()
+    graph.eliminate_zeros()
+    rows = np.repeat(np.arange(graph.shape[0]), np.diff(graph.indptr))
+    order = np.lexsort((graph.indices, -graph.data, rows))  # by row, strongest first
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order)) - graph.indptr[rows[order]]
+    keep = rank < neighbours
+    pruned = sp.csr_matrix((graph.data[keep], (rows[keep], graph.indices[keep])), shape=graph.shape)
+    return pruned.maximum(pruned.T).tocsr()
+
+
+def _normalised(graph: sp.csr_matrix) -> sp.csr_matrix:
+    """``D^-1/2 A D^-1/2`` (LightGCN), isolated items left without edges."""
+    degree = np.asarray(graph.sum(axis=1)).ravel()
+    scale = np.divide(1.0, np.sqrt(degree), out=np.zeros_like(degree), where=degree > 0)
+    return (sp.diags(scale) @ graph @ sp.diags(scale)).tocsr().astype(np.float32)
+
+
+@dataclass(frozen=True)
+class ItemEncoderConfig(PartConfig):
+    """Id embedding plus an MLP of it, then ``hops`` propagation steps over the item graph (mean of the hops)."""
+
+    kind = "item_encoder"
+    dim: int = 64
+    hidden: int = 128
+    hops: int = 2
+    graph: CoInteractionGraphConfig | TransitionGraphConfig = CoInteractionGraphConfig()
+
+
+@dataclass(frozen=True)
+class WeightedMeanPoolingConfig(PartConfig):
+    """The paper's profile: the mean of the history's item vectors, the latest weighted most with a decay < 1."""
+
+    kind = "weighted_mean_pooling"
+    recency_decay: float = 1.0
+
+    def build(self, dim: int) -> "Pooling":
+        return WeightedMeanPooling(self.recency_decay)
+
+
+@dataclass(frozen=True)
+class AttentionPoolingConfig(PartConfig):
+    """A learned query attends over the history's item vectors (positions weighted by recency as above)."""
+
+    kind = "attention_pooling"
+    recency_decay: float = 1.0
+
+    def build(self, dim: int) -> "Pooling":
+        return AttentionPooling(dim, self.recency_decay)
+
+
+@dataclass(frozen=True)
+class SoftmaxMembershipConfig(PartConfig):
+    """Memberships over the clusters sum to one."""
+
+    kind = "softmax_membership"
+    temperature: float = 0.1
+
+    def __call__(self, logits: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(logits / self.temperature, dim=-1)
+
+
+@dataclass(frozen=True)
+class SigmoidMembershipConfig(PartConfig):
+    """Independent memberships per cluster (the notebook's sigmoid head)."""
+
+    kind = "sigmoid_membership"
+    temperature: float = 0.1
+
+    def __call__(self, logits: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(logits / self.temperature)
+
+
+@dataclass(frozen=True)
+class ClusterHeadConfig(PartConfig):
+    kind = "cluster_head"
+    clusters: int = 32
+    membership: SoftmaxMembershipConfig | SigmoidMembershipConfig = SoftmaxMembershipConfig()
+
+
+@dataclass(frozen=True)
+class ProfileContrastiveLossConfig(PartConfig):
+    """InfoNCE from a history crop's profile to its next item (in-batch and sampled negatives, accidental hits
+    masked), plus InfoNCE between the profiles of two item-dropout views, plus the cluster term: the profile's
+    memberships should put weight where the positive item's memberships are; ``balance_weight`` keeps the
+    clusters from collapsing into one (KL of the mean membership from uniform)."""
+
+    kind = "profile_contrastive"
+    temperature: float = 0.1
+    n_negatives: int = 256
+    view_weight: float = 0.1
+    item_dropout: float = 0.2
+    cluster_weight: float = 0.1
+    balance_weight: float = 0.1
+
+
+@dataclass(frozen=True)
+class ExhaustiveScoringConfig(PartConfig):
+    """The profile against every item."""
+
+    kind = "exhaustive_scoring"
+
+
+@dataclass(frozen=True)
+class ClusterScoringConfig(PartConfig):
+    """The profile's ``top_clusters`` clusters -> their inverted lists -> exact scores for those items only.
+
+    An item is listed in every cluster where its membership is at least ``threshold`` and always in
+    its strongest one, so with every cluster chosen the candidates are the whole catalogue.
+    """
+
+    kind = "cluster_scoring"
+    top_clusters: int = 2
+    threshold: float = 0.2
+
+
+@dataclass(frozen=True)
+class EfficientRecConfig(ModelConfig):
+    items: ItemEncoderConfig = ItemEncoderConfig()
+    pooling: WeightedMeanPoolingConfig | AttentionPoolingConfig = WeightedMeanPoolingConfig()
+    clusters: ClusterHeadConfig = ClusterHeadConfig()
+    loss: ProfileContrastiveLossConfig = ProfileContrastiveLossConfig()
+    scoring: ExhaustiveScoringConfig | ClusterScoringConfig = ExhaustiveScoringConfig()
+    max_len: int = 200
+    crops_per_user: int = 8  # training examples per user and epoch: random cuts of the sequence
+    trainer: TrainerConfig = TrainerConfig(epochs=30, batch_size=256, lr=1e-3, patience=5)
+    valid_metric: str = "ndcg@10"
+
+
+# ---------------------------------------------------------------- modules
+
+
+class Pooling(nn.Module):
+    """``forward(vectors [B, L, d], mask [B, L]) -> profile [B, d]``; an all-padding history gives zeros."""
+
+
+def _recency(mask: torch.Tensor, decay: float) -> torch.Tensor:
+    """Position weights, 1 for the latest item, ``decay`` per step back, 0 on padding (histories are left-padded)."""
+    steps_back = torch.arange(mask.shape[1] - 1, -1, -1, device=mask.device, dtype=torch.float32)
+    return torch.pow(torch.tensor(decay, dtype=torch.float32), steps_back)[None, :] * mask
+
+
+class WeightedMeanPooling(Pooling):
+    def __init__(self, decay: float) -> None:
+        super().__init__()
+        self.decay = decay
+
+    def forward(self, vectors: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        weights = _recency(mask, self.decay)
+        return (vectors * weights[..., None]).sum(1) / weights.sum(1, keepdim=True).clamp_min(1e-9)
+
+
+class AttentionPooling(Pooling):
+    def __init__(self, dim: int, decay: float) -> None:
+        super().__init__()
+        self.decay = decay
+        self.query = nn.Parameter(torch.zeros(dim))
+
+    def forward(self, vectors: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        logits = (vectors @ self.query) / math.sqrt(vectors.shape[-1])
+        weights = torch.exp(logits - logits.max(dim=1, keepdim=True).values) * _recency(mask, self.decay)
+        return (vectors * weights[..., None]).sum(1) / weights.sum(1, keepdim=True).clamp_min(1e-9)
+
+
+class EfficientRecNet(nn.Module):
+    """What training optimises: the item encoder over a fixed graph, the pooling and the centroids."""
+
+    def __init__(self, n_items: int, config: EfficientRecConfig, graph: sp.csr_matrix) -> None:
+        super().__init__()
+        encoder = config.items
+        self.hops = encoder.hops
+        self.embedding = nn.Embedding(n_items + 1, encoder.dim, padding_idx=0)
+        nn.init.normal_(self.embedding.weight, std=encoder.dim**-0.5)
+        self.mlp = nn.Sequential(
+            nn.Linear(encoder.dim, encoder.hidden), nn.GELU(), nn.Linear(encoder.hidden, encoder.dim)
+        )
+        self.pooling = config.pooling.build(encoder.dim)
+        self.centroids = nn.Parameter(torch.randn(config.clusters.clusters, encoder.dim) * encoder.dim**-0.5)
+        coo = graph.tocoo()
+        self.graph = torch.sparse_coo_tensor(
+            np.vstack([coo.row, coo.col]), coo.data, graph.shape, dtype=torch.float32, check_invariants=True
+        ).coalesce()
+
+    def item_vectors(self) -> torch.Tensor:
+        """``[n_items + 1, d]``; row 0 (padding) is zero."""
+        base = self.embedding.weight + self.mlp(self.embedding.weight)
+        graph = self.graph.to(base.device)
+        hops, current = [base], base
+        for _ in range(self.hops):
+            current = torch.sparse.mm(graph, current)
+            hops.append(current)
+        vectors = torch.stack(hops).mean(0)
+        return torch.cat([torch.zeros_like(vectors[:1]), vectors[1:]])
+
+    def profiles(self, history: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
+        return self.pooling(vectors[history], (history > 0).float())
+
+
+class ProfileScorer(nn.Module):
+    """Serving and evaluation: ``forward(history int64 [B, L]) -> scores [B, n_items + 1]``."""
+
+    def __init__(self, item_vectors: torch.Tensor, pooling: Pooling) -> None:
+        super().__init__()
+        self.register_buffer("item_vectors", item_vectors)
+        self.pooling = pooling
+
+    def profiles(self, history: torch.Tensor) -> torch.Tensor:
+        return self.pooling(self.item_vectors[history], (history > 0).float())
+
+    def forward(self, history: torch.Tensor) -> torch.Tensor:
+        return self.profiles(history) @ self.item_vectors.T
+
+
+class ClusterRestrictedScorer(ProfileScorer):
+    """Exact scores for the items listed under the profile's top clusters; every other item scores -inf."""
+
+    def __init__(
+        self,
+        item_vectors: torch.Tensor,
+        pooling: Pooling,
+        centroids: torch.Tensor,
+        lists: torch.Tensor,
+        membership: SoftmaxMembershipConfig | SigmoidMembershipConfig,
+        top_clusters: int,
+    ) -> None:
+        super().__init__(item_vectors, pooling)
+        self.register_buffer("centroids", centroids)
+        self.register_buffer("lists", lists)
+        self.membership = membership
+        self.top_clusters = min(top_clusters, centroids.shape[0])
+
+    def candidates(self, profiles: torch.Tensor) -> torch.Tensor:
+        """``[B, m * longest list]`` item ids under each profile's top clusters, 0-padded, repeats possible."""
+        chosen = torch.topk(self.membership(profiles @ self.centroids.T), self.top_clusters, dim=1).indices
+        return self.lists[chosen].flatten(1)
+
+    def forward(self, history: torch.Tensor) -> torch.Tensor:
+        """Candidates keep their exact scores; every other item gets one floor value below all of them, so scores
+        stay finite and a list shorter than ``k`` is filled by the lowest ids, never ranked above a candidate."""
+        profiles = self.profiles(history)
+        candidates = self.candidates(profiles)
+        scores = (self.item_vectors[candidates] * profiles[:, None, :]).sum(-1)
+        floor = scores.min(dim=1, keepdim=True).values - 1.0
+        return floor.expand(-1, self.item_vectors.shape[0]).scatter(1, candidates, scores)
+
+
+def inverted_lists(memberships: np.ndarray, threshold: float) -> np.ndarray:
+    """``[C, longest]`` item ids (0-padded, ascending) per cluster: items with membership >= ``threshold`` there,
+    and every item in its strongest cluster. ``memberships``: ``[n_items + 1, C]``, row 0 padding."""
+    listed = memberships >= threshold
+    listed[np.arange(len(memberships)), memberships.argmax(axis=1)] = True
+    listed[0] = False
+    clusters, items = np.nonzero(listed.T)
+    sizes = np.bincount(clusters, minlength=memberships.shape[1])
+    lists = np.zeros((memberships.shape[1], max(int(sizes.max(initial=0)), 1)), dtype=np.int64)
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    lists[clusters, np.arange(len(items)) - starts[clusters]] = items
+    return lists
+
+
+# ---------------------------------------------------------------- training
+
+
+@dataclass
+class _ProfileBatch:
+    history: torch.Tensor  # [B, L] a crop of each user's sequence
+    positive: torch.Tensor  # [B] the item after the crop
+
+
+@dataclass
+class _ProfileTask:
+    module: EfficientRecNet
+    model: "EfficientRec"
+    split: SplitData
+    sequences: Sequences
+    users: np.ndarray
+    config: EfficientRecConfig
+    device: torch.device
+
+    def batches(self, epoch: int, generator: torch.Generator) -> Iterator[_ProfileBatch]:
+        """``crops_per_user`` crops per user per epoch: a random cut, the items before it (the latest ``max_len``)
+        and the next item."""
+        users = np.repeat(self.users, self.config.crops_per_user)
+        order = users[torch.randperm(len(users), generator=generator).numpy()]
+        size, max_len = self.config.trainer.batch_size, self.config.max_len
+        for start in range(0, len(order), size):
+            users = order[start : start + size]
+            begins, lengths = self.sequences.indptr[users], self.sequences.lengths[users]
+            cuts = 1 + (torch.rand(len(users), generator=generator).numpy() * (lengths - 1)).astype(np.int64)
+            source = begins[:, None] + cuts[:, None] - max_len + np.arange(max_len)[None, :]
+            filled = source >= begins[:, None]
+            history = np.where(filled, self.sequences.items[np.where(filled, source, 0)], 0)
+            positive = self.sequences.items[begins + cuts]
+            yield _ProfileBatch(torch.from_numpy(history).to(self.device), torch.from_numpy(positive).to(self.device))
+
+    def loss(self, batch: _ProfileBatch, epoch: int, generator: torch.Generator) -> torch.Tensor:
+        config, net = self.config.loss, self.module
+        vectors = net.item_vectors()
+        profiles = net.profiles(batch.history, vectors)
+        n_items = vectors.shape[0] - 1
+        sampled = torch.randint(1, n_items + 1, (config.n_negatives,), generator=generator).to(self.device)
+        candidates = torch.cat([batch.positive, sampled])  # in-batch positives first, then sampled items
+        logits = profiles @ vectors[candidates].T / config.temperature
+        own = torch.arange(len(batch.positive), device=self.device)
+        accidental = candidates[None, :] == batch.positive[:, None]
+        accidental[own, own] = False
+        next_item = F.cross_entropy(logits.masked_fill(accidental, float("-inf")), own)
+
+        views = [self._dropped(batch.history, generator) for _ in range(2)]
+        first, second = (F.normalize(net.profiles(view, vectors), dim=-1) for view in views)
+        view_loss = F.cross_entropy(first @ second.T / config.temperature, own)
+
+        membership = self.config.clusters.membership
+        profile_membership = membership(profiles @ net.centroids.T)
+        item_membership = membership(vectors[batch.positive] @ net.centroids.T)
+        overlap = (profile_membership * item_membership).sum(-1) / item_membership.sum(-1).clamp_min(1e-9)
+        cluster_loss = -torch.log(overlap.clamp_min(1e-9)).mean()
+        mean = profile_membership.mean(0) / profile_membership.mean(0).sum()
+        balance = (mean * torch.log(mean.clamp_min(1e-9) * len(mean))).sum()
+        return (
+            next_item
+            + config.view_weight * view_loss
+            + config.cluster_weight * cluster_loss
+            + config.balance_weight * balance
+        )
+
+    def _dropped(self, history: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        keep = torch.rand(history.shape, generator=generator).to(history.device) >= self.config.loss.item_dropout
+        return history * keep
+
+    def validation_score(self) -> float:
+        return stage_metric(self.model, self.split.valid, self.model.config.valid_metric)
+
+    def epoch_figures(self, epoch: int) -> dict[str, float]:
+        return {}
+
+
+# ---------------------------------------------------------------- the model
+
+
+class EfficientRec(TorchRecommender):
+    """User-ID-free profiles over graph-propagated item vectors, scored exhaustively or within soft clusters."""
+
+    family = "efficientrec"
+    config_class = EfficientRecConfig
+    config: EfficientRecConfig
+    evaluation_batch_size = 512
+
+    @property
+    def max_history_length(self) -> int:
+        return self.config.max_len
+
+    def fit(self, split: SplitData) -> Self:
+        """Train on ``split.train``, early-stopping on ``split.valid``; then freeze what scoring reads."""
+        torch.manual_seed(self.config.seed)
+        config = self.config
+        device = resolve_device(config.trainer.device)
+        self.n_items = split.n_items
+        sequences = split.train.sequences()
+        graph = config.items.graph.build(split.train, sequences)
+        self._net = EfficientRecNet(split.n_items, config, graph).to(device)
+        task = _ProfileTask(self._net, self, split, sequences, np.flatnonzero(sequences.lengths >= 2), config, device)
+        self.history = Trainer(config.trainer, config.seed, None).fit(task)
+        self._freeze()
+        return self
+
+    def _freeze(self) -> None:
+        """The trained net -> the state scoring reads (item vectors, pooling, centroids, inverted lists)."""
+        net = self._net
+        with torch.no_grad():
+            vectors = net.item_vectors().detach().cpu()
+            centroids = net.centroids.detach().cpu()
+            memberships = self.config.clusters.membership(vectors @ centroids.T).numpy()
+        threshold = self.config.scoring.threshold if isinstance(self.config.scoring, ClusterScoringConfig) else 0.2
+        lists = torch.from_numpy(inverted_lists(memberships, threshold))
+        pooling = {name: value.detach().cpu() for name, value in net.pooling.state_dict().items()}
+        self._state = {"item_vectors": vectors, "centroids": centroids, "lists": lists} | {
+            f"pooling.{name}": value for name, value in pooling.items()
+        }
+        self._net = None
+
+    def scorer(self) -> nn.Module:
+        self._require_fitted()
+        if getattr(self, "_net", None) is not None:  # validation during training
+            with torch.no_grad():
+                return ProfileScorer(self._net.item_vectors().detach(), self._net.pooling).eval()
+        pooling = self.config.pooling.build(self._state["item_vectors"].shape[1])
+        prefix = "pooling."
+        pooling.load_state_dict(
+            {name.removeprefix(prefix): value for name, value in self._state.items() if name.startswith(prefix)}
+        )
+        scoring = self.config.scoring
+        if isinstance(scoring, ClusterScoringConfig):
+            return ClusterRestrictedScorer(
+                self._state["item_vectors"],
+                pooling,
+                self._state["centroids"],
+                self._state["lists"],
+                self.config.clusters.membership,
+                scoring.top_clusters,
+            ).eval()
+        return ProfileScorer(self._state["item_vectors"], pooling).eval()
+
+    def with_scoring(self, scoring: ExhaustiveScoringConfig | ClusterScoringConfig) -> "EfficientRec":
+        """The same trained model scored another way (the inverted lists rebuilt at its threshold)."""
+        other = EfficientRec(dataclasses.replace(self.config, scoring=scoring))
+        other.n_items, other.upstream, other.history = self.n_items, self.upstream, self.history
+        other.load_state_dict(self.state_dict())
+        if isinstance(scoring, ClusterScoringConfig):
+            memberships = self.config.clusters.membership(self._state["item_vectors"] @ self._state["centroids"].T)
+            other._state["lists"] = torch.from_numpy(inverted_lists(memberships.numpy(), scoring.threshold))
+        return other
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {name: value.clone() for name, value in self._state.items()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self._net = None
+        self._state = {name: value.clone() for name, value in state.items()}
+
+    def catalogue_share(self, history: torch.Tensor) -> float:
+        """Mean share of the catalogue the configured scoring scores exactly for these histories (1 exhaustive)."""
+        scorer = self.scorer()
+        if not isinstance(scorer, ClusterRestrictedScorer):
+            return 1.0
+        with torch.no_grad():
+            candidates = scorer.candidates(scorer.profiles(history))
+        listed = torch.zeros(candidates.shape[0], self._require_fitted() + 1, dtype=torch.bool)
+        listed.scatter_(1, candidates, True)
+        return float(listed[:, 1:].float().mean())

@@ -1,0 +1,138 @@
+"""EfficientRec's parts: user-ID-free profiles, memberships, the inverted index, restricted against exhaustive."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+import torch
+
+from recmodels.data.interactions import Interactions
+from recmodels.data.splits import user_disjoint_split, user_temporal_split
+from recmodels.evaluation import evaluate
+from recmodels.models.baselines import MostPopular
+from recmodels.models.efficientrec import (
+    ClusterHeadConfig,
+    ClusterScoringConfig,
+    CoInteractionGraphConfig,
+    EfficientRec,
+    EfficientRecConfig,
+    ExhaustiveScoringConfig,
+    ItemEncoderConfig,
+    SoftmaxMembershipConfig,
+    _strongest,
+    inverted_lists,
+)
+from recmodels.train import TrainerConfig
+
+SMALL = EfficientRecConfig(
+    items=ItemEncoderConfig(dim=16, hidden=32),
+    clusters=ClusterHeadConfig(clusters=8),
+    max_len=50,
+    crops_per_user=2,
+    trainer=TrainerConfig(epochs=2, batch_size=128),
+)
+
+
+@pytest.fixture(scope="module")
+def split(ml100k_small_raw):
+    return user_temporal_split(Interactions.from_frame(ml100k_small_raw))
+
+
+@pytest.fixture(scope="module")
+def model(split):
+    return EfficientRec(SMALL).fit(split)
+
+
+def _histories(split, users=32, length=50) -> torch.Tensor:
+    return torch.from_numpy(split.test.history.sequences().padded(split.test.users[:users], length)[0])
+
+
+def test_the_state_has_no_user_table(split, model):
+    """Nothing in the model is sized by users: the same shapes as a model trained on a tenth of them."""
+    shapes = {name: tuple(value.shape) for name, value in model.state_dict().items()}
+    assert all(split.train.n_users not in shape for shape in shapes.values())
+    assert shapes["item_vectors"] == (split.n_items + 1, 16)
+
+
+def test_a_profile_reads_only_the_history(split, model):
+    """Two users with the same history get the same scores; an empty and a 10,000-item history are scored."""
+    history = _histories(split, users=1)
+    scorer = model.scorer()
+    assert torch.equal(scorer(history.repeat(2, 1))[0], scorer(history.repeat(2, 1))[1])
+    empty = scorer(torch.zeros(1, 5, dtype=torch.int64))
+    assert torch.isfinite(empty).all()
+    long = torch.randint(1, split.n_items + 1, (1, 10_000), generator=torch.Generator().manual_seed(0))
+    assert torch.isfinite(scorer(long)).all()
+
+
+def test_softmax_memberships_sum_to_one(model):
+    state = model.state_dict()
+    memberships = SoftmaxMembershipConfig()(state["item_vectors"] @ state["centroids"].T)
+    assert torch.allclose(memberships.sum(-1), torch.ones(len(memberships)), atol=1e-5)
+
+
+def test_the_inverted_index_lists_every_item_in_its_strongest_cluster_and_only_above_threshold():
+    memberships = np.array([[0.0, 0.0, 0.0], [0.7, 0.2, 0.1], [0.4, 0.45, 0.15], [0.1, 0.1, 0.8], [0.3, 0.3, 0.4]])
+    lists = inverted_lists(memberships, threshold=0.35)
+    listed = {cluster: set(row[row > 0].tolist()) for cluster, row in enumerate(lists)}
+    assert listed == {0: {1, 2}, 1: {2}, 2: {3, 4}}
+
+
+def test_restricted_scoring_returns_only_items_of_the_chosen_clusters(split, model):
+    restricted = model.with_scoring(ClusterScoringConfig(top_clusters=1, threshold=0.5))
+    scorer = restricted.scorer()
+    history = _histories(split)
+    scores = scorer(history)
+    candidates = scorer.candidates(scorer.profiles(history))
+    floor = scores.min(dim=1, keepdim=True).values
+    for row, listed in zip(scores, candidates):
+        above_floor = set(torch.nonzero(row > row.min()).flatten().tolist())
+        assert above_floor <= set(listed.tolist())
+    assert (scores >= floor).all() and 0 < restricted.catalogue_share(history) < 1
+
+
+def test_restricted_scoring_with_every_cluster_equals_exhaustive(split, model):
+    everything = model.with_scoring(ClusterScoringConfig(top_clusters=SMALL.clusters.clusters))
+    exhaustive = model.with_scoring(ExhaustiveScoringConfig())
+    assert everything.catalogue_share(_histories(split)) == 1.0
+    assert np.array_equal(
+        evaluate(everything, split.test, (10,)).top_items, evaluate(exhaustive, split.test, (10,)).top_items
+    )
+
+
+def test_the_graph_keeps_each_items_strongest_neighbours_symmetric():
+    counts = sp.csr_matrix(np.array([[0, 5, 1, 3], [5, 0, 2, 0], [1, 2, 0, 4], [3, 0, 4, 0]], dtype=float))
+    pruned = _strongest(counts, 1).toarray()
+    assert (pruned == pruned.T).all()
+    assert pruned[0, 1] == 5 and pruned[2, 3] == 4 and pruned[0, 2] == 0
+    built = CoInteractionGraphConfig(neighbours=2).build(
+        Interactions.from_frame(
+            pd.DataFrame(
+                {"user_id": ["a", "a", "b", "b", "b"], "item_id": ["x", "y", "x", "y", "z"], "timestamp": range(5)}
+            )
+        ),
+        None,
+    )
+    assert built.shape == (4, 4) and np.allclose(built.toarray(), built.T.toarray()) and built[0].nnz == 0
+
+
+def test_a_real_training_run_beats_most_popular(ml100k_raw):
+    """ML-100K's per-user temporal split, every user's latest 10% held out: a short run past the baseline."""
+    split = user_temporal_split(Interactions.from_frame(ml100k_raw))
+    config = dataclasses.replace(SMALL, items=ItemEncoderConfig(dim=32, hidden=64), crops_per_user=4)
+    config = dataclasses.replace(config, trainer=TrainerConfig(epochs=6, batch_size=128, patience=3))
+    ndcg = evaluate(EfficientRec(config).fit(split), split.test, (10,)).metrics["ndcg@10"]
+    baseline = evaluate(MostPopular().fit(split), split.test, (10,)).metrics["ndcg@10"]
+    assert ndcg > baseline * 1.05, (ndcg, baseline)
+
+
+def test_users_never_seen_in_training_are_served_from_their_history(ml100k_small_raw):
+    split = user_disjoint_split(Interactions.from_frame(ml100k_small_raw), unseen_share=0.3)
+    model = EfficientRec(SMALL).fit(split)
+    unseen = evaluate(model, split.test.only(split.unseen_users), (10,))
+    assert len(unseen.users) == len(split.unseen_users) > 50
+    assert unseen.metrics["hr@10"] > 0
