@@ -76,8 +76,9 @@ class Prepared:
     rows_quarantined: int
 
 
-def prepare(data_dir: Path, dataset: str, quick: bool, min_core: int = 5) -> Prepared:
-    """The pipeline's own path: read, validate, k-core (timestamped data only), split."""
+def prepare(data_dir: Path, dataset: str, quick: bool, min_core: int = 5, protocol: str | None = None) -> Prepared:
+    """The pipeline's own path: read, validate, k-core (timestamped data only), split (by default the protocol
+    ``protocol_for`` picks)."""
     raw = load_dataset(data_dir / dataset)
     frame = raw.interactions
     if quick:
@@ -85,9 +86,9 @@ def prepare(data_dir: Path, dataset: str, quick: bool, min_core: int = 5) -> Pre
         frame = frame.loc[frame["user_id"].isin(users)].reset_index(drop=True)
     validated = validate_interactions(frame)
     rows = validated.valid
-    protocol = protocol_for(raw)
-    if protocol == "temporal":
+    if raw.has_timestamps and "split" not in raw.interactions.columns:
         rows, _ = k_core(rows, min_core, min_core)
+    protocol = protocol or protocol_for(raw)
     split = make_split(Interactions.from_frame(rows), protocol)
     return Prepared(split, protocol, len(frame), len(validated.quarantined))
 

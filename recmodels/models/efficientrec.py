@@ -157,7 +157,8 @@ class ProfileContrastiveLossConfig(PartConfig):
     """InfoNCE from a history crop's profile to its next item (in-batch and sampled negatives, accidental hits
     masked), plus InfoNCE between the profiles of two item-dropout views, plus the cluster term: the profile's
     memberships should put weight where the positive item's memberships are; ``balance_weight`` keeps the
-    clusters from collapsing into one (KL of the mean membership from uniform)."""
+    clusters from collapsing into a few (KL of the mean membership from uniform, of the batch's profiles and
+    of the whole catalogue's items: the candidates a cluster lists are what restricted scoring pays for)."""
 
     kind = "profile_contrastive"
     temperature: float = 0.1
@@ -186,6 +187,14 @@ class ClusterScoringConfig(PartConfig):
     kind = "cluster_scoring"
     top_clusters: int = 2
     threshold: float = 0.2
+    # the notebook's variant: each cluster lists only its ``shortlist`` items of highest membership there
+    # (then an item may be in no list, and the share scored is at most top_clusters * shortlist / items)
+    shortlist: int | None = None
+
+    def lists(self, memberships: np.ndarray) -> np.ndarray:
+        if self.shortlist is None:
+            return inverted_lists(memberships, self.threshold)
+        return shortlists(memberships, self.shortlist)
 
 
 @dataclass(frozen=True)
@@ -332,7 +341,20 @@ def inverted_lists(memberships: np.ndarray, threshold: float) -> np.ndarray:
     return lists
 
 
+def shortlists(memberships: np.ndarray, length: int) -> np.ndarray:
+    """``[C, length]`` per cluster: its items of highest membership, strongest first (ties to the lower id)."""
+    items = memberships[1:]
+    order = np.lexsort((np.arange(len(items))[:, None].repeat(items.shape[1], 1).T, -items.T), axis=-1)
+    return (order[:, :length] + 1).astype(np.int64)
+
+
 # ---------------------------------------------------------------- training
+
+
+def _imbalance(memberships: torch.Tensor) -> torch.Tensor:
+    """KL divergence of the mean membership from uniform: 0 when every cluster gets an equal share."""
+    mean = memberships.mean(0) / memberships.mean(0).sum()
+    return (mean * torch.log(mean.clamp_min(1e-9) * len(mean))).sum()
 
 
 @dataclass
@@ -389,8 +411,8 @@ class _ProfileTask:
         item_membership = membership(vectors[batch.positive] @ net.centroids.T)
         overlap = (profile_membership * item_membership).sum(-1) / item_membership.sum(-1).clamp_min(1e-9)
         cluster_loss = -torch.log(overlap.clamp_min(1e-9)).mean()
-        mean = profile_membership.mean(0) / profile_membership.mean(0).sum()
-        balance = (mean * torch.log(mean.clamp_min(1e-9) * len(mean))).sum()
+        catalogue_membership = membership(vectors[1:] @ net.centroids.T)
+        balance = _imbalance(profile_membership) + _imbalance(catalogue_membership)
         return (
             next_item
             + config.view_weight * view_loss
@@ -445,8 +467,9 @@ class EfficientRec(TorchRecommender):
             vectors = net.item_vectors().detach().cpu()
             centroids = net.centroids.detach().cpu()
             memberships = self.config.clusters.membership(vectors @ centroids.T).numpy()
-        threshold = self.config.scoring.threshold if isinstance(self.config.scoring, ClusterScoringConfig) else 0.2
-        lists = torch.from_numpy(inverted_lists(memberships, threshold))
+        scoring = self.config.scoring
+        scoring = scoring if isinstance(scoring, ClusterScoringConfig) else ClusterScoringConfig()
+        lists = torch.from_numpy(scoring.lists(memberships))
         pooling = {name: value.detach().cpu() for name, value in net.pooling.state_dict().items()}
         self._state = {"item_vectors": vectors, "centroids": centroids, "lists": lists} | {
             f"pooling.{name}": value for name, value in pooling.items()
@@ -482,7 +505,7 @@ class EfficientRec(TorchRecommender):
         other.load_state_dict(self.state_dict())
         if isinstance(scoring, ClusterScoringConfig):
             memberships = self.config.clusters.membership(self._state["item_vectors"] @ self._state["centroids"].T)
-            other._state["lists"] = torch.from_numpy(inverted_lists(memberships.numpy(), scoring.threshold))
+            other._state["lists"] = torch.from_numpy(scoring.lists(memberships.numpy()))
         return other
 
     def state_dict(self) -> dict[str, torch.Tensor]:

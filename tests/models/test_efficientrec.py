@@ -25,6 +25,7 @@ from recmodels.models.efficientrec import (
     SoftmaxMembershipConfig,
     _strongest,
     inverted_lists,
+    shortlists,
 )
 from recmodels.train import TrainerConfig
 
@@ -80,6 +81,11 @@ def test_the_inverted_index_lists_every_item_in_its_strongest_cluster_and_only_a
     lists = inverted_lists(memberships, threshold=0.35)
     listed = {cluster: set(row[row > 0].tolist()) for cluster, row in enumerate(lists)}
     assert listed == {0: {1, 2}, 1: {2}, 2: {3, 4}}
+
+
+def test_a_shortlist_keeps_each_clusters_strongest_items_ties_to_the_lower_id():
+    memberships = np.array([[0, 0], [0.9, 0.1], [0.2, 0.8], [0.5, 0.5], [0.5, 0.5]])
+    assert shortlists(memberships, 2).tolist() == [[1, 3], [2, 3]]
 
 
 def test_restricted_scoring_returns_only_items_of_the_chosen_clusters(split, model):
