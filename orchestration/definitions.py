@@ -18,6 +18,8 @@ batch_assets = [
     graph.item_neighbourhood_overlap,
     clusters.item_embeddings,
     clusters.item_clusters,
+    clusters.item_soft_clusters,
+    clusters.cluster_retrieval_index,
     *models.model_assets,
     evaluation.leaderboard,
     *export.onnx_assets,

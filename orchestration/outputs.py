@@ -224,3 +224,46 @@ class ChampionPointer:
     @classmethod
     def load(cls, folder: Path) -> "ChampionPointer":
         return cls(**json.loads((folder / CHAMPION_FILE).read_text()))
+
+
+@dataclass(frozen=True)
+class SoftClusters:
+    """Every item's memberships over a model's clusters (row = internal item id, row 0 padding)."""
+
+    memberships: np.ndarray
+
+    @property
+    def sizes(self) -> np.ndarray:
+        """Items per cluster, each item counted in its strongest cluster."""
+        return np.bincount(self.memberships[1:].argmax(axis=1), minlength=self.memberships.shape[1])
+
+    @property
+    def mean_entropy(self) -> float:
+        """Mean entropy (nats) of the items' memberships normalised to sum to one: 0 = hard clusters."""
+        share = self.memberships[1:] / np.clip(self.memberships[1:].sum(axis=1, keepdims=True), 1e-12, None)
+        return float(-(share * np.log(np.clip(share, 1e-12, None))).sum(axis=1).mean())
+
+    def save(self, folder: Path) -> None:
+        np.save(folder / "memberships.npy", self.memberships)
+
+    @classmethod
+    def load(cls, folder: Path) -> "SoftClusters":
+        return cls(np.load(Path(folder) / "memberships.npy"))
+
+
+@dataclass(frozen=True)
+class RetrievalIndex:
+    """Inverted lists cluster -> item ids (``[C, longest]``, 0-padded), as cluster-restricted scoring reads them."""
+
+    lists: np.ndarray
+
+    @property
+    def list_lengths(self) -> np.ndarray:
+        return (self.lists > 0).sum(axis=1)
+
+    def save(self, folder: Path) -> None:
+        np.save(folder / "lists.npy", self.lists)
+
+    @classmethod
+    def load(cls, folder: Path) -> "RetrievalIndex":
+        return cls(np.load(Path(folder) / "lists.npy"))

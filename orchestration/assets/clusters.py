@@ -1,4 +1,5 @@
-"""Cluster stage: item embeddings and the k-means item clusters L-DiffRec's encoders follow.
+"""Cluster stage: item embeddings and the k-means item clusters L-DiffRec's encoders follow; EfficientRec's
+soft item clusters and the retrieval index its cluster-restricted scoring reads.
 
 Both assets take their settings from ``recmodels.cluster.ClusteringConfig``: the
 embeddings its ``dim`` and ``seed``, the clusters its ``n_clusters`` and
@@ -9,17 +10,22 @@ trained on them records that in turn.
 
 import dagster as dg
 import numpy as np
+import pandas as pd
+import torch
 from pydantic import Field
 from sklearn.decomposition import PCA
 
 from orchestration.config_bridge import launchpad_config
 from orchestration.io import WithFiles
-from orchestration.outputs import ItemEmbeddings
+from orchestration.outputs import ItemEmbeddings, RetrievalIndex, SoftClusters
 from orchestration.plots import cluster_projection, inline_png, rendered
 from orchestration.resources import DatasetResource
 from recmodels.cluster import ClusteringConfig, aligned_item_embeddings, kmeans_item_clusters, svd_item_embeddings
 from recmodels.cluster.clusters import SVD_SOURCE
 from recmodels.data.splits import SplitData
+from recmodels.evaluation import evaluate
+from recmodels.models import Recommender
+from recmodels.models.efficientrec import ClusterScoringConfig, EfficientRec
 
 GROUP = "clusters"
 
@@ -81,5 +87,68 @@ def item_clusters(config: ItemClustersConfig, item_embeddings: ItemEmbeddings) -
             "largest_cluster_share": round(float(sizes.max() / sizes.sum()), 4),
             "mean_max_membership": round(float(clusters.memberships[1:].max(axis=1).mean()), 4),
             "projection": dg.MetadataValue.md(inline_png(chart, "items in 2-D (PCA), coloured by cluster")),
+        },
+    )
+
+
+EFFICIENTREC = "efficientrec_model"
+RESTRICTED_CLUSTERS = (1, 2, 5, 10)  # top clusters m at which the index's reach is reported
+
+
+def _efficientrec(model: Recommender) -> EfficientRec:
+    if not isinstance(model, EfficientRec):
+        raise TypeError(f"{EFFICIENTREC} holds a {type(model).__name__}, not an EfficientRec")
+    return model
+
+
+@dg.asset(group_name=GROUP, ins={"model": dg.AssetIn(EFFICIENTREC, dagster_type=Recommender)}, kinds={"pytorch"})
+def item_soft_clusters(model: Recommender) -> dg.Output[WithFiles]:
+    """EfficientRec's item memberships over its clusters: sizes, how soft they are, the items in 2-D."""
+    model = _efficientrec(model)
+    clusters = SoftClusters(model.item_memberships)
+    projection = PCA(n_components=2, random_state=model.config.seed).fit_transform(model.item_vectors[1:])
+    strongest = clusters.memberships[1:].argmax(axis=1)
+    chart = rendered(lambda path: cluster_projection(projection, strongest, path))
+    sizes = clusters.sizes
+    return dg.Output(
+        WithFiles(clusters, {"projection.png": chart}),
+        metadata={
+            "n_clusters": len(sizes),
+            "cluster_sizes": dg.MetadataValue.json({str(c): int(size) for c, size in enumerate(sizes)}),
+            "largest_cluster_share": round(float(sizes.max() / sizes.sum()), 4),
+            "empty_clusters": int((sizes == 0).sum()),
+            "mean_membership_entropy": round(clusters.mean_entropy, 4),
+            "projection": dg.MetadataValue.md(inline_png(chart, "items in 2-D (PCA of the item vectors), by cluster")),
+        },
+    )
+
+
+@dg.asset(
+    group_name=GROUP,
+    ins={"model": dg.AssetIn(EFFICIENTREC, dagster_type=Recommender), "split": dg.AssetIn("split")},
+    kinds={"numpy"},
+)
+def cluster_retrieval_index(model: Recommender, split: SplitData) -> dg.Output[RetrievalIndex]:
+    """The inverted lists cluster -> items, and what restricted scoring over them costs and keeps on the
+    validation users at m = 1, 2, 5, 10 clusters (share of the catalogue scored, NDCG@10 against exhaustive)."""
+    model = _efficientrec(model)
+    index = RetrievalIndex(model.inverted_index)
+    histories = split.valid.history.sequences().padded(split.valid.users, model.max_history_length)[0]
+    exhaustive = evaluate(model, split.valid, (10,)).metrics["ndcg@10"]
+    reach = []
+    for clusters in RESTRICTED_CLUSTERS:
+        restricted = model.with_scoring(ClusterScoringConfig(top_clusters=clusters))
+        ndcg = evaluate(restricted, split.valid, (10,)).metrics["ndcg@10"]
+        share = restricted.catalogue_share(torch.from_numpy(histories))
+        reach.append({"clusters": clusters, "catalogue_share": round(share, 4), "valid_ndcg@10": round(ndcg, 5)})
+    lengths = index.list_lengths
+    return dg.Output(
+        index,
+        metadata={
+            "n_clusters": len(lengths),
+            "longest_list": int(lengths.max()),
+            "mean_list_length": round(float(lengths.mean()), 1),
+            "valid_ndcg@10_exhaustive": round(exhaustive, 5),
+            "restricted_scoring": dg.MetadataValue.md(pd.DataFrame(reach).to_markdown(index=False)),
         },
     )

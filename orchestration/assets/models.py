@@ -20,6 +20,7 @@ from recmodels.models import ModelConfig, model_family
 from recmodels.models.base import TorchRecommender
 from recmodels.models.baselines import EASEConfig, ItemKNNConfig
 from recmodels.models.diffrec import diffrec, l_diffrec, t_diffrec
+from recmodels.models.efficientrec import EfficientRecConfig
 from recmodels.models.sasrec import GNNOConfig, esasrec, sasrec, sasrec_ss, with_gnno
 
 GROUP = "models"
@@ -114,6 +115,13 @@ MODEL_SPECS = [
         sized(t_diffrec(l_diffrec()), DIFFUSION_TRAINING),
         "LT-DiffRec: L-DiffRec on time-weighted histories",
         inputs=("item_clusters",),
+    ),
+    # the preset docs/efficientrec.md measured (benchmarks/efficientrec.py defaults)
+    ModelSpec(
+        "efficientrec_model",
+        "efficientrec",
+        EfficientRecConfig(),
+        "EfficientRec: user-ID-free profiles over graph-propagated item vectors, soft-cluster retrieval",
     ),
 ]
 MODEL_ASSETS = [spec.asset for spec in MODEL_SPECS]

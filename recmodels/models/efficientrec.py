@@ -506,9 +506,27 @@ class EfficientRec(TorchRecommender):
         other.n_items, other.upstream, other.history = self.n_items, self.upstream, self.history
         other.load_state_dict(self.state_dict())
         if isinstance(scoring, ClusterScoringConfig):
-            memberships = self.config.clusters.membership(self._state["item_vectors"] @ self._state["centroids"].T)
-            other._state["lists"] = torch.from_numpy(scoring.lists(memberships.numpy()))
+            other._state["lists"] = torch.from_numpy(scoring.lists(self.item_memberships))
         return other
+
+    @property
+    def item_vectors(self) -> np.ndarray:
+        """``[n_items + 1, d]`` propagated item vectors, row 0 padding."""
+        self._require_fitted()
+        return self._state["item_vectors"].numpy()
+
+    @property
+    def item_memberships(self) -> np.ndarray:
+        """``[n_items + 1, C]`` each item's memberships over the clusters (row 0: padding)."""
+        self._require_fitted()
+        with torch.no_grad():
+            return self.config.clusters.membership(self._state["item_vectors"] @ self._state["centroids"].T).numpy()
+
+    @property
+    def inverted_index(self) -> np.ndarray:
+        """``[C, longest]`` the item ids each cluster lists (0-padded), as cluster-restricted scoring reads them."""
+        self._require_fitted()
+        return self._state["lists"].numpy()
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {name: value.clone() for name, value in self._state.items()}

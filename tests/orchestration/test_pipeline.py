@@ -21,6 +21,7 @@ from recmodels.registry import Manifest, versions
 QUICK_MODEL_CONFIG = {
     "sasrec": {"trainer": {"epochs": 2}, "backbone": {"dim": 16, "max_len": 20}},
     "diffrec": {"trainer": {"epochs": 2, "validate_every": 1}, "diffusion": {"steps": 5}, "denoiser": {"hidden": [32]}},
+    "efficientrec": {"trainer": {"epochs": 2}, "items": {"dim": 16, "hidden": 32}, "crops_per_user": 2},
 }
 QUICK_TRAINING = dg.RunConfig(
     ops={
@@ -40,6 +41,8 @@ ALL_ASSETS = {
     "item_neighbourhood_overlap",
     "item_embeddings",
     "item_clusters",
+    "item_soft_clusters",
+    "cluster_retrieval_index",
     *MODEL_ASSETS,
     "leaderboard",
     *(f"onnx/{name}" for name in MODEL_ASSETS),
@@ -126,6 +129,11 @@ def test_every_asset_materialises_with_a_dvc_version(materialised):
     clusters = materialisations["item_clusters"].metadata
     assert sum(clusters["cluster_sizes"].value.values()) == materialisations["item_embeddings"].metadata["items"].value
     assert clusters["projection"].value.startswith("![items in 2-D")
+    soft = materialisations["item_soft_clusters"].metadata
+    items = materialisations["item_embeddings"].metadata["items"].value
+    assert sum(soft["cluster_sizes"].value.values()) == items and soft["projection"].value.startswith("![items in 2-D")
+    index = materialisations["cluster_retrieval_index"].metadata
+    assert "catalogue_share" in index["restricted_scoring"].value and index["longest_list"].value > 0
     lt_config = materialisations["lt_diffrec_model"].metadata["config"].value
     assert lt_config["space"]["kind"] == "clustered_latent" and lt_config["history"]["kind"] == "time_weighted_history"
 
