@@ -5,18 +5,23 @@ default 1: speed does not depend on how well a model is trained), export to ONNX
 (k = 100), then time the same top-k head in PyTorch and ONNX Runtime on real
 histories (last 200 items): latency at batch 1 (median and p99 over
 ``--requests`` calls) and throughput at batch 256. Then the HTTP service
-(uvicorn, one worker, loopback only) serves the eSASRec export: ``--requests``
-requests at concurrency 1 and 16 (p50/p99 latency, requests per second,
-errors), and the same at concurrency 16 while the live model is hot-swapped
-every half second.
+(``python -m recserve``: uvicorn, one worker, loopback only) serves the eSASRec
+export: ``--requests`` requests at concurrency 1 and 16 (p50/p99 latency,
+requests per second, errors), the same at concurrency 16 while the live model
+is hot-swapped every half second, and ``--hostile-requests`` (2,000) at
+concurrency 16 while 8 authorised reloads happen, while 100 slow clients hold
+sockets (reconnecting whenever the server cuts them), and with both at once.
+Errors count every answer to these well-formed requests that is not a 200.
 
-``python benchmarks/serving.py [--dataset ml-1m-seq/ml-1m.txt] [--model ...] [--epochs 1] [--requests 500] [--quick]``
+``python benchmarks/serving.py [--dataset ml-1m-seq/ml-1m.txt] [--model ...] [--epochs 1] [--requests 500]
+[--hostile-requests 2000] [--quick]``
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import select
 import socket
 import statistics
 import subprocess
@@ -79,6 +84,7 @@ def scoring_speed(
         training_data_version=dataset,
         metrics={},
         parity={},
+        item_popularity=split.train.item_user_counts(),
     )
     if variant == "esasrec":
         set_champion(Path(registry), f"{variant}_model", folder.name, "serving benchmark")
@@ -124,17 +130,127 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def load_test(
-    base: str, histories: list[list[str]], requests: int, concurrency: int, reload_models: list[str] | None
-) -> dict[str, Any]:
-    """``requests`` POST /recommend spread over ``concurrency`` threads (bounded), optionally with hot swaps."""
+class Reloads:
+    """Hot swaps between ``models`` every ``spacing`` seconds, ``count`` of them (None: until stopped)."""
+
+    def __init__(self, base: str, token: str, models: list[str], spacing: float, count: int | None = None) -> None:
+        self.base, self.token, self.models, self.spacing, self.count = base, token, models, spacing, count
+        self.done, self.failed, self.seconds, self.finished_at = 0, [], [], []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run)
+
+    def _run(self) -> None:
+        import httpx
+
+        headers = {"Authorization": f"Bearer {self.token}"}
+        with httpx.Client(base_url=self.base, timeout=60, headers=headers) as http:
+            while self._another():
+                started = time.perf_counter()
+                response = http.post("/admin/reload", json={"model": self.models[self.done % len(self.models)]})
+                self.seconds.append(time.perf_counter() - started)
+                self.finished_at.append(time.monotonic())
+                if response.status_code != 200:
+                    self.failed.append(response.status_code)
+                self.done += 1
+
+    def _another(self) -> bool:
+        """After ``spacing`` seconds: a bounded series runs to its end (``stop`` waits for it), an open one
+        until ``stop``."""
+        if self.count is None:
+            return not self._stop.wait(self.spacing)
+        if self.done >= self.count:
+            return False
+        time.sleep(self.spacing)
+        return True
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, load_ended: float) -> dict[str, Any]:
+        self._stop.set()
+        self._thread.join()
+        return {
+            "reloads": self.done,
+            "reloads_during_load": sum(finished <= load_ended for finished in self.finished_at),
+            "failed_reloads": len(self.failed),
+            "reload_seconds_mean": round(statistics.fmean(self.seconds), 3) if self.seconds else None,
+            "reload_seconds_max": round(max(self.seconds, default=0.0), 3),
+        }
+
+
+class SlowClients:
+    """``count`` sockets that never complete a request, held all along: half send their request headers
+    one byte every ``interval`` seconds, half send headers announcing a 1,000-byte body and then one body
+    byte every ``interval``. When the server closes one (its header or body deadline), it reconnects."""
+
+    HEADERS = (
+        b"POST /recommend HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+    )
+
+    def __init__(self, address: tuple[str, int], count: int, interval: float = 0.5) -> None:
+        self.address, self.count, self.interval = address, count, interval
+        self.opened, self.held = 0, []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run)
+        self._sockets: dict[socket.socket, tuple[str, float, int]] = {}  # kind, opened at, bytes sent
+
+    def _open(self, kind: str) -> None:
+        sock = socket.create_connection(self.address)
+        if kind == "body":
+            sock.sendall(self.HEADERS)
+        self._sockets[sock] = (kind, time.monotonic(), 0)
+        self.opened += 1
+
+    def _closed(self, sock: socket.socket) -> None:
+        kind, opened, _ = self._sockets.pop(sock)
+        self.held.append(time.monotonic() - opened)
+        sock.close()
+        self._open(kind)
+
+    def _run(self) -> None:
+        for index in range(self.count):
+            self._open("headers" if index % 2 == 0 else "body")
+        while not self._stop.wait(self.interval):
+            for sock in list(self._sockets):
+                kind, opened, sent = self._sockets[sock]
+                try:
+                    if select.select([sock], [], [], 0)[0] and not sock.recv(65536):
+                        self._closed(sock)
+                        continue
+                    sock.send(self.HEADERS[sent : sent + 1] if kind == "headers" else b" ")
+                    self._sockets[sock] = (kind, opened, sent + 1)
+                except OSError:  # reset by the server
+                    self._closed(sock)
+
+    def start(self) -> None:
+        self._thread.start()
+        time.sleep(self.interval)  # all sockets open before the load starts
+
+    def stop(self, load_ended: float) -> dict[str, Any]:
+        self._stop.set()
+        self._thread.join()
+        still_open = len(self._sockets)
+        for sock in self._sockets:
+            sock.close()
+        return {
+            "slow_sockets_held": self.count,
+            "slow_connections_opened": self.opened,
+            "slow_connections_closed_by_server": len(self.held),
+            "slow_hold_seconds_p50": round(statistics.median(self.held), 2) if self.held else None,
+            "slow_hold_seconds_max": round(max(self.held), 2) if self.held else None,
+            "slow_sockets_open_at_end": still_open,
+        }
+
+
+def load_test(base: str, histories: list[list[str]], requests: int, concurrency: int, during=()) -> dict[str, Any]:
+    """``requests`` POST /recommend spread over ``concurrency`` threads (bounded), while the ``during``
+    activities (hot reloads, slow clients) run; every non-200 answer to these well-formed requests is an error."""
     import httpx
 
     latencies: list[float] = []
     errors: list[str] = []
     lock = threading.Lock()
     per_worker = max(1, requests // concurrency)
-    done = threading.Event()
 
     def worker(offset: int) -> None:
         with httpx.Client(base_url=base, timeout=30) as http:
@@ -152,30 +268,17 @@ def load_test(
                     if failed:
                         errors.append(failed)
 
-    swaps = 0
-
-    def swapper() -> None:
-        nonlocal swaps
-        with httpx.Client(base_url=base, timeout=60) as http:
-            while not done.is_set():
-                http.post("/admin/reload", json={"model": reload_models[swaps % len(reload_models)]}).raise_for_status()
-                swaps += 1
-                done.wait(0.5)
-
     threads = [threading.Thread(target=worker, args=(offset,)) for offset in range(concurrency)]
-    reloader = threading.Thread(target=swapper) if reload_models else None
+    for activity in during:
+        activity.start()
     started = time.perf_counter()
-    if reloader:
-        reloader.start()
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     seconds = time.perf_counter() - started
-    done.set()
-    if reloader:
-        reloader.join()
-    return {
+    load_ended = time.monotonic()
+    row = {
         "concurrency": concurrency,
         "requests": len(latencies),
         "errors": len(errors),
@@ -183,35 +286,40 @@ def load_test(
         "p50_ms": round(statistics.median(latencies), 2),
         "p99_ms": round(_percentile(latencies, 0.99), 2),
         "requests_per_second": round(len(latencies) / seconds, 1),
-        "hot_swaps": swaps,
+        "seconds": round(seconds, 2),
     }
+    for activity in during:
+        row |= activity.stop(load_ended)
+    return row
 
 
-def http_benchmark(registry: Path, data_dir: Path, dataset: str, requests: int, quick: bool) -> list[dict[str, Any]]:
+def http_benchmark(
+    registry: Path, data_dir: Path, dataset: str, requests: int, hostile_requests: int, quick: bool
+) -> list[dict[str, Any]]:
+    """The service as it runs (``python -m recserve``), with 2 s header and body deadlines so that slow
+    clients are cut several times within one measurement (the default is 10 s)."""
+    import secrets
+
     import httpx
 
     split = prepare(data_dir, dataset, quick).split
     items, _ = split.test.history.sequences().padded(split.test.users[:512], HISTORY_LENGTH)
     histories = [[str(split.train.item_ids[item]) for item in row if item] for row in items]
     port = _free_port()
-    environment = {**os.environ, "PYTHONPATH": str(REPO_ROOT / "deploy"), "RECSERVE_REGISTRY": str(registry)}
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "--factory",
-            "recserve.app:create_app",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ],
-        env=environment,
-    )
+    token = secrets.token_hex(16)
+    environment = {
+        **os.environ,
+        "PYTHONPATH": str(REPO_ROOT / "deploy"),
+        "RECSERVE_REGISTRY": str(registry),
+        "RECSERVE_ADMIN_TOKEN": token,
+        "RECSERVE_HEADER_TIMEOUT_SECONDS": "2",
+        "RECSERVE_BODY_TIMEOUT_SECONDS": "2",
+    }
+    command = [sys.executable, "-m", "recserve", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
+    server_log = tempfile.NamedTemporaryFile("w+", prefix="recserve-", suffix=".log", delete=False)
+    server = subprocess.Popen(command, env=environment, stdout=server_log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
+    models = ["sasrec_ss_model", "esasrec_model"]
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
@@ -223,28 +331,51 @@ def http_benchmark(registry: Path, data_dir: Path, dataset: str, requests: int, 
         else:
             raise RuntimeError("the service did not start within 120 s")
         progress(f"  service up: {health}")
-        load_test(base, histories, 50, 4, None)  # warm-up
+        load_test(base, histories, 50, 4)  # warm-up
+        scenarios = [
+            ("idle", requests, 1, lambda: []),
+            ("idle", requests, 16, lambda: []),
+            ("hot swaps every 0.5 s", requests, 16, lambda: [Reloads(base, token, models, 0.5)]),
+        ]
         rows = []
-        for concurrency, swaps in ((1, None), (16, None), (16, ["sasrec_ss_model", "esasrec_model"])):
-            row = load_test(base, histories, requests, concurrency, swaps)
-            row |= {
-                "dataset": dataset,
-                "model": "esasrec",
-                "provider": health["provider"],
-                "during_hot_reload": bool(swaps),
-            }
-            progress(f"  HTTP {row}")
-            rows.append(row)
+        for name, count, concurrency, during in scenarios:
+            rows.append(_measured_row(base, histories, count, concurrency, during(), name, dataset, health))
+        # 8 reloads spread over the bounded run: its length estimated from the row with hot swaps
+        swapping = rows[2]
+        spacing = max(0.05, hostile_requests / swapping["requests_per_second"] / 10 - swapping["reload_seconds_mean"])
+        hostile = [
+            ("8 reloads", lambda: [Reloads(base, token, models, spacing, count=8)]),
+            ("100 slow clients", lambda: [SlowClients(("127.0.0.1", port), 100)]),
+            (
+                "8 reloads and 100 slow clients",
+                lambda: [Reloads(base, token, models, spacing, count=8), SlowClients(("127.0.0.1", port), 100)],
+            ),
+        ]
+        for name, during in hostile:
+            rows.append(_measured_row(base, histories, hostile_requests, 16, during(), name, dataset, health))
         return rows
     finally:
         server.terminate()
         server.wait(timeout=30)
+        server_log.seek(0)
+        closed = sum("no complete request headers" in line for line in server_log)
+        progress(f"  server log {server_log.name}: {closed} connections closed at the header deadline")
+
+
+def _measured_row(base, histories, requests, concurrency, during, name, dataset, health) -> dict[str, Any]:
+    row = {"scenario": name} | load_test(base, histories, requests, concurrency, during)
+    row |= {"dataset": dataset, "model": "esasrec", "provider": health["provider"]}
+    progress(f"  HTTP {row}")
+    return row
 
 
 def main() -> None:
     args = parser("serving", ["ml-1m-seq/ml-1m.txt"], VARIANTS)
     args.set_defaults(epochs=1)
     args.add_argument("--requests", type=int, default=500, help="requests per measurement (bounded)")
+    args.add_argument(
+        "--hostile-requests", type=int, default=2000, help="requests per measurement with reloads / slow clients"
+    )
     options = args.parse_args()
     if "esasrec" not in options.model or "sasrec_ss" not in options.model:
         raise SystemExit("the HTTP part swaps between sasrec_ss and esasrec: keep both in --model")
@@ -266,7 +397,9 @@ def main() -> None:
             )
         )
     progress("HTTP service on loopback")
-    results.extend(http_benchmark(registry, options.data_dir, dataset, options.requests, options.quick))
+    results.extend(
+        http_benchmark(registry, options.data_dir, dataset, options.requests, options.hostile_requests, options.quick)
+    )
     finish("serving", results)
 
 
