@@ -396,7 +396,8 @@ def _read_delimited(
     """All fields as text; the index is the 1-based line number.
 
     Only empty fields are missing; blank lines (also right after the header) are skipped but
-    counted. A row with more fields than `names` is an error: the table is read one column wider
+    counted. Of text given as bytes only blank lines are skipped: a line of empty fields (`,,,`) is
+    a row, which validation quarantines; a file's rows are then exactly its non-blank records. A row with more fields than `names` is an error: the table is read one column wider
     than `names` so that such a row shows (pandas would otherwise shift it into the index or drop
     its fields), and a first row wider still makes pandas warn, which is the same error.
     """
@@ -434,10 +435,19 @@ def _read_delimited(
     overfull = table[width].notna()
     if overfull.any():
         raise origin.error(f"more than {width} fields ({', '.join(names)})", int(overfull.idxmax()))
-    table = table.drop(columns=width).set_axis(names, axis="columns").dropna(how="all")
+    table = table.drop(columns=width).set_axis(names, axis="columns")
+    empty = table.isna().all(axis="columns")
+    if empty.any() and isinstance(source, io.BytesIO):  # only blank lines are skipped; `,,,` is a row with no values
+        empty &= table.index.isin(_blank_lines(source.getvalue()))
+    table = table[~empty]
     if table.empty:
         raise origin.error("file is empty (no data rows)")
     return table
+
+
+def _blank_lines(data: bytes) -> list[int]:
+    """1-based numbers of the lines holding nothing but blanks."""
+    return [number for number, line in enumerate(data.split(b"\n"), start=1) if not line.strip()]
 
 
 def _header_names(source: Path | IO[bytes], origin: _Origin, **options) -> list[str]:
