@@ -55,7 +55,7 @@ replay: install
 # SERVE_REGISTRY=artifacts/live_registry serves the live loop's promoted champion instead.
 SERVE_REGISTRY ?= artifacts/registry
 serve: install
-	PYTHONPATH=deploy RECSERVE_REGISTRY=$(SERVE_REGISTRY) $(BIN)/uvicorn --factory recserve.app:create_app --host 127.0.0.1 --port 8000
+	PYTHONPATH=deploy RECSERVE_REGISTRY=$(SERVE_REGISTRY) $(BIN)/python -m recserve --host 127.0.0.1 --port 8000
 
 bench: install
 	$(BIN)/python benchmarks/baselines.py

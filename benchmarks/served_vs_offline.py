@@ -62,7 +62,7 @@ def start_service(registry: Path, model: str) -> tuple[subprocess.Popen, str]:
         "RECSERVE_MODEL": model,
         "RECSERVE_MAX_BODY_BYTES": str(64 << 20),
     }
-    command = [sys.executable, "-m", "uvicorn", "--factory", "recserve.app:create_app", "--host", "127.0.0.1"]
+    command = [sys.executable, "-m", "recserve", "--host", "127.0.0.1"]  # the service with its limits
     server = subprocess.Popen([*command, "--port", str(port), "--log-level", "warning"], env=environment)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
