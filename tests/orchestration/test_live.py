@@ -589,19 +589,26 @@ def _land(instance, window: str, version: str = "") -> None:
         )
 
 
+class DriftTicks:
+    """Ticks of the real drift sensor on an instance, its cursor carried from tick to tick as the daemon does."""
+
+    def __init__(self, instance: dg.DagsterInstance, stream: live.StreamResource) -> None:
+        self.instance, self.stream, self.cursor = instance, stream, None
+
+    def __call__(self) -> dg.SensorResult:
+        resources = {"stream": self.stream}
+        with dg.build_sensor_context(instance=self.instance, cursor=self.cursor, resources=resources) as context:
+            result = automation.drift_sensor(context)
+        self.cursor = result.cursor or self.cursor
+        return result
+
+
 def test_drift_sensor_asks_once_per_drifted_window_after_the_champions_data(tmp_path):
     """Drift reports straight into a fresh instance: the sensor reads only their metadata and the champion's."""
     stream = live.StreamResource(incoming=str(tmp_path), window_days=7, model="ease_model", cooldown_windows=2)
     with dg.instance_for_test() as instance:
         _crown(instance, "c1", trained_through="1997-10-06", validation_window="1997-10-13")
-        cursor = None
-
-        def tick():
-            nonlocal cursor
-            with dg.build_sensor_context(instance=instance, cursor=cursor, resources={"stream": stream}) as context:
-                result = automation.drift_sensor(context)
-            cursor = result.cursor or cursor
-            return result
+        tick = DriftTicks(instance, stream)
 
         _report_drift(instance, "1997-10-06", True)
         _report_drift(instance, "1997-10-13", False)
@@ -648,14 +655,7 @@ def test_windows_landed_before_the_champion_get_one_report_against_it(tmp_path):
             status=dg.DagsterRunStatus.STARTED,
             tags={automation.WINDOW_TAG: windows[4]},
         )
-        cursor = None
-
-        def tick():
-            nonlocal cursor
-            with dg.build_sensor_context(instance=instance, cursor=cursor, resources={"stream": stream}) as context:
-                result = automation.drift_sensor(context)
-            cursor = result.cursor or cursor
-            return result
+        tick = DriftTicks(instance, stream)
 
         first = tick()
         (request,) = first.run_requests  # no retrain: week 4's drift was measured against c0
