@@ -182,28 +182,28 @@ def ml100k_items(data_dir: Path) -> pd.DataFrame:
 
 @pytest.fixture(scope="session")
 def register_fitted():
-    """Fitted models exported to ONNX and registered as the pipeline registers them (without its lineage):
-    ``register_fitted(root, {name: model}, item_ids, k) -> {name: entry folder}``."""
+    """``register_fitted(root, {name: model}, train, k) -> {name: entry folder}``: each fitted model exported to
+    ONNX and registered as ``registry/<model>`` does (with ``train``'s item popularity), without its lineage."""
     import tempfile
 
     from recmodels.export import export_onnx, register_model  # torch: only once a test asks for it
 
-    def register(root: Path, models: dict, item_ids: np.ndarray, k: int) -> dict[str, Path]:
+    def register(root: Path, models: dict, train, k: int) -> dict[str, Path]:
         entries = {}
         with tempfile.TemporaryDirectory() as exports:
             for name, model in models.items():
                 onnx_file = Path(exports) / name / "model.onnx"
-                spec = export_onnx(model, onnx_file, k=k)
                 entries[name] = register_model(
                     root,
                     onnx_file,
-                    spec,
+                    export_onnx(model, onnx_file, k=k),
                     model,
                     name=name,
-                    item_ids=item_ids,
+                    item_ids=train.item_ids,
                     training_data_version="test",
                     metrics={},
                     parity={"passed": True},
+                    item_popularity=train.item_user_counts(),
                 )
         return entries
 

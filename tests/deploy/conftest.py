@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import socket
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -23,35 +22,7 @@ SERVED_K = 20
 
 
 @pytest.fixture(scope="session")
-def register_served():
-    """``register_served(root, {name: model}, train, k) -> {name: entry folder}``: each fitted model exported
-    to ONNX and registered as ``registry/<model>`` does, with ``train``'s item popularity."""
-    from recmodels.export import export_onnx, register_model  # torch: only once a test asks for it
-
-    def register(root: Path, models: dict, train: Interactions, k: int) -> dict[str, Path]:
-        entries = {}
-        with tempfile.TemporaryDirectory() as exports:
-            for name, model in models.items():
-                onnx_file = Path(exports) / name / "model.onnx"
-                entries[name] = register_model(
-                    root,
-                    onnx_file,
-                    export_onnx(model, onnx_file, k=k),
-                    model,
-                    name=name,
-                    item_ids=train.item_ids,
-                    training_data_version="test",
-                    metrics={},
-                    parity={"passed": True},
-                    item_popularity=train.item_user_counts(),
-                )
-        return entries
-
-    return register
-
-
-@pytest.fixture(scope="session")
-def served_registry(ml100k_small_raw, tmp_path_factory, register_served) -> Path:
+def served_registry(ml100k_small_raw, tmp_path_factory, register_fitted) -> Path:
     """EASE (the champion) and MostPopular on a slice of ML-100K, k = 20, registered as the pipeline
     registers them. Tests that change it work on a copy."""
     from recmodels.models.baselines import EASE, MostPopular
@@ -59,7 +30,7 @@ def served_registry(ml100k_small_raw, tmp_path_factory, register_served) -> Path
     split = leave_one_out_split(Interactions.from_frame(ml100k_small_raw))
     root = tmp_path_factory.mktemp("served") / "registry"
     models = {"ease_model": EASE().fit(split), "popular_model": MostPopular().fit(split)}
-    entries = register_served(root, models, split.train, SERVED_K)
+    entries = register_fitted(root, models, split.train, SERVED_K)
     set_champion(root, "ease_model", entries["ease_model"].name, "test")
     return root
 

@@ -45,10 +45,10 @@ def models(split) -> dict:
 
 
 @pytest.fixture(scope="module")
-def registry(models, split, tmp_path_factory, register_served) -> Path:
+def registry(models, split, tmp_path_factory, register_fitted) -> Path:
     """EASE (the champion) and a small eSASRec, exported and registered like the pipeline does."""
     root = tmp_path_factory.mktemp("registry")
-    entries = register_served(root, models, split.train, K)
+    entries = register_fitted(root, models, split.train, K)
     set_champion(root, "ease_model", entries["ease_model"].name, "test")
     return root
 

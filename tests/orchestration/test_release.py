@@ -44,7 +44,7 @@ def split(ml100k_small_raw):
 def registry(split, tmp_path_factory, register_fitted) -> dict[str, Path]:
     """EASE and MostPopular fitted on 300 ML-100K users, exported and registered: model name -> entry folder."""
     models = {"ease_model": EASE().fit(split), "most_popular_model": MostPopular().fit(split)}
-    return register_fitted(tmp_path_factory.mktemp("registry"), models, split.train.item_ids, K)
+    return register_fitted(tmp_path_factory.mktemp("registry"), models, split.train, K)
 
 
 @pytest.fixture(scope="module")
