@@ -1,9 +1,10 @@
 """Sensors and the schedule of the live loop. They only detect and request runs; the work is in assets.
 
-- ``incoming_files_sensor``: new or changed files in the incoming folder -> the windows they hold
-  (it reads them, writes nothing, moves nothing) -> new partitions and one ``ingest_window`` run
-  per affected window, naming every file that holds rows of it. A file that cannot be read is
-  remembered as rejected with its reason, shown in the skip reason, and left where it is.
+- ``incoming_files_sensor``: new or changed files in the incoming folder -> (once their size and
+  mtime held still for a tick) the windows they hold (it reads them, writes nothing, moves
+  nothing) -> new partitions and one ``ingest_window`` run per affected window, naming every file
+  that holds rows of it. Each file is handled on its own: one that cannot be read is remembered
+  as rejected with its reason, shown in the skip reason, and left where it is, and the tick goes on.
 - ``drift_sensor``: the first champion once (run key ``bootstrap``), then one ``retrain`` run per
   drifted window (run key ``drift:<window>``), at most one per ``cooldown_windows`` windows of
   data time, and never for a window the champion has already trained on. Drift is judged against
@@ -44,7 +45,7 @@ from orchestration.assets.live import (
 )
 from orchestration.resources import DatasetResource
 from recmodels.data.readers import DataFormatError
-from recmodels.data.stream import file_windows, incoming_files
+from recmodels.data.stream import file_windows, incoming_listing
 
 MODEL_TAG = "recpipe/model"
 TRIGGER_TAG = "recpipe/trigger"
@@ -82,12 +83,18 @@ retrain_job = dg.define_asset_job(
 
 @dataclass
 class SeenFile:
-    """What the sensor learnt from one incoming file at one (mtime, size)."""
+    """What the sensor learnt from one incoming file at one (mtime, size).
+
+    ``settling``: first seen at this (mtime, size) by the last tick; the file is taken (read) by the
+    next tick that finds it unchanged, so a file still being copied in is never read. ``windows``
+    are those of the content last taken (kept while a changed file settles).
+    """
 
     mtime_ns: int
     size: int
     windows: list[str] = field(default_factory=list)
     rejected: str | None = None
+    settling: bool = False
 
 
 def _seen(cursor: str | None) -> dict[str, SeenFile]:
@@ -112,33 +119,55 @@ def has_champion(instance: dg.DagsterInstance) -> bool:
 def incoming_files_sensor(
     context: dg.SensorEvaluationContext, stream: StreamResource, dataset: DatasetResource
 ) -> dg.SensorResult:
-    """New or changed incoming files: learn their windows, add new windows as partitions, and request one
-    landing run per affected window (with its drift report once a champion exists)."""
+    """New or changed incoming files: once settled, learn their windows, add new windows as partitions, and request
+    one landing run per affected window (with its drift report once a champion exists).
+
+    A file is taken when its size and mtime are the same at two consecutive ticks (15 s apart in the
+    daemon; ``stream.wait_until_stable``); a window holding a file that is still settling waits for it.
+    Each file is read on its
+    own: one that cannot be read (not UTF-8, a corrupt Parquet file, no usable timestamp...) is
+    rejected with its reason and left in place, and the tick goes on with the others.
+    """
     seen = _seen(context.cursor)
-    present = {path.name: path for path in incoming_files(stream.incoming_path)}
+    present, skipped = incoming_listing(stream.incoming_path)
     affected: set[str] = set()
-    for name in sorted(set(seen) - set(present)):  # gone (the loop never removes files; a person may)
-        affected.update(seen.pop(name).windows)
     rules = validation_rules(dataset)
-    for name, path in present.items():
-        status = path.stat()
-        before = seen.get(name)
-        if before is not None and (before.mtime_ns, before.size) == (status.st_mtime_ns, status.st_size):
+    current = {}
+    for path in present:
+        try:
+            status = path.stat()
+        except FileNotFoundError:  # removed since the listing: gone, as below
             continue
-        if before is not None:
-            affected.update(before.windows)
+        current[path.name] = (path, status.st_mtime_ns, status.st_size)
+    for name in sorted(set(seen) - set(current)):  # gone (the loop never removes files; a person may)
+        affected.update(seen.pop(name).windows)
+    for name, (path, mtime_ns, size) in current.items():
+        before = seen.get(name)
+        unchanged = before is not None and (before.mtime_ns, before.size) == (mtime_ns, size)
+        if unchanged and not before.settling:
+            continue
+        if not unchanged and stream.wait_until_stable:
+            seen[name] = SeenFile(mtime_ns, size, windows=before.windows if before else [], settling=True)
+            context.log.info(f"{name}: new or changed; taken at the next tick if its size and mtime hold still")
+            continue
+        affected.update(before.windows if before else [])
         try:
             windows = list(file_windows(path, stream.window_days, rules))
-        except DataFormatError as error:
-            seen[name] = SeenFile(status.st_mtime_ns, status.st_size, rejected=str(error))
+        except (DataFormatError, OSError) as error:
+            seen[name] = SeenFile(mtime_ns, size, rejected=str(error))
             context.log.warning(f"{name} rejected (left in place): {error}")
             continue
-        seen[name] = SeenFile(status.st_mtime_ns, status.st_size, windows)
+        seen[name] = SeenFile(mtime_ns, size, windows)
         context.log.info(f"{name}: rows in windows {', '.join(windows)}")
         affected.update(windows)
+    settling = sorted(name for name, entry in seen.items() if entry.settling)
+    waiting = {window for name in settling for window in seen[name].windows}
     selection = [interaction_window.key, *([drift_report.key] if has_champion(context.instance) else [])]
     run_requests = []
     for window in sorted(affected):
+        if window in waiting:  # requested once the settling file is taken (or gone)
+            context.log.info(f"window {window}: waiting for a file of it to settle")
+            continue
         files = sorted(name for name, entry in seen.items() if window in entry.windows)
         if not files:
             context.log.warning(f"window {window}: no incoming file holds its rows any more; its last landing stays")
@@ -154,15 +183,20 @@ def incoming_files_sensor(
         )
     known = set(context.instance.get_dynamic_partitions(WINDOWS.name))
     new_windows = sorted({request.partition_key for request in run_requests} - known)
-    rejected = "; ".join(f"{name}: {entry.rejected}" for name, entry in sorted(seen.items()) if entry.rejected)
-    skip = f"no new or changed files in {stream.incoming_path}" + (
-        f"; rejected (left in place): {rejected}" if rejected else ""
-    )
+    rejected = [f"{name}: {entry.rejected}" for name, entry in sorted(seen.items()) if entry.rejected]
+    if settling:
+        reasons = [f"waiting for {', '.join(settling)} to settle (taken at the next tick if size and mtime hold)"]
+    else:
+        reasons = [f"no new or changed files in {stream.incoming_path}"]
+    if rejected:
+        reasons.append(f"rejected (left in place): {'; '.join(rejected)}")
+    if skipped:
+        reasons.append(f"skipped: {'; '.join(f'{name}: {why}' for name, why in skipped.items())}")
     return dg.SensorResult(
         run_requests=run_requests,
         dynamic_partitions_requests=[WINDOWS.build_add_request(new_windows)] if new_windows else [],
         cursor=_dump(seen),
-        skip_reason=None if run_requests else skip,
+        skip_reason=None if run_requests else "; ".join(reasons),
     )
 
 

@@ -60,10 +60,10 @@ from orchestration.io import (
 from orchestration.outputs import ExportedModel, RegisteredModel
 from orchestration.resources import PROJECT_ROOT, ArtifactStore, DatasetResource
 from recmodels.data.interactions import Interactions
-from recmodels.data.readers import load_dataset
+from recmodels.data.readers import load_dataset, table_suffix
 from recmodels.data.schemas import ValidationRules
 from recmodels.data.splits import EvalStage, holdout_split, stage_for_item_map
-from recmodels.data.stream import FILE_COLUMN, INCOMING_SUFFIXES, WindowRows, land_window
+from recmodels.data.stream import FILE_COLUMN, INCOMING_SUFFIXES, SUMMARY_FILE, WindowRows, land_window
 from recmodels.evaluation import evaluate
 from recmodels.models import Recommender, model_family
 from recmodels.monitoring.features import (
@@ -111,6 +111,12 @@ class StreamResource(dg.ConfigurableResource):
     window_days: int = Field(
         default_factory=lambda: int(os.environ.get("RECPIPE_WINDOW_DAYS", "7")),
         description="Length of a time partition in days (7: ISO weeks).",
+    )
+    wait_until_stable: bool = Field(
+        default=True,
+        description="Take a new or changed incoming file only once its size and mtime held still from one sensor "
+        "tick to the next, so a file still being copied in is never read. False: read files at first sight, for "
+        "writers that publish by atomic rename (write a hidden file, then rename it into place, as make replay does).",
     )
     model: str = Field(
         default_factory=lambda: os.environ.get("RECPIPE_LIVE_MODEL", "ease_model"),
@@ -315,8 +321,8 @@ def incoming_paths(incoming: Path, names: list[str]) -> list[Path]:
     paths = []
     for name in names:
         path = incoming / safe_component(name, "incoming file name")
-        if path.suffix not in INCOMING_SUFFIXES:
-            raise ValueError(f"incoming file {name!r} is not one of {', '.join(INCOMING_SUFFIXES)}")
+        if table_suffix(path) is None:
+            raise ValueError(f"incoming file {name!r} is not one of {', '.join(INCOMING_SUFFIXES)} (any letter case)")
         if not path.is_file():
             raise FileNotFoundError(f"incoming file {name!r} is not in {incoming}")
         paths.append(path)
@@ -327,9 +333,50 @@ def _md(frame: pd.DataFrame) -> dg.MetadataValue:
     return dg.MetadataValue.md(frame.to_markdown(index=False) if len(frame) else "none")
 
 
+def file_changes(previous: Mapping[str, dict], current: Mapping[str, dict]) -> pd.DataFrame:
+    """Per file of either landing of a window: new, unchanged, changed (another sha256) or gone, with its rows in."""
+    changes = []
+    for name in sorted(set(previous) | set(current)):
+        before, after = previous.get(name), current.get(name)
+        if before is None:
+            change = "new"
+        elif after is None:
+            change = "gone"
+        else:
+            change = "unchanged" if before["sha256"] == after["sha256"] else "changed"
+        changes.append(
+            {
+                "file": name,
+                "change": change,
+                "sha256_before": before["sha256"][:16] if before else "",
+                "sha256_now": after["sha256"][:16] if after else "",
+                "rows_in_before": before["rows_in"] if before else 0,
+                "rows_in_now": after["rows_in"] if after else 0,
+            }
+        )
+    return pd.DataFrame(changes)
+
+
+def previous_landing(
+    instance: dg.DagsterInstance, store: ArtifactStore, window: str
+) -> tuple[dict[str, dict], str | None]:
+    """The per-file summary and version folder of the window's latest materialisation (none: first landing)."""
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(WINDOW), asset_partitions=[window]), limit=1
+    ).records
+    if not records:
+        return {}, None
+    folder = recorded_folder(store, records[0])
+    return json.loads((folder / SUMMARY_FILE).read_text())["files"], str(folder.relative_to(store.root))
+
+
 @dg.asset(group_name=GROUP, partitions_def=WINDOWS, kinds={"pandas", "pandera"})
 def interaction_window(
-    context: dg.AssetExecutionContext, config: WindowFilesConfig, stream: StreamResource, dataset: DatasetResource
+    context: dg.AssetExecutionContext,
+    config: WindowFilesConfig,
+    stream: StreamResource,
+    dataset: DatasetResource,
+    store: ArtifactStore,
 ) -> dg.Output[WindowRows]:
     """One time window of interactions, landed from every incoming file holding its rows.
 
@@ -337,10 +384,24 @@ def interaction_window(
     with the batch pipeline's pandera rules: valid rows of this window are kept, bad rows are
     quarantined with their reasons, and per file rows in = kept + quarantined. A row whose
     timestamp is missing, malformed or out of bounds belongs to no window: it is attributed to
-    its file's earliest window, so it is quarantined and reported exactly once.
+    its file's earliest window, so it is quarantined and reported exactly once. A file that cannot
+    be read any more (changed into something unreadable after the sensor read it) fails the run,
+    naming the file, line and reason; the window keeps its previous landing.
+
+    Nothing landed is overwritten: each landing is a new version folder named by its content. When a
+    file of the previous landing changed or is gone, ``file_changes`` says so and where the previous
+    landing's rows stay.
     """
     paths = incoming_paths(stream.incoming_path, config.files)
     window = land_window(paths, context.partition_key, stream.window_days, validation_rules(dataset))
+    previous, previous_folder = previous_landing(context.instance, store, context.partition_key)
+    changes = file_changes(previous, window.summary["files"])
+    replaced = changes[changes["change"].isin(["changed", "gone"])]
+    if len(replaced):
+        context.log.warning(
+            f"window {context.partition_key}: {', '.join(f'{row.file} {row.change}' for row in replaced.itertuples())} "
+            f"since its last landing; that landing's rows stay in {previous_folder}"
+        )
     rows = window.rows
     files = pd.DataFrame(
         [
@@ -369,7 +430,10 @@ def interaction_window(
             "quarantined_share": round(window.quarantined_share, 6),
             "files": _md(files),
             "by_reason": _md(reasons),
+            "ids_normalised": dg.MetadataValue.json(window.summary["ids_normalised"]),
             "quarantined_preview": _md(preview),
+            "file_changes": _md(changes),
+            **({"previous_version": dg.MetadataValue.path(previous_folder)} if previous_folder else {}),
         },
     )
 
