@@ -96,7 +96,9 @@ def replay(options, root: Path, policy: str) -> tuple[list[dict], dict]:
     from recmodels.data.readers import load_dataset
 
     store = ArtifactStore(project_root=str(root), dvc_remote=str(root / "dvc-remote"))
-    stream = live.StreamResource(incoming=str(root / "incoming"), window_days=options.window_days, model=options.model)
+    stream = live.StreamResource(  # drop() publishes each week by renaming it into place: no settling tick
+        incoming=str(root / "incoming"), window_days=options.window_days, model=options.model, wait_until_stable=False
+    )
     dataset = DatasetResource(data_dir=str(options.data_dir), dataset=options.dataset)
     resources = {
         "stream": stream,

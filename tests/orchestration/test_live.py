@@ -44,7 +44,12 @@ class Project:
         store = ArtifactStore(project_root=str(root), dvc_remote=str(root / "remote"))
         self.root, self.instance, self.store = root, instance, store
         self.stream = live.StreamResource(
-            incoming=str(root / "incoming"), window_days=7, model=MODEL, bootstrap_windows=4, cooldown_windows=2
+            incoming=str(root / "incoming"),
+            window_days=7,
+            model=MODEL,
+            bootstrap_windows=4,
+            cooldown_windows=2,
+            wait_until_stable=False,  # drop() publishes each file by renaming it into place
         )
         resources = {
             "stream": self.stream,
