@@ -41,7 +41,6 @@ from orchestration.assets.live import (
     interaction_window,
     landed_windows,
     live_champion,
-    validation_rules,
 )
 from orchestration.resources import DatasetResource
 from recmodels.data.readers import DataFormatError
@@ -131,7 +130,7 @@ def incoming_files_sensor(
     seen = _seen(context.cursor)
     present, skipped = incoming_listing(stream.incoming_path)
     affected: set[str] = set()
-    rules = validation_rules(dataset)
+    rules = dataset.validation_rules
     current = {}
     for path in present:
         try:

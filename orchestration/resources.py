@@ -12,6 +12,7 @@ from pydantic import Field, field_validator, model_validator
 
 from orchestration import versioning
 from recmodels.data.readers import ColumnMap
+from recmodels.data.schemas import ValidationRules
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 NO_REMOTE = "none (RECPIPE_DVC_REMOTE / store.dvc_remote is empty)"
@@ -64,6 +65,14 @@ class DatasetResource(dg.ConfigurableResource):
     max_quarantined_share: float = Field(
         default=0.01, description="The run stops when more than this share of rows is quarantined."
     )
+    ratings_optional: bool = Field(
+        default=False,
+        description="A row without a rating is kept (NaN) rather than quarantined as 'rating: missing'.",
+    )
+    normalise_ids: bool = Field(
+        default=True,
+        description="User and item ids are NFKC-normalised and blank or zero-width characters stripped (counted).",
+    )
 
     @field_validator("columns")
     @classmethod
@@ -91,6 +100,16 @@ class DatasetResource(dg.ConfigurableResource):
     @property
     def column_map(self) -> ColumnMap:
         return ColumnMap.parse(self.columns)
+
+    @property
+    def validation_rules(self) -> ValidationRules:
+        """The rules rows must pass, the same for a snapshot and for a live window: one home for them."""
+        return ValidationRules(
+            rating_min=self.rating_min,
+            rating_max=self.rating_max,
+            ratings_optional=self.ratings_optional,
+            normalise_ids=self.normalise_ids,
+        )
 
 
 class ArtifactStore(dg.ConfigurableResource):

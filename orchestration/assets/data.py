@@ -9,7 +9,7 @@ from orchestration.resources import DatasetResource
 from recmodels.data.bootstrap import KNOWN_DATASETS, obtain_dataset
 from recmodels.data.interactions import Interactions, k_core
 from recmodels.data.readers import load_dataset
-from recmodels.data.schemas import ValidationRules, validate_interactions, validate_items
+from recmodels.data.schemas import validate_interactions, validate_items
 from recmodels.data.splits import SplitData, make_split
 
 GROUP = "data"
@@ -65,8 +65,7 @@ def raw_interactions(context: dg.AssetExecutionContext, dataset: DatasetResource
 def validate_raw(dataset: DatasetResource, raw_interactions: RawSnapshot):
     """Lazy pandera validation: every failing row is quarantined with its reasons."""
     raw = load_dataset(raw_interactions.path, dataset.column_map)
-    rules = ValidationRules(rating_min=dataset.rating_min, rating_max=dataset.rating_max)
-    result = validate_interactions(raw.interactions, rules)
+    result = validate_interactions(raw.interactions, dataset.validation_rules)
     summary = result.summary
     items = validate_items(raw.items) if raw.items is not None else None
     if items is not None:

@@ -61,7 +61,6 @@ from orchestration.outputs import ExportedModel, RegisteredModel
 from orchestration.resources import PROJECT_ROOT, ArtifactStore, DatasetResource
 from recmodels.data.interactions import Interactions
 from recmodels.data.readers import load_dataset, table_suffix
-from recmodels.data.schemas import ValidationRules
 from recmodels.data.splits import EvalStage, holdout_split, stage_for_item_map
 from recmodels.data.stream import FILE_COLUMN, INCOMING_SUFFIXES, SUMMARY_FILE, WindowRows, land_window
 from recmodels.evaluation import evaluate
@@ -139,11 +138,6 @@ class StreamResource(dg.ConfigurableResource):
     @property
     def incoming_path(self) -> Path:
         return Path(self.incoming).expanduser()
-
-
-def validation_rules(dataset: DatasetResource) -> ValidationRules:
-    """The batch pipeline's row rules, so a window's rows pass exactly what a snapshot's rows pass."""
-    return ValidationRules(rating_min=dataset.rating_min, rating_max=dataset.rating_max)
 
 
 # ---------------------------------------------------------------- windows as consumers read them
@@ -393,7 +387,7 @@ def interaction_window(
     landing's rows stay.
     """
     paths = incoming_paths(stream.incoming_path, config.files)
-    window = land_window(paths, context.partition_key, stream.window_days, validation_rules(dataset))
+    window = land_window(paths, context.partition_key, stream.window_days, dataset.validation_rules)
     previous, previous_folder = previous_landing(context.instance, store, context.partition_key)
     changes = file_changes(previous, window.summary["files"])
     replaced = changes[changes["change"].isin(["changed", "gone"])]

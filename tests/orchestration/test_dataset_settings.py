@@ -110,3 +110,19 @@ def test_rating_bounds_out_of_order_fail(monkeypatch):
         DatasetResource()
     with pytest.raises(pydantic.ValidationError, match="finite number"):
         DatasetResource(rating_max=float("inf"))
+
+
+def test_the_dataset_declares_ratings_optional_and_id_normalisation_for_batch_and_live_alike(tmp_path):
+    """One home for the row rules: the resource's ``validation_rules`` is what both validations read."""
+    from recmodels.data.readers import load_dataset
+    from recmodels.data.schemas import validate_interactions
+
+    source = tmp_path / "orders.csv"
+    source.write_text("user_id,item_id,rating,timestamp\n1,10,4,5\n 1,11,,6\n")
+    rows = load_dataset(source).interactions
+    strict = validate_interactions(rows, DatasetResource().validation_rules)
+    assert len(strict.valid) == 1 and strict.by_reason == {"rating: missing": 1}
+    lenient = validate_interactions(rows, DatasetResource(ratings_optional=True).validation_rules)
+    assert len(lenient.valid) == 2 and set(lenient.valid["user_id"]) == {"1"}  # " 1" normalised to "1"
+    verbatim = validate_interactions(rows, DatasetResource(ratings_optional=True, normalise_ids=False).validation_rules)
+    assert set(verbatim.valid["user_id"]) == {"1", " 1"}
