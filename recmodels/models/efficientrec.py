@@ -297,7 +297,8 @@ class ProfileScorer(nn.Module):
 
 
 class ClusterRestrictedScorer(ProfileScorer):
-    """Exact scores for the items listed under the profile's top clusters; every other item scores -inf."""
+    """Exact scores for the items listed under the profile's top clusters; every other item scores one floor
+    value below all of them."""
 
     def __init__(
         self,
@@ -467,16 +468,12 @@ class EfficientRec(TorchRecommender):
         net = self._net
         with torch.no_grad():
             vectors = net.item_vectors().detach().cpu()
-            centroids = net.centroids.detach().cpu()
-            memberships = self.config.clusters.membership(vectors @ centroids.T).numpy()
+        pooling = {f"pooling.{name}": value.detach().cpu() for name, value in net.pooling.state_dict().items()}
+        self._state = {"item_vectors": vectors, "centroids": net.centroids.detach().cpu()} | pooling
+        self._net = None
         scoring = self.config.scoring
         scoring = scoring if isinstance(scoring, ClusterScoringConfig) else ClusterScoringConfig()
-        lists = torch.from_numpy(scoring.lists(memberships))
-        pooling = {name: value.detach().cpu() for name, value in net.pooling.state_dict().items()}
-        self._state = {"item_vectors": vectors, "centroids": centroids, "lists": lists} | {
-            f"pooling.{name}": value for name, value in pooling.items()
-        }
-        self._net = None
+        self._state["lists"] = torch.from_numpy(scoring.lists(self.item_memberships))
 
     def scorer(self) -> nn.Module:
         self._require_fitted()
