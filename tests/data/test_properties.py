@@ -27,16 +27,19 @@ COLUMNS = ["user_id", "item_id", "rating", "timestamp"]
 RULES = ValidationRules(rating_min=1, rating_max=5)
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
+# csv.writer leaves a field holding a carriage return unquoted, and a bare CR ends a line for the reader, so such
+# records have no one row count to compare with; bare CRs are covered by the any-bytes test below (accounting only).
+NO_BARE_CR = st.characters(exclude_characters="\r")
 ids = st.one_of(
     st.sampled_from(["1", "2", " 1", "1\u00a0", "\u200b", "", " ", "01", "1.0", "\uff11"]),
-    st.text(max_size=6),
+    st.text(NO_BARE_CR, max_size=6),
 )
 numbers = st.one_of(
     st.integers(min_value=-(10**25), max_value=10**25).map(str),
     st.floats(allow_nan=True, allow_infinity=True).map(repr),
     st.sampled_from(["", "NaN", "nan", "NULL", "inf", "-inf", "1e20", "abc", "2020-01-01", "1997-12-04T10:00:00Z"]),
     st.integers(min_value=880_000_000, max_value=890_000_000).map(str),
-    st.text(max_size=5),
+    st.text(NO_BARE_CR, max_size=5),
 )
 rows = st.lists(
     st.tuples(ids, ids, numbers, numbers).flatmap(lambda row: st.integers(0, 4).map(lambda n: list(row)[: 4 - n])),
