@@ -431,7 +431,7 @@ def _read_delimited(
         raise origin.error(str(error).strip()) from error
     except UnicodeDecodeError as error:
         raise _decoding_error(_source_bytes(source), origin, options.get("encoding", "utf-8")) from error
-    table.index = pd.RangeIndex(first_line, first_line + len(table))
+    table.index = _record_lines(source, origin, options, first_line, len(table))
     overfull = table[width].notna()
     if overfull.any():
         raise origin.error(f"more than {width} fields ({', '.join(names)})", int(overfull.idxmax()))
@@ -445,6 +445,28 @@ def _read_delimited(
     return table
 
 
+def _record_lines(source: Path | IO[bytes], origin: _Origin, options: dict, first_line: int, records: int) -> pd.Index:
+    """The 1-based line each record starts on: one record a line, unless a quoted field holds a line break."""
+    quoted = options.get("quoting", csv.QUOTE_MINIMAL) != csv.QUOTE_NONE
+    if not (quoted and isinstance(source, io.BytesIO) and b'"' in source.getvalue()):
+        return pd.RangeIndex(first_line, first_line + records)
+    text = io.StringIO(source.getvalue().decode(options.get("encoding", "utf-8")), newline="")
+    reader = csv.reader(text, delimiter=options.get("sep", ","))
+    starts, line = [], 0
+    try:
+        for _ in reader:
+            starts.append(line + 1)
+            line = reader.line_num
+    except csv.Error as error:
+        raise origin.error(f"unreadable quoting: {error}", line + 1) from error
+    starts = starts[first_line - 1 :]
+    if len(starts) != records:
+        raise origin.error(
+            f"quoted fields do not pair up: {len(starts)} records by the csv module, {records} by pandas"
+        )
+    return pd.Index(np.array(starts, dtype=np.int64))
+
+
 def _blank_lines(data: bytes) -> list[int]:
     """1-based numbers of the lines holding nothing but blanks."""
     return [number for number, line in enumerate(data.split(b"\n"), start=1) if not line.strip()]
@@ -456,6 +478,8 @@ def _header_names(source: Path | IO[bytes], origin: _Origin, **options) -> list[
         names = list(pd.read_csv(source, nrows=0, skip_blank_lines=False, **options).columns)
     except pd.errors.EmptyDataError as error:
         raise origin.error("file is empty") from error
+    except pd.errors.ParserError as error:
+        raise origin.error(f"unreadable header: {str(error).strip()}", 1) from error
     except UnicodeDecodeError as error:
         raise _decoding_error(_source_bytes(source), origin, options.get("encoding", "utf-8")) from error
     if not names:

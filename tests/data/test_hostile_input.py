@@ -299,3 +299,15 @@ def test_item14_a_row_with_more_fields_names_its_line(tmp_path):
     assert "wide.csv, line 4: more than 4 fields" in message and "6 fields" in message
     message = format_error(read_table, write(tmp_path / "first.csv", HEADER + "1,2,3,4,5,6,7\n" + rows_text(2)))
     assert "first.csv, line 2: more than 4 fields" in message
+
+
+def test_item14_a_quoted_line_break_keeps_every_later_row_on_its_own_line(tmp_path):
+    """A field quoted across a line break is one record over two lines: later rows still name their own line, and
+    a blank line after it is skipped like any other (found by the property test of any CSV rows)."""
+    text = HEADER + '1,"a\nb",4,880000000\n\n2,c,4,880000001\n'
+    raw = read_table(write(tmp_path / "quoted.csv", text)).interactions
+    assert raw["source_row"].tolist() == [2, 5] and raw["item_id"].tolist() == ["a\nb", "c"]
+
+
+def test_item14_a_quote_left_open_to_the_end_is_a_format_error(tmp_path):
+    assert "open.csv, line 1: unreadable header" in format_error(read_table, write(tmp_path / "open.csv", HEADER + '"'))
