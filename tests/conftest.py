@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import settings
 
 from recmodels.data.bootstrap import (
     MOVIELENS_100K,
@@ -27,6 +28,11 @@ from recmodels.data.bootstrap import (
     pip_download,
     verify_dataset,
 )
+
+# Property tests draw the same examples on every run and machine (seeded like everything else) and keep no
+# example database, so a run leaves the clone as it found it.
+settings.register_profile("recpipe", derandomize=True, database=None)
+settings.load_profile("recpipe")
 
 pytest_plugins = ("pytester",)  # tests/test_data_tiers.py runs this conftest in a throwaway session
 
