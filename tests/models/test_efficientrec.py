@@ -20,6 +20,7 @@ from recmodels.models.efficientrec import (
     CoInteractionGraphConfig,
     EfficientRec,
     EfficientRecConfig,
+    EfficientRecNet,
     ExhaustiveScoringConfig,
     ItemEncoderConfig,
     SoftmaxMembershipConfig,
@@ -124,6 +125,22 @@ def test_the_graph_keeps_each_items_strongest_neighbours_symmetric():
         None,
     )
     assert built.shape == (4, 4) and np.allclose(built.toarray(), built.T.toarray()) and built[0].nnz == 0
+
+
+def test_the_cpu_propagation_and_its_gradient_equal_torchs_sparse_product(split):
+    """The SciPy product the CPU path uses (its backward assumes the graph is symmetric) against torch's."""
+    graph = CoInteractionGraphConfig().build(split.train, split.train.sequences())
+    assert abs(graph - graph.T).max() < 1e-7
+    net = EfficientRecNet(split.n_items, SMALL, graph)
+    vectors = torch.randn(split.n_items + 1, 16, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    weights = torch.randn(split.n_items + 1, 16, generator=torch.Generator().manual_seed(1))
+    (gradient,) = torch.autograd.grad((net._propagate(vectors) * weights).sum(), vectors)
+    coo = graph.tocoo()
+    reference_graph = torch.sparse_coo_tensor(np.vstack([coo.row, coo.col]), coo.data, graph.shape).coalesce()
+    reference = torch.sparse.mm(reference_graph, vectors)
+    (reference_gradient,) = torch.autograd.grad((reference * weights).sum(), vectors)
+    assert torch.allclose(net._propagate(vectors), reference, atol=1e-5)
+    assert torch.allclose(gradient, reference_gradient, atol=1e-5)
 
 
 def test_a_real_training_run_beats_most_popular(ml100k_raw):
