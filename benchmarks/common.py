@@ -19,12 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 from recmodels.data.interactions import Interactions, k_core  # noqa: E402
 from recmodels.data.readers import RawDataset, load_dataset  # noqa: E402
-from recmodels.data.schemas import validate_interactions  # noqa: E402
+from recmodels.data.schemas import validate_interactions, validate_items  # noqa: E402
 from recmodels.data.splits import SplitData, make_split  # noqa: E402
 
 
@@ -76,20 +78,32 @@ class Prepared:
     rows_quarantined: int
 
 
-def prepare(data_dir: Path, dataset: str, quick: bool, min_core: int = 5, protocol: str | None = None) -> Prepared:
+def prepare(
+    data_dir: Path,
+    dataset: str,
+    quick: bool,
+    min_core: int = 5,
+    protocol: str | None = None,
+    user_share: float = 1.0,
+) -> Prepared:
     """The pipeline's own path: read, validate, k-core (timestamped data only), split (by default the protocol
-    ``protocol_for`` picks)."""
+    ``protocol_for`` picks). ``user_share`` < 1 keeps a seeded sample of the users (all their rows)."""
     raw = load_dataset(data_dir / dataset)
     frame = raw.interactions
     if quick:
         users = sorted(frame["user_id"].unique())[:1000]
         frame = frame.loc[frame["user_id"].isin(users)].reset_index(drop=True)
+    if user_share < 1.0:
+        users = np.sort(frame["user_id"].unique())
+        kept = np.random.default_rng(0).choice(users, size=max(1, round(user_share * len(users))), replace=False)
+        frame = frame.loc[frame["user_id"].isin(kept)].reset_index(drop=True)
     validated = validate_interactions(frame)
     rows = validated.valid
     if raw.has_timestamps and "split" not in raw.interactions.columns:
         rows, _ = k_core(rows, min_core, min_core)
     protocol = protocol or protocol_for(raw)
-    split = make_split(Interactions.from_frame(rows), protocol)
+    items = None if raw.items is None else validate_items(raw.items).valid
+    split = make_split(Interactions.from_frame(rows), protocol).with_item_features(items)
     return Prepared(split, protocol, len(frame), len(validated.quarantined))
 
 

@@ -149,7 +149,11 @@ class SplitConfig(dg.Config):
 
 
 @dg.asset(group_name=GROUP, kinds={"pandas"})
-def split(config: SplitConfig, interactions: Interactions) -> dg.Output[SplitData]:
-    """Train / validation / test with the protocol's history and masking rules."""
+def split(
+    config: SplitConfig, interactions: Interactions, validated_interactions: ValidatedRows
+) -> dg.Output[SplitData]:
+    """Train / validation / test with the protocol's history and masking rules, and the items' side features
+    where the dataset has item metadata."""
     result = make_split(interactions, config.protocol, **config.split_options())
+    result = result.with_item_features(validated_interactions.items)
     return dg.Output(result, metadata={"protocol": result.protocol, **{k: int(v) for k, v in result.report.items()}})

@@ -239,7 +239,9 @@ def read_sequences(path: Path) -> RawDataset:
         rating=np.nan,
         source_row=np.repeat(np.array(user_lines, dtype=np.int64), lengths_array),
     )
-    return RawDataset(path.stem, interactions, None, False, path)
+    movies_path = path.parent / ".." / "ml-1m-meta" / "movies.dat"
+    items = _movielens_movies(movies_path) if path.parent.name == "ml-1m-seq" and movies_path.exists() else None
+    return RawDataset(path.stem, interactions, items, False, path)
 
 
 def read_predefined(folder: Path) -> RawDataset:
@@ -730,7 +732,21 @@ def _diffrec_items(mapping_path: Path, movies_path: Path) -> pd.DataFrame:
     mapping = _read_delimited(
         mapping_path, mapping_origin, mapping_names, has_header=True, sep="\t", quoting=csv.QUOTE_NONE
     )
-    movies = _read_delimited(
+    joined = mapping.merge(_movies_table(movies_path), how="left", left_on="movielens_movie_id", right_on="movie_id")
+    title, year = _split_title_year(joined["full_title"])
+    return _item_frame(joined["diffrec_item_id"], title, year, joined["genres"])
+
+
+def _movielens_movies(movies_path: Path) -> pd.DataFrame:
+    """Items under MovieLens ids (the ML-1M sequences keep them), title, year and genres from `movies.dat`."""
+    movies = _movies_table(movies_path)
+    title, year = _split_title_year(movies["full_title"])
+    return _item_frame(movies["movie_id"].astype(str), title, year, movies["genres"])
+
+
+def _movies_table(movies_path: Path) -> pd.DataFrame:
+    """GroupLens ML-1M `movies.dat`: `id::title (year)::genre|genre`, latin-1."""
+    return _read_delimited(
         movies_path,
         _Origin(str(movies_path)),
         ["movie_id", "full_title", "genres"],
@@ -740,9 +756,6 @@ def _diffrec_items(mapping_path: Path, movies_path: Path) -> pd.DataFrame:
         encoding="latin-1",
         quoting=csv.QUOTE_NONE,
     )
-    joined = mapping.merge(movies, how="left", left_on="movielens_movie_id", right_on="movie_id")
-    title, year = _split_title_year(joined["full_title"])
-    return _item_frame(joined["diffrec_item_id"], title, year, joined["genres"])
 
 
 def _movielens_member(path: Path, member: str) -> tuple[str, bytes] | None:

@@ -12,6 +12,7 @@ there. Both are counted in ``SplitData.report``, never dropped silently.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from recmodels.data.interactions import Interactions, chronological, load_interactions, save_interactions
+from recmodels.features.side import ItemSideFeatures
 
 StageName = Literal["valid", "test"]
 
@@ -70,7 +72,8 @@ class StageBatch:
 @dataclass(frozen=True)
 class SplitData:
     """``context_rows``: rows that are only ever history, never trained on and never targets (the earlier
-    history of users kept out of training by the user-disjoint protocol); empty for the other protocols."""
+    history of users kept out of training by the user-disjoint protocol); empty for the other protocols.
+    ``item_features``: the items' genres and years where the dataset has metadata (models may read them)."""
 
     protocol: str
     train: Interactions
@@ -80,6 +83,12 @@ class SplitData:
     test: EvalStage
     report: dict[str, int] = field(default_factory=dict)
     context_rows: Interactions | None = None
+    item_features: ItemSideFeatures | None = None
+
+    def with_item_features(self, items: pd.DataFrame | None) -> "SplitData":
+        """This split with the side features of the item table ``items`` (``None``: a dataset without one)."""
+        features = None if items is None else ItemSideFeatures.from_metadata(items, self.train.item_ids)
+        return dataclasses.replace(self, item_features=features)
 
     def stage(self, name: StageName) -> EvalStage:
         return {"valid": self.valid, "test": self.test}[name]
@@ -395,6 +404,8 @@ def save_split(split: SplitData, folder: Path) -> None:
     frame = pd.concat([part.frame.assign(part=name) for name, part in parts.items()], ignore_index=True)
     save_interactions(Interactions(frame, split.train.user_ids, split.train.item_ids), folder)
     (folder / "split.json").write_text(json.dumps({"protocol": split.protocol, "report": split.report}, indent=2))
+    if split.item_features is not None:
+        split.item_features.save(folder)
 
 
 def load_split(folder: Path) -> SplitData:
@@ -416,4 +427,4 @@ def load_split(folder: Path) -> SplitData:
         context=context if len(context) else None,
     )
     split.report.update({k: v for k, v in meta["report"].items() if k not in split.report})
-    return split
+    return dataclasses.replace(split, item_features=ItemSideFeatures.load(folder))

@@ -36,8 +36,10 @@ from recmodels.config import PartConfig
 from recmodels.data.interactions import Interactions, Sequences
 from recmodels.data.splits import SplitData
 from recmodels.evaluation import stage_metric
+from recmodels.features.side import ItemSideFeatures
 from recmodels.graph.transitions import item_transition_graph
 from recmodels.models.base import ModelConfig, TorchRecommender
+from recmodels.nn.losses import semi_hard_triplet_loss
 from recmodels.train import Trainer, TrainerConfig, resolve_device
 
 # ---------------------------------------------------------------- parts
@@ -92,13 +94,18 @@ def _normalised(graph: sp.csr_matrix) -> sp.csr_matrix:
 
 @dataclass(frozen=True)
 class ItemEncoderConfig(PartConfig):
-    """Id embedding plus an MLP of it, then ``hops`` propagation steps over the item graph (mean of the hops)."""
+    """Id embedding plus, where the split has item metadata and ``side_features`` is on, a genre branch (a linear
+    map of the multi-hot genres) and a year branch (an embedding of ``year_buckets`` quantile buckets, one for
+    unknown); their sum through a residual MLP, then ``hops`` propagation steps over the item graph (the mean
+    of the hops)."""
 
     kind = "item_encoder"
     dim: int = 64
     hidden: int = 128
     hops: int = 2
     graph: CoInteractionGraphConfig | TransitionGraphConfig = CoInteractionGraphConfig()
+    side_features: bool = True
+    year_buckets: int = 10
 
 
 @dataclass(frozen=True)
@@ -152,15 +159,36 @@ class ClusterHeadConfig(PartConfig):
     membership: SoftmaxMembershipConfig | SigmoidMembershipConfig = SoftmaxMembershipConfig()
 
 
+@dataclass
+class _Step:
+    """What a loss's cluster terms read from one training step."""
+
+    net: "EfficientRecNet"
+    batch: "_ProfileBatch"
+    vectors: torch.Tensor  # [n_items + 1, d]
+    profiles: torch.Tensor  # [B, d]
+    membership: "SoftmaxMembershipConfig | SigmoidMembershipConfig"
+    generator: torch.Generator
+    genres: torch.Tensor | None
+
+    def memberships(self, vectors: torch.Tensor) -> torch.Tensor:
+        return self.membership(vectors @ self.net.centroids.T)
+
+    def balance(self) -> torch.Tensor:
+        """Imbalance of the batch's profiles plus that of the whole catalogue: the candidates a cluster lists are
+        what restricted scoring pays for."""
+        return _imbalance(self.memberships(self.profiles)) + _imbalance(self.memberships(self.vectors[1:]))
+
+
 @dataclass(frozen=True)
 class ProfileContrastiveLossConfig(PartConfig):
-    """InfoNCE from a history crop's profile to its next item (in-batch and sampled negatives, accidental hits
-    masked), plus InfoNCE between the profiles of two item-dropout views, plus the cluster term: the profile's
-    memberships should put weight where the positive item's memberships are; ``balance_weight`` keeps the
-    clusters from collapsing into a few (KL of the mean membership from uniform, of the batch's profiles and
-    of the whole catalogue's items: the candidates a cluster lists are what restricted scoring pays for)."""
+    """The project's: InfoNCE from a history crop's profile to its next item (in-batch and sampled negatives,
+    accidental hits masked), plus InfoNCE between the profiles of two item-dropout views, plus the cluster term:
+    the profile's memberships should put weight where the positive item's memberships are; ``balance_weight``
+    keeps the clusters from collapsing into a few (KL of the mean membership from uniform)."""
 
     kind = "profile_contrastive"
+    needs_genres = False
     # ML-100K, per-user temporal split: test NDCG@10 0.1175 at 0.05 and 1,024 negatives against 0.1038 at 0.1
     # and 256 (docs/efficientrec.md)
     temperature: float = 0.05
@@ -169,6 +197,42 @@ class ProfileContrastiveLossConfig(PartConfig):
     item_dropout: float = 0.2
     cluster_weight: float = 0.1
     balance_weight: float = 0.1
+
+    def terms(self, step: _Step) -> torch.Tensor:
+        history, own = step.batch.history, torch.arange(len(step.batch.positive), device=step.profiles.device)
+        views = []
+        for _ in range(2):
+            keep = torch.rand(history.shape, generator=step.generator).to(history.device) >= self.item_dropout
+            views.append(F.normalize(step.net.profiles(history * keep, step.vectors), dim=-1))
+        view_loss = F.cross_entropy(views[0] @ views[1].T / self.temperature, own)
+        profile_membership = step.memberships(step.profiles)
+        item_membership = step.memberships(F.embedding(step.batch.positive, step.vectors))
+        overlap = (profile_membership * item_membership).sum(-1) / item_membership.sum(-1).clamp_min(1e-9)
+        cluster_loss = -torch.log(overlap.clamp_min(1e-9)).mean()
+        return self.view_weight * view_loss + self.cluster_weight * cluster_loss + self.balance_weight * step.balance()
+
+
+@dataclass(frozen=True)
+class GenreTripletLossConfig(PartConfig):
+    """The paper's: a semi-hard triplet loss on the profiles' cluster memberships, each history crop labelled by
+    its dominant genre (the most frequent among its items, ties to the first in the vocabulary; crops whose
+    items have no genre take no part). The next-item InfoNCE (``temperature``, ``n_negatives``) trains the
+    scores, as the notebook's rating regression did. Needs item genres."""
+
+    kind = "genre_triplet"
+    needs_genres = True
+    temperature: float = 0.05
+    n_negatives: int = 1024
+    margin: float = 0.5
+    triplet_weight: float = 1.0
+    balance_weight: float = 0.1
+
+    def terms(self, step: _Step) -> torch.Tensor:
+        history = step.batch.history
+        counts = (F.embedding(history, step.genres) * (history > 0)[..., None]).sum(1)
+        labels = torch.where(counts.sum(1) > 0, counts.argmax(1), -1)
+        triplet = semi_hard_triplet_loss(step.memberships(step.profiles), labels, self.margin)
+        return self.triplet_weight * triplet + self.balance_weight * step.balance()
 
 
 @dataclass(frozen=True)
@@ -204,7 +268,7 @@ class EfficientRecConfig(ModelConfig):
     items: ItemEncoderConfig = ItemEncoderConfig()
     pooling: WeightedMeanPoolingConfig | AttentionPoolingConfig = WeightedMeanPoolingConfig()
     clusters: ClusterHeadConfig = ClusterHeadConfig()
-    loss: ProfileContrastiveLossConfig = ProfileContrastiveLossConfig()
+    loss: ProfileContrastiveLossConfig | GenreTripletLossConfig = ProfileContrastiveLossConfig()
     scoring: ExhaustiveScoringConfig | ClusterScoringConfig = ExhaustiveScoringConfig()
     max_len: int = 200
     crops_per_user: int = 8  # training examples per user and epoch: random cuts of the sequence
@@ -250,12 +314,15 @@ class AttentionPooling(Pooling):
 class EfficientRecNet(nn.Module):
     """What training optimises: the item encoder over a fixed graph, the pooling and the centroids."""
 
-    def __init__(self, n_items: int, config: EfficientRecConfig, graph: sp.csr_matrix) -> None:
+    def __init__(
+        self, n_items: int, config: EfficientRecConfig, graph: sp.csr_matrix, features: ItemSideFeatures | None
+    ) -> None:
         super().__init__()
         encoder = config.items
         self.hops = encoder.hops
         self.embedding = nn.Embedding(n_items + 1, encoder.dim, padding_idx=0)
         nn.init.normal_(self.embedding.weight, std=encoder.dim**-0.5)
+        self.side = _SideBranches(features, encoder) if encoder.side_features and features is not None else None
         self.mlp = nn.Sequential(
             nn.Linear(encoder.dim, encoder.hidden), nn.GELU(), nn.Linear(encoder.hidden, encoder.dim)
         )
@@ -269,7 +336,8 @@ class EfficientRecNet(nn.Module):
 
     def item_vectors(self) -> torch.Tensor:
         """``[n_items + 1, d]``; row 0 (padding) is zero."""
-        base = self.embedding.weight + self.mlp(self.embedding.weight)
+        inputs = self.embedding.weight if self.side is None else self.embedding.weight + self.side()
+        base = inputs + self.mlp(inputs)
         hops, current = [base], base
         for _ in range(self.hops):
             current = self._propagate(current)
@@ -278,7 +346,9 @@ class EfficientRecNet(nn.Module):
         return torch.cat([torch.zeros_like(vectors[:1]), vectors[1:]])
 
     def profiles(self, history: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
-        return self.pooling(vectors[history], (history > 0).float())
+        """Gathers go through ``F.embedding``: on a CPU with 2 threads the backward of plain indexing
+        (``index_put_`` with accumulation) summed in a varying order, so two refits differed in the last bit."""
+        return self.pooling(F.embedding(history, vectors), (history > 0).float())
 
     def _propagate(self, vectors: torch.Tensor) -> torch.Tensor:
         """One hop ``A @ vectors``: SciPy's CSR product on the CPU (about five times torch's sparse COO product
@@ -286,6 +356,21 @@ class EfficientRecNet(nn.Module):
         if vectors.device.type == "cpu":
             return _SymmetricProduct.apply(vectors, self.graph)
         return torch.sparse.mm(self._graph_on_device.to(vectors.device), vectors)
+
+
+class _SideBranches(nn.Module):
+    """``[n_items + 1, d]``: a linear map of each item's multi-hot genres plus an embedding of its year bucket."""
+
+    def __init__(self, features: ItemSideFeatures, encoder: ItemEncoderConfig) -> None:
+        super().__init__()
+        self.register_buffer("genres", torch.from_numpy(features.genres.toarray().astype(np.float32)))
+        self.register_buffer("years", torch.from_numpy(features.year_buckets(encoder.year_buckets)))
+        self.genre = nn.Linear(self.genres.shape[1], encoder.dim, bias=False)
+        self.year = nn.Embedding(encoder.year_buckets + 1, encoder.dim)
+        nn.init.normal_(self.year.weight, std=encoder.dim**-0.5)
+
+    def forward(self) -> torch.Tensor:
+        return self.genre(self.genres) + self.year(self.years)
 
 
 class _SymmetricProduct(torch.autograd.Function):
@@ -395,6 +480,7 @@ class _ProfileTask:
     users: np.ndarray
     config: EfficientRecConfig
     device: torch.device
+    genres: torch.Tensor | None  # [n_items + 1, G] multi-hot, for losses that read genres
 
     def batches(self, epoch: int, generator: torch.Generator) -> Iterator[_ProfileBatch]:
         """``crops_per_user`` crops per user per epoch: a random cut, the items before it (the latest ``max_len``)
@@ -413,39 +499,21 @@ class _ProfileTask:
             yield _ProfileBatch(torch.from_numpy(history).to(self.device), torch.from_numpy(positive).to(self.device))
 
     def loss(self, batch: _ProfileBatch, epoch: int, generator: torch.Generator) -> torch.Tensor:
+        """InfoNCE from each crop's profile to its next item (every loss has it: it trains the scores), plus the
+        configured loss's cluster terms."""
         config, net = self.config.loss, self.module
         vectors = net.item_vectors()
         profiles = net.profiles(batch.history, vectors)
         n_items = vectors.shape[0] - 1
         sampled = torch.randint(1, n_items + 1, (config.n_negatives,), generator=generator).to(self.device)
         candidates = torch.cat([batch.positive, sampled])  # in-batch positives first, then sampled items
-        logits = profiles @ vectors[candidates].T / config.temperature
+        logits = profiles @ F.embedding(candidates, vectors).T / config.temperature
         own = torch.arange(len(batch.positive), device=self.device)
         accidental = candidates[None, :] == batch.positive[:, None]
         accidental[own, own] = False
         next_item = F.cross_entropy(logits.masked_fill(accidental, float("-inf")), own)
-
-        views = [self._dropped(batch.history, generator) for _ in range(2)]
-        first, second = (F.normalize(net.profiles(view, vectors), dim=-1) for view in views)
-        view_loss = F.cross_entropy(first @ second.T / config.temperature, own)
-
-        membership = self.config.clusters.membership
-        profile_membership = membership(profiles @ net.centroids.T)
-        item_membership = membership(vectors[batch.positive] @ net.centroids.T)
-        overlap = (profile_membership * item_membership).sum(-1) / item_membership.sum(-1).clamp_min(1e-9)
-        cluster_loss = -torch.log(overlap.clamp_min(1e-9)).mean()
-        catalogue_membership = membership(vectors[1:] @ net.centroids.T)
-        balance = _imbalance(profile_membership) + _imbalance(catalogue_membership)
-        return (
-            next_item
-            + config.view_weight * view_loss
-            + config.cluster_weight * cluster_loss
-            + config.balance_weight * balance
-        )
-
-    def _dropped(self, history: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        keep = torch.rand(history.shape, generator=generator).to(history.device) >= self.config.loss.item_dropout
-        return history * keep
+        step = _Step(net, batch, vectors, profiles, self.config.clusters.membership, generator, self.genres)
+        return next_item + config.terms(step)
 
     def validation_score(self) -> float:
         return stage_metric(self.model, self.split.valid, self.model.config.valid_metric)
@@ -477,8 +545,17 @@ class EfficientRec(TorchRecommender):
         self.n_items = split.n_items
         sequences = split.train.sequences()
         graph = config.items.graph.build(split.train, sequences)
-        self._net = EfficientRecNet(split.n_items, config, graph).to(device)
-        task = _ProfileTask(self._net, self, split, sequences, np.flatnonzero(sequences.lengths >= 2), config, device)
+        self._net = EfficientRecNet(split.n_items, config, graph, split.item_features).to(device)
+        if config.loss.needs_genres and split.item_features is None:
+            raise ValueError(
+                f"the {config.loss.kind} loss labels profiles by their dominant genre, and this split has no item "
+                "metadata (SplitData.item_features); use the profile_contrastive loss or a dataset with genres"
+            )
+        genres = None
+        if split.item_features is not None:
+            genres = torch.from_numpy(split.item_features.genres.toarray().astype(np.float32)).to(device)
+        trained_users = np.flatnonzero(sequences.lengths >= 2)
+        task = _ProfileTask(self._net, self, split, sequences, trained_users, config, device, genres)
         self.history = Trainer(config.trainer, config.seed, None).fit(task)
         self._freeze()
         return self

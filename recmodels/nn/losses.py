@@ -238,3 +238,32 @@ class FullSoftmaxConfig(PartConfig):
 
     def build(self) -> NextItemLoss:
         return FullSoftmax()
+
+
+def semi_hard_triplet_loss(embeddings: torch.Tensor, labels: torch.Tensor, margin: float) -> torch.Tensor:
+    """Triplet loss with semi-hard negatives (Schroff et al., FaceNet; TensorFlow Addons' ``triplet_semihard_loss``).
+
+    For every anchor-positive pair (same label, two rows) the negative is the closest one farther from the anchor
+    than the positive; where none is, the farthest negative. Euclidean distances; the mean of
+    ``max(d(a, p) - d(a, n) + margin, 0)`` over the pairs. Rows labelled ``-1`` take no part; with no pair the
+    loss is zero (and keeps the graph, so it can be summed with other terms).
+    """
+    distances = torch.cdist(embeddings, embeddings).clamp_min(0)
+    valid = labels >= 0
+    same = (labels[:, None] == labels[None, :]) & valid[:, None] & valid[None, :]
+    pairs = same & ~torch.eye(len(labels), dtype=torch.bool, device=labels.device)
+    negative = ~same & valid[:, None] & valid[None, :]  # [a, n]
+    if not pairs.any():
+        return embeddings.sum() * 0.0
+    anchor_positive = distances[:, :, None]  # [a, p, 1]
+    anchor_negative = distances[:, None, :]  # [a, 1, n]
+    farther = negative[:, None, :] & (anchor_negative > anchor_positive)  # [a, p, n]
+    inf = torch.tensor(float("inf"), device=embeddings.device)
+    closest_farther = torch.where(farther, anchor_negative, inf).min(dim=2).values
+    farthest = torch.where(negative, distances, -inf).max(dim=1).values[:, None].expand_as(closest_farther)
+    chosen = torch.where(farther.any(dim=2), closest_farther, farthest)
+    has_negative = negative.any(dim=1)[:, None]
+    counted = pairs & has_negative
+    if not counted.any():
+        return embeddings.sum() * 0.0
+    return torch.relu(distances - chosen + margin)[counted].mean()

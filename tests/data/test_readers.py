@@ -90,7 +90,10 @@ def test_recbole_ml100k_items(ml100k):
 @pytest.mark.needs_shared_data("ml-1m-seq/ml-1m.txt")
 def test_sequences_ml1m(ml1m_sequences):
     interactions = ml1m_sequences.interactions
-    assert (ml1m_sequences.name, ml1m_sequences.has_timestamps, ml1m_sequences.items) == ("ml-1m", False, None)
+    assert (ml1m_sequences.name, ml1m_sequences.has_timestamps) == ("ml-1m", False)
+    items = ml1m_sequences.items.set_index("item_id")  # movies.dat beside the sequences, under MovieLens ids
+    assert len(items) == 3_883 and set(ml1m_sequences.interactions["item_id"]) <= set(items.index)
+    assert items.loc["1", ["title", "year", "genres"]].tolist() == ["Toy Story", 1995, "Animation|Children's|Comedy"]
     assert list(interactions.columns) == CANONICAL_COLUMNS
     assert dtypes(interactions) == CANONICAL_DTYPES
     assert len(interactions) == 1_000_209
@@ -393,6 +396,17 @@ def test_inter_empty_file(tmp_path, text, reason):
 def test_inter_row_with_too_many_fields(tmp_path):
     folder = write_inter(tmp_path, INTER_HEADER + good_inter_rows(1) + "1\t2\t3\t4\t5\n")
     assert_format_error(read_recbole, folder, "bad.inter", "line 3", "more than 4 fields")
+
+
+def test_sequences_outside_ml1m_seq_carry_no_items(tmp_path):
+    (tmp_path / "ml-1m-meta").mkdir()
+    (tmp_path / "ml-1m-meta" / "movies.dat").write_text("1::Toy Story (1995)::Comedy\n")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "seq.txt").write_text("u1 1 2\n")
+    assert read_sequences(tmp_path / "other" / "seq.txt").items is None
+    (tmp_path / "ml-1m-seq").mkdir()
+    (tmp_path / "ml-1m-seq" / "seq.txt").write_text("u1 1 2\n")
+    assert read_sequences(tmp_path / "ml-1m-seq" / "seq.txt").items["genres"].tolist() == ["Comedy"]
 
 
 def test_sequence_line_without_items(tmp_path):

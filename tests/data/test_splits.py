@@ -394,6 +394,17 @@ def test_save_load_split_round_trip_leave_one_out(ml100k_small_raw, tmp_path):
     assert loaded.report["users_too_short_to_evaluate"] == 0
 
 
+def test_item_side_features_are_saved_and_loaded_with_the_split(ml100k_small_raw, ml100k_items, tmp_path):
+    split = leave_one_out_split(Interactions.from_frame(ml100k_small_raw)).with_item_features(ml100k_items)
+    save_split(split, tmp_path)
+    loaded = load_split(tmp_path).item_features
+    assert loaded.vocabulary == split.item_features.vocabulary and loaded.genres.nnz > split.n_items
+    assert (loaded.genres != split.item_features.genres).nnz == 0
+    np.testing.assert_array_equal(loaded.years, split.item_features.years)
+    save_split(split.with_item_features(None), tmp_path / "without")
+    assert load_split(tmp_path / "without").item_features is None
+
+
 def test_save_load_split_round_trip_predefined(tmp_path):
     frame = hand_rows(
         ("u1", "a", 1), ("u1", "b", 2), ("u1", "c", 3), ("u2", "a", 1), ("u2", "c", 2), ("u2", "b", 3)

@@ -22,6 +22,7 @@ from recmodels.models.efficientrec import (
     EfficientRecConfig,
     EfficientRecNet,
     ExhaustiveScoringConfig,
+    GenreTripletLossConfig,
     ItemEncoderConfig,
     SoftmaxMembershipConfig,
     _strongest,
@@ -111,6 +112,45 @@ def test_restricted_scoring_with_every_cluster_equals_exhaustive(split, model):
     )
 
 
+def test_side_features_align_genres_and_years_with_internal_ids(split, ml100k_items):
+    features = split.with_item_features(ml100k_items).item_features
+    assert features.genres.shape == (split.n_items + 1, len(features.vocabulary)) and features.genres[0].nnz == 0
+    table = ml100k_items.set_index(ml100k_items["item_id"].astype(str))
+    for item in (1, split.n_items // 2, split.n_items):
+        row = table.loc[split.train.item_ids[item]]
+        named = {features.vocabulary[column] for column in features.genres[item].indices}
+        assert named == set(row["genres"].split("|"))
+        assert features.years[item] == row["year"] or (pd.isna(row["year"]) and np.isnan(features.years[item]))
+    buckets = features.year_buckets(10)
+    assert buckets[0] == 0 and buckets[1:].min() >= 0 and buckets.max() <= 10
+    known = ~np.isnan(features.years)
+    assert (buckets[known] >= 1).all() and np.all(np.diff(buckets[known][np.argsort(features.years[known])]) >= 0)
+
+
+def test_side_features_enter_the_item_vectors_and_training_works_without_them(split, ml100k_items):
+    """With metadata the genre and year branches are trained; a split without any trains on ids alone, and
+    switching the branches off gives that same model."""
+    with_items = split.with_item_features(ml100k_items)
+    graph = CoInteractionGraphConfig().build(split.train, split.train.sequences())
+    net = EfficientRecNet(split.n_items, SMALL, graph, with_items.item_features)
+    net.item_vectors().sum().backward()
+    assert net.side.genre.weight.grad.abs().sum() > 0 and net.side.year.weight.grad.abs().sum() > 0
+    without_branches = dataclasses.replace(SMALL, items=dataclasses.replace(SMALL.items, side_features=False))
+    assert EfficientRecNet(split.n_items, without_branches, graph, with_items.item_features).side is None
+    plain = EfficientRec(SMALL).fit(split)
+    switched_off = EfficientRec(without_branches).fit(with_items)
+    assert torch.equal(plain.state_dict()["item_vectors"], switched_off.state_dict()["item_vectors"])
+
+
+def test_the_papers_genre_triplet_loss_trains_on_genres_and_refuses_a_split_without_them(split, ml100k_items):
+    config = dataclasses.replace(SMALL, loss=GenreTripletLossConfig())
+    with pytest.raises(ValueError, match="genre_triplet loss .* no item metadata"):
+        EfficientRec(config).fit(split)
+    model = EfficientRec(config).fit(split.with_item_features(ml100k_items))
+    assert np.isfinite(model.history.loss).all() and model.history.loss[-1] < model.history.loss[0]
+    assert model.history.best_score > 0
+
+
 def test_the_graph_keeps_each_items_strongest_neighbours_symmetric():
     counts = sp.csr_matrix(np.array([[0, 5, 1, 3], [5, 0, 2, 0], [1, 2, 0, 4], [3, 0, 4, 0]], dtype=float))
     pruned = _strongest(counts, 1).toarray()
@@ -131,7 +171,7 @@ def test_the_cpu_propagation_and_its_gradient_equal_torchs_sparse_product(split)
     """The SciPy product the CPU path uses (its backward assumes the graph is symmetric) against torch's."""
     graph = CoInteractionGraphConfig().build(split.train, split.train.sequences())
     assert abs(graph - graph.T).max() < 1e-7
-    net = EfficientRecNet(split.n_items, SMALL, graph)
+    net = EfficientRecNet(split.n_items, SMALL, graph, None)
     vectors = torch.randn(split.n_items + 1, 16, generator=torch.Generator().manual_seed(0), requires_grad=True)
     weights = torch.randn(split.n_items + 1, 16, generator=torch.Generator().manual_seed(1))
     (gradient,) = torch.autograd.grad((net._propagate(vectors) * weights).sum(), vectors)

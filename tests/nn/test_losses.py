@@ -7,6 +7,7 @@ a large hidden state that would show up in any loss that did not skip it.
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -22,6 +23,7 @@ from recmodels.nn.losses import (
     SampledLogits,
     SampledSoftmax,
     SampledSoftmaxConfig,
+    semi_hard_triplet_loss,
 )
 
 N_ITEMS = 4
@@ -402,3 +404,35 @@ def test_configs_build_their_losses():
     assert isinstance(built, SampledSoftmax) and built.n_negatives == 5 and built.logq_correction
     with pytest.raises(ValueError, match="n_negatives"):
         SampledSoftmaxConfig(n_negatives=0).build()
+
+
+def _semi_hard_by_definition(embeddings: torch.Tensor, labels: torch.Tensor, margin: float) -> torch.Tensor:
+    """The loss spelt out pair by pair: each anchor-positive's negative is the closest one farther than the
+    positive, else the farthest."""
+    distances = torch.cdist(embeddings, embeddings)
+    losses = []
+    for anchor, positive in itertools.permutations(range(len(labels)), 2):
+        if labels[anchor] < 0 or labels[anchor] != labels[positive]:
+            continue
+        negatives = [n for n in range(len(labels)) if labels[n] >= 0 and labels[n] != labels[anchor]]
+        if not negatives:
+            continue
+        farther = [distances[anchor, n] for n in negatives if distances[anchor, n] > distances[anchor, positive]]
+        chosen = min(farther) if farther else max(distances[anchor, n] for n in negatives)
+        losses.append(torch.relu(distances[anchor, positive] - chosen + margin))
+    return torch.stack(losses).mean()
+
+
+def test_the_semi_hard_triplet_loss_matches_its_definition_pair_by_pair():
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        embeddings = torch.randn(24, 5, generator=generator)
+        labels = torch.randint(-1, 4, (24,), generator=generator)
+        expected = _semi_hard_by_definition(embeddings, labels, 0.5)
+        assert torch.allclose(semi_hard_triplet_loss(embeddings, labels, 0.5), expected, atol=1e-6)
+
+
+def test_the_semi_hard_triplet_loss_is_zero_without_a_pair_and_keeps_the_graph():
+    embeddings = torch.randn(4, 3, requires_grad=True)
+    loss = semi_hard_triplet_loss(embeddings, torch.tensor([0, 1, 2, -1]), 0.5)
+    assert loss.item() == 0.0 and loss.requires_grad
