@@ -7,7 +7,7 @@ Runtime (median over ``--latency-users`` real test histories). Seen and unseen u
 apart under ``--protocol user_disjoint``.
 
 ``python benchmarks/efficientrec.py [--dataset ml-100k] [--protocol user_temporal] [--seeds 0 1 2]
-[--clusters 1 2 5 10] [--set loss.temperature=0.05 ...] [--quick]``
+[--clusters 1 2 5 10] [--set loss.temperature=0.05 ...] [--save-dir DIR] [--quick]``
 """
 
 from __future__ import annotations
@@ -73,6 +73,15 @@ def run_one(options: dict[str, Any], seed: int) -> dict[str, Any]:
     started = time.perf_counter()
     model = EfficientRec(config).fit(split)
     train_seconds = time.perf_counter() - started
+    if options["save_dir"] is not None:
+        folder = options["save_dir"] / f"{Path(options['dataset']).stem}-{prepared.protocol}-seed{seed}"
+        model.save(folder)
+        sequences = split.test.history.sequences()
+        test_histories = torch.from_numpy(sequences.padded(split.test.users, config.max_len)[0])
+        with torch.inference_mode():  # the test users' profiles, the queries of retrieval_scale.py's real mode
+            np.save(folder / "test_profiles.npy", model.scorer().profiles(test_histories).numpy())
+        np.save(folder / "item_vectors.npy", model.item_vectors)
+        np.save(folder / "centroids.npy", model.state_dict()["centroids"].numpy())
     unseen = split.unseen_users
     groups: dict[str, np.ndarray | None] = {"all": None}
     if len(unseen):
@@ -106,6 +115,7 @@ def main() -> None:
     args.add_argument("--threshold", type=float, default=0.2, help="membership that lists an item in a cluster")
     args.add_argument("--latency-users", type=int, default=200)
     args.add_argument("--set", action="append", default=[], dest="overrides", metavar="FIELD=JSON")
+    args.add_argument("--save-dir", type=Path, default=None, help="save each trained model, its vectors and profiles")
     options = args.parse_args()
     results = []
     for dataset in options.dataset:
