@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-from common import finish, parser, prepare, progress, run_isolated
+from common import finish, parser, prepare, progress, run_isolated, with_overrides
 
 KS = (10, 20)
 
@@ -55,14 +55,12 @@ def _diffusion(variant: str) -> Callable[[int, int | None, str], Any]:
 
 
 def _efficientrec(seed: int, epochs: int | None, dataset: str) -> Any:
-    import dataclasses
+    from presets import EFFICIENTREC_OVERRIDES
 
     from recmodels.models.efficientrec import EfficientRec, EfficientRecConfig
 
-    config = EfficientRecConfig(seed=seed)
-    if epochs is not None:
-        config = dataclasses.replace(config, trainer=dataclasses.replace(config.trainer, epochs=epochs))
-    return EfficientRec(config)
+    overrides = EFFICIENTREC_OVERRIDES.get(dataset, []) + ([] if epochs is None else [f"trainer.epochs={epochs}"])
+    return EfficientRec(with_overrides(EfficientRecConfig(seed=seed), overrides))
 
 
 MODELS: dict[str, Callable[[int, int | None, str], Any]] = {

@@ -40,7 +40,10 @@ def run_one(options: dict[str, Any], share: float) -> dict[str, Any]:
     from recmodels.models.efficientrec import ClusterScoringConfig, EfficientRec, EfficientRecConfig
 
     split = prepare(options["data_dir"], options["dataset"], False, user_share=share).split
-    config = with_overrides(EfficientRecConfig(seed=options["seed"]), options["overrides"])
+    from presets import EFFICIENTREC_OVERRIDES
+
+    overrides = EFFICIENTREC_OVERRIDES.get(options["dataset"], []) + options["overrides"]
+    config = with_overrides(EfficientRecConfig(seed=options["seed"]), overrides)
     config = with_overrides(config, [f"trainer.epochs={options['epochs']}", f"trainer.patience={options['epochs']}"])
     model = EfficientRec(config).fit(split)
     sequences = split.test.history.sequences()
@@ -64,6 +67,7 @@ def run_one(options: dict[str, Any], share: float) -> dict[str, Any]:
             _throughput(restricted, histories, options["batch_size"], 10)
         ),
         "torch_threads": torch.get_num_threads(),
+        "config": config.to_dict(),
     }
 
 
