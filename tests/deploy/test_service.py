@@ -19,6 +19,13 @@ from recmodels.data.interactions import Interactions
 from recmodels.data.splits import leave_one_out_split
 from recmodels.evaluation import evaluate
 from recmodels.models.baselines import EASE
+from recmodels.models.efficientrec import (
+    ClusterHeadConfig,
+    ClusterScoringConfig,
+    EfficientRec,
+    EfficientRecConfig,
+    ItemEncoderConfig,
+)
 from recmodels.models.sasrec import SASRec, esasrec
 from recmodels.registry import set_champion
 from recmodels.train import TrainerConfig
@@ -41,12 +48,24 @@ def models(split) -> dict:
         "esasrec_model": SASRec(
             dataclasses.replace(esasrec(dim=16, max_len=SASREC_MAX_LEN), trainer=TrainerConfig(epochs=1))
         ).fit(split),
+        # EfficientRec scoring only the items listed under each profile's 2 strongest of 8 clusters
+        "efficientrec_model": EfficientRec(
+            EfficientRecConfig(
+                items=ItemEncoderConfig(dim=16, hidden=32),
+                clusters=ClusterHeadConfig(clusters=8),
+                scoring=ClusterScoringConfig(top_clusters=2),
+                max_len=SASREC_MAX_LEN,
+                crops_per_user=2,
+                trainer=TrainerConfig(epochs=1),
+            )
+        ).fit(split),
     }
 
 
 @pytest.fixture(scope="module")
 def registry(models, split, tmp_path_factory, register_fitted) -> Path:
-    """EASE (the champion) and a small eSASRec, exported and registered like the pipeline does."""
+    """EASE (the champion), a small eSASRec and a cluster-restricted EfficientRec, exported and registered like the
+    pipeline does."""
     root = tmp_path_factory.mktemp("registry")
     entries = register_fitted(root, models, split.train, K)
     set_champion(root, "ease_model", entries["ease_model"].name, "test")
@@ -72,7 +91,7 @@ def test_health_and_models_name_the_live_champion_and_its_provider(client):
     models = client.get("/models").json()
     assert models["live"]["model"] == "ease_model" and models["live"]["version"] == health["version"]
     assert "item_ids" not in models["live"] and models["n_items"] > 0
-    assert len(models["available"]) == 2
+    assert len(models["available"]) == 3
 
 
 def test_recommend_returns_k_unseen_items_in_score_order(client, known_history):
@@ -158,7 +177,7 @@ def live_server(registry, serve):
         yield f"http://{host}:{port}"
 
 
-@pytest.mark.parametrize("name", ["esasrec_model", "ease_model"])
+@pytest.mark.parametrize("name", ["esasrec_model", "ease_model", "efficientrec_model"])
 def test_served_lists_are_the_evaluated_lists_on_whole_real_histories(name, models, split, live_server):
     """End to end: every test user's whole history (many longer than the model reads) sent to the
     running service comes back as exactly the list offline evaluation ranked, with no seen item."""
