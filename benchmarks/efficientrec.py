@@ -1,13 +1,15 @@
 """EfficientRec: exhaustive against cluster-restricted scoring, on one split, one trained model per seed.
 
 Per seed: full-ranking test metrics of the exhaustive scorer, then of the cluster-restricted scorer
-at each ``--clusters`` m (the same weights, ``EfficientRec.with_scoring``), with the mean share of
+at each ``--clusters`` m (threshold lists) and each ``--shortlist-clusters`` m (the notebook's per-cluster
+shortlists of ``--shortlist`` items), the same weights (``EfficientRec.with_scoring``), with the mean share of
 the catalogue scored exactly per user and the batch-1 latency of each scorer in PyTorch and in ONNX
 Runtime (median over ``--latency-users`` real test histories). Seen and unseen users are reported
 apart under ``--protocol user_disjoint``.
 
 ``python benchmarks/efficientrec.py [--dataset ml-100k] [--protocol user_temporal] [--seeds 0 1 2]
-[--clusters 1 2 5 10] [--set loss.temperature=0.05 ...] [--save-dir DIR] [--quick]``
+[--clusters 1 2 5 10] [--shortlist 100 --shortlist-clusters 3 4] [--set loss.temperature=0.05 ...]
+[--save-dir DIR] [--quick]``; the dataset's settings in ``presets.py`` come first, ``--set`` after them.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 
 import numpy as np
 from common import finish, parser, prepare, progress, run_isolated, with_overrides
+from presets import EFFICIENTREC_OVERRIDES
 
 KS = (10, 20)
 WANTED = [f"{metric}@{k}" for k in KS for metric in ("recall", "ndcg")] + ["coverage@10"]
@@ -67,7 +70,8 @@ def run_one(options: dict[str, Any], seed: int) -> dict[str, Any]:
 
     prepared = prepare(options["data_dir"], options["dataset"], options["quick"], protocol=options["protocol"])
     split = prepared.split
-    config = with_overrides(EfficientRecConfig(seed=seed), options["overrides"])
+    overrides = EFFICIENTREC_OVERRIDES.get(options["dataset"], []) + options["overrides"]
+    config = with_overrides(EfficientRecConfig(seed=seed), overrides)
     if options["epochs"] is not None:
         config = with_overrides(config, [f"trainer.epochs={options['epochs']}"])
     started = time.perf_counter()
@@ -93,10 +97,16 @@ def run_one(options: dict[str, Any], seed: int) -> dict[str, Any]:
     for clusters in options["clusters"]:
         restricted = model.with_scoring(ClusterScoringConfig(top_clusters=clusters, threshold=options["threshold"]))
         rows[f"clusters={clusters}"] = _scored(restricted, split, groups, histories)
+    for clusters in options["shortlist_clusters"]:
+        scoring = ClusterScoringConfig(top_clusters=clusters, shortlist=options["shortlist"])
+        rows[f"clusters={clusters},shortlist={options['shortlist']}"] = _scored(
+            model.with_scoring(scoring), split, groups, histories
+        )
     return {
         "dataset": options["dataset"],
         "split": prepared.protocol,
         "seed": seed,
+        "overrides": overrides,
         "config": config.to_dict(),
         "parameters": int(sum(value.numel() for value in model.state_dict().values())),
         "epochs": len(model.history.loss),
@@ -113,6 +123,8 @@ def main() -> None:
     args.add_argument("--seeds", type=int, nargs="+", default=None, help="several seeds (overrides --seed)")
     args.add_argument("--clusters", type=int, nargs="+", default=[1, 2, 5, 10], help="top clusters m to score")
     args.add_argument("--threshold", type=float, default=0.2, help="membership that lists an item in a cluster")
+    args.add_argument("--shortlist", type=int, default=100, help="items per cluster of the shortlist scorer")
+    args.add_argument("--shortlist-clusters", type=int, nargs="*", default=[3, 4], help="top clusters m, shortlists")
     args.add_argument("--latency-users", type=int, default=200)
     args.add_argument("--set", action="append", default=[], dest="overrides", metavar="FIELD=JSON")
     args.add_argument("--save-dir", type=Path, default=None, help="save each trained model, its vectors and profiles")
@@ -121,7 +133,8 @@ def main() -> None:
     for dataset in options.dataset:
         for seed in options.seeds or [options.seed]:
             settings = vars(options) | {"dataset": dataset}
-            progress(f"{dataset} seed {seed}: {' '.join(options.overrides) or 'defaults'}")
+            presets = EFFICIENTREC_OVERRIDES.get(dataset, [])
+            progress(f"{dataset} seed {seed}: {' '.join(presets + options.overrides) or 'defaults'}")
             row = run_isolated(run_one, settings, seed)
             for name, scored in row["scoring"].items():
                 progress(
