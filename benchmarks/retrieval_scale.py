@@ -275,7 +275,9 @@ def run_faiss(data: dict[str, Any], centroids: np.ndarray, args) -> list[dict[st
 def main() -> None:
     args = parser("retrieval_scale", ["synthetic"], ["efficientrec", "faiss"])
     args.add_argument("--items", type=int, default=1_000_000)
-    args.add_argument("--queries-n", type=int, default=10_000, help="synthetic query profiles")
+    args.add_argument(
+        "--queries-n", type=int, default=10_000, help="query profiles (synthetic, or the first rows of --queries)"
+    )
     args.add_argument("--dim", type=int, default=64)
     args.add_argument("--true-clusters", type=int, default=1024, help="synthetic centres")
     args.add_argument("--clusters", type=int, default=1024, help="C = nlist, k-means centroids")
@@ -311,9 +313,9 @@ def main() -> None:
             raise SystemExit("--vectors needs --queries")
         data: dict[str, Any] = {
             "vectors": np.ascontiguousarray(np.load(args.vectors), dtype=np.float32),
-            "profiles": np.ascontiguousarray(np.load(args.queries), dtype=np.float32),
+            "profiles": np.ascontiguousarray(np.load(args.queries)[: args.queries_n], dtype=np.float32),
         }
-        source = {"vectors": str(args.vectors), "queries": str(args.queries)}
+        source = {"vectors": str(args.vectors), "queries": f"the first {args.queries_n} rows of {args.queries}"}
     else:
         made = synthetic(args.items, args.queries_n, args.dim, args.true_clusters, args.seed)
         data = {"vectors": made["vectors"], "histories_t": torch.from_numpy(made["histories"])}
