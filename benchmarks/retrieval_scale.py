@@ -6,8 +6,9 @@ METRIC_INNER_PRODUCT on an IndexFlatIP quantizer holding those centroids, so bot
 clusters by the largest profile . centroid and FAISS lists every item once, under its strongest cluster.
 
 The project's side is its own code: memberships ``SoftmaxMembershipConfig(temperature)`` of item . centroid,
-``inverted_lists(memberships, threshold)`` (every cluster with membership >= threshold, always the strongest),
-and ``ClusterRestrictedScorer`` (its top-m clusters by membership, the union of their lists scored exactly).
+``InvertedIndex.thresholded(memberships, threshold)`` (every cluster with membership >= threshold, always the
+strongest; stored unpadded, offsets + flat ids) and ``ClusterRestrictedScorer`` (its top-m clusters by
+membership, their lists laid end to end and scored exactly).
 Two ways of reading its scores are timed:
 
 * ``efficientrec_forward``: ``ClusterRestrictedScorer.forward`` as is (a dense ``[B, n + 1]`` score row with
@@ -16,11 +17,12 @@ Two ways of reading its scores are timed:
   code, not the project's) the same exact scores for the candidate slots only, repeats and padding masked,
   top-k over the candidates, no dense row.
 
-Both pay for ``m * longest list`` candidate slots per query (``candidates`` pads every list to the longest);
-``share_computed`` is that over n, ``share_scored`` the distinct items among them over n (what
-``EfficientRec.catalogue_share`` reports). FAISS's ``share_scored`` is its own count of distances computed.
-A batch whose ``[B, m * longest, d]`` gather (plus the forward's dense rows) would pass
-``--memory-budget-gb`` is run in sub-batches; the rows say the sub-batch used and what a whole batch needs.
+Both pay for the lengths of the lists a query chose (a batch pads its rows to its longest row's total);
+``share_computed`` is the mean of that per query over n (an item listed in two chosen clusters counts twice),
+``share_scored`` the distinct items among them over n (what ``EfficientRec.catalogue_share`` reports).
+FAISS's ``share_scored`` is its own count of distances computed. A batch whose gather at the worst case (the
+m longest lists) plus the forward's dense rows would pass ``--memory-budget-gb`` is run in sub-batches; the
+rows say the sub-batch used and what a whole batch may need.
 
 Synthetic catalogue (``--seed``): ``--true-clusters`` 1,024 centres uniform on the unit sphere in 64-d; item i
 belongs to centre c with probability proportional to (c + 1) ** -0.8 (a Zipf-like, heavy-tailed size
@@ -113,7 +115,8 @@ def sub_batch(batch: int, bytes_per_row: int, budget: float) -> int:
 
 
 def candidates_top(scorer, profiles):
-    """Top-K over the project's candidates only: ids ``[B, K]`` (0 where fewer than K), distinct scored per row."""
+    """Top-K over the project's candidates only: ids ``[B, K]`` (0 where fewer than K), distinct scored per row,
+    candidate slots per row."""
     import torch
 
     candidates = scorer.candidates(profiles)
@@ -125,7 +128,7 @@ def candidates_top(scorer, profiles):
     scores = scores.masked_fill(dropped, -torch.inf)
     best = torch.topk(scores, min(K, scores.shape[1]), dim=1)
     top = ids.gather(1, best.indices).masked_fill(torch.isinf(best.values), 0)
-    return top, (~dropped).sum(1)
+    return top, (~dropped).sum(1), (ids > 0).sum(1)
 
 
 def forward_top(scorer, histories):
@@ -141,11 +144,11 @@ def run_project(
 ) -> list[dict[str, Any]]:
     import torch
 
+    from recmodels.cluster import InvertedIndex
     from recmodels.models.efficientrec import (
         ClusterRestrictedScorer,
         SoftmaxMembershipConfig,
         WeightedMeanPooling,
-        inverted_lists,
     )
 
     vectors, profiles, truth = data["vectors_t"], data["profiles_t"], data["truth"]
@@ -156,17 +159,17 @@ def run_project(
     with torch.no_grad():  # row-wise softmax, so computing it in chunks is exact
         for start in range(0, len(memberships), 65536):
             memberships[start : start + 65536] = membership(vectors[start : start + 65536] @ centroids.T).numpy()
-    lists = torch.from_numpy(inverted_lists(memberships, threshold))
+    inverted = InvertedIndex.thresholded(memberships, threshold)
     build = time.perf_counter() - started
     del memberships
-    sizes = (lists > 0).sum(1).numpy()
+    sizes = inverted.lengths
     index = {
         "temperature": temperature,
         "threshold": threshold,
         "build_seconds": round(build, 2),
-        "index_bytes": int(lists.numel() * lists.element_size() + centroids.numel() * centroids.element_size()),
+        "index_bytes": int(inverted.offsets.nbytes + inverted.items.nbytes + centroids.numel() * 4),
         "item_vector_bytes": int(vectors.numel() * vectors.element_size()),
-        "longest_list": int(lists.shape[1]),
+        "longest_list": int(sizes.max()),
         "mean_list": round(float(sizes.mean()), 1),
         "lists_per_item": round(float(sizes.sum() / n_items), 3),
     }
@@ -174,11 +177,13 @@ def run_project(
     budget = args.memory_budget_gb * 2**30
     rows = []
     for m in args.m:
-        scorer = ClusterRestrictedScorer(vectors, WeightedMeanPooling(1.0), centroids, lists, membership, m).eval()
-        slots = scorer.top_clusters * lists.shape[1]
+        scorer = ClusterRestrictedScorer(vectors, WeightedMeanPooling(1.0), centroids, inverted, membership, m)
+        scorer = scorer.eval()
+        slots = int(np.sort(sizes)[-scorer.top_clusters :].sum())  # the worst case: the m longest lists
         methods = [("efficientrec_candidates", slots * (dim * 4 + 8 * 4))]
         if forward:
             methods.append(("efficientrec_forward", slots * (dim * 8 + 8 * 3) + (n_items + 1) * 4 * 3))
+        shares: dict[str, float] = {}  # from the candidates pass, the same queries and lists as forward's
         for method, per_row in methods:
             chunk = sub_batch(args.batch, per_row, budget)
             with torch.no_grad():
@@ -195,23 +200,28 @@ def run_project(
                 median = latency(one, args.latency_queries)
                 top = np.zeros((len(profiles), K), dtype=np.int64)
                 scored = np.zeros(len(profiles), dtype=np.int64)
+                computed = np.zeros(len(profiles), dtype=np.int64)
                 started = time.perf_counter()
                 for start in range(0, len(profiles), chunk):
                     stop = start + chunk
                     if method == "efficientrec_forward":
                         top[start:stop] = forward_top(scorer, data["histories_t"][start:stop]).numpy()
                     else:
-                        ids, count = candidates_top(scorer, profiles[start:stop])
+                        ids, count, slots_used = candidates_top(scorer, profiles[start:stop])
                         top[start:stop, : ids.shape[1]] = ids.numpy()
-                        scored[start:stop] = count.numpy()
+                        scored[start:stop], computed[start:stop] = count.numpy(), slots_used.numpy()
                 seconds = time.perf_counter() - started
+            if method == "efficientrec_candidates":
+                shares = {
+                    "share_scored": round(float(scored.mean() / n_items), 5),
+                    "share_computed": round(float(computed.mean() / n_items), 5),
+                }
             row = {
                 "method": method,
                 "m": m,
                 **{key: index[key] for key in ("temperature", "threshold")},
                 "recall@100": round(recall(top, truth), 4),
-                "share_scored": round(float(scored.mean() / n_items), 5) if method != "efficientrec_forward" else None,
-                "share_computed": round(slots / n_items, 5),
+                **shares,
                 "qps_batch1": round(1 / median, 1),
                 "latency_ms_batch1": round(1000 * median, 3),
                 f"qps_batch{args.batch}": round(len(profiles) / seconds, 1),

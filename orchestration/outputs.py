@@ -250,20 +250,3 @@ class SoftClusters:
     def load(cls, folder: Path) -> "SoftClusters":
         return cls(np.load(Path(folder) / "memberships.npy"))
 
-
-@dataclass(frozen=True)
-class RetrievalIndex:
-    """Inverted lists cluster -> item ids (``[C, longest]``, 0-padded), as cluster-restricted scoring reads them."""
-
-    lists: np.ndarray
-
-    @property
-    def list_lengths(self) -> np.ndarray:
-        return (self.lists > 0).sum(axis=1)
-
-    def save(self, folder: Path) -> None:
-        np.save(folder / "lists.npy", self.lists)
-
-    @classmethod
-    def load(cls, folder: Path) -> "RetrievalIndex":
-        return cls(np.load(Path(folder) / "lists.npy"))

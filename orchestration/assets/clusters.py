@@ -17,10 +17,16 @@ from sklearn.decomposition import PCA
 
 from orchestration.config_bridge import launchpad_config
 from orchestration.io import WithFiles
-from orchestration.outputs import ItemEmbeddings, RetrievalIndex, SoftClusters
+from orchestration.outputs import ItemEmbeddings, SoftClusters
 from orchestration.plots import cluster_projection, inline_png, rendered
 from orchestration.resources import DatasetResource
-from recmodels.cluster import ClusteringConfig, aligned_item_embeddings, kmeans_item_clusters, svd_item_embeddings
+from recmodels.cluster import (
+    ClusteringConfig,
+    InvertedIndex,
+    aligned_item_embeddings,
+    kmeans_item_clusters,
+    svd_item_embeddings,
+)
 from recmodels.cluster.clusters import SVD_SOURCE
 from recmodels.data.splits import SplitData
 from recmodels.evaluation import evaluate
@@ -128,11 +134,11 @@ def item_soft_clusters(model: Recommender) -> dg.Output[WithFiles]:
     ins={"model": dg.AssetIn(EFFICIENTREC, dagster_type=Recommender), "split": dg.AssetIn("split")},
     kinds={"numpy"},
 )
-def cluster_retrieval_index(model: Recommender, split: SplitData) -> dg.Output[RetrievalIndex]:
+def cluster_retrieval_index(model: Recommender, split: SplitData) -> dg.Output[InvertedIndex]:
     """The inverted lists cluster -> items, and what restricted scoring over them costs and keeps on the
     validation users at m = 1, 2, 5, 10 clusters (share of the catalogue scored, NDCG@10 against exhaustive)."""
     model = _efficientrec(model)
-    index = RetrievalIndex(model.inverted_index)
+    index = model.inverted_index
     histories = split.valid.history.sequences().padded(split.valid.users, model.max_history_length)[0]
     exhaustive = evaluate(model, split.valid, (10,)).metrics["ndcg@10"]
     reach = []
@@ -141,7 +147,7 @@ def cluster_retrieval_index(model: Recommender, split: SplitData) -> dg.Output[R
         ndcg = evaluate(restricted, split.valid, (10,)).metrics["ndcg@10"]
         share = restricted.catalogue_share(torch.from_numpy(histories))
         reach.append({"clusters": clusters, "catalogue_share": round(share, 4), "valid_ndcg@10": round(ndcg, 5)})
-    lengths = index.list_lengths
+    lengths = index.lengths
     return dg.Output(
         index,
         metadata={

@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from recmodels.cluster.inverted import InvertedIndex, gather_lists
 from recmodels.config import PartConfig
 from recmodels.data.interactions import Interactions, Sequences
 from recmodels.data.splits import SplitData
@@ -265,10 +266,10 @@ class ClusterScoringConfig(PartConfig):
     # (then an item may be in no list, and the share scored is at most top_clusters * shortlist / items)
     shortlist: int | None = None
 
-    def lists(self, memberships: np.ndarray) -> np.ndarray:
+    def index(self, memberships: np.ndarray) -> InvertedIndex:
         if self.shortlist is None:
-            return inverted_lists(memberships, self.threshold)
-        return shortlists(memberships, self.shortlist)
+            return InvertedIndex.thresholded(memberships, self.threshold)
+        return InvertedIndex.shortlisted(memberships, self.shortlist)
 
 
 @dataclass(frozen=True)
@@ -418,50 +419,31 @@ class ClusterRestrictedScorer(ProfileScorer):
         item_vectors: torch.Tensor,
         pooling: Pooling,
         centroids: torch.Tensor,
-        lists: torch.Tensor,
+        index: InvertedIndex,
         membership: SoftmaxMembershipConfig | SigmoidMembershipConfig,
         top_clusters: int,
     ) -> None:
         super().__init__(item_vectors, pooling)
         self.register_buffer("centroids", centroids)
-        self.register_buffer("lists", lists)
+        self.register_buffer("list_offsets", torch.from_numpy(index.offsets))
+        self.register_buffer("list_items", torch.from_numpy(index.items))
         self.membership = membership
         self.top_clusters = min(top_clusters, centroids.shape[0])
 
     def candidates(self, profiles: torch.Tensor) -> torch.Tensor:
-        """``[B, m * longest list]`` item ids under each profile's top clusters, 0-padded, repeats possible."""
+        """``[B, T]`` item ids under each profile's top clusters, end to end, 0 after a row's last; an item listed
+        in two chosen clusters appears twice."""
         chosen = torch.topk(self.membership(profiles @ self.centroids.T), self.top_clusters, dim=1).indices
-        return self.lists[chosen].flatten(1)
+        return gather_lists(self.list_offsets, self.list_items, chosen)
 
     def forward(self, history: torch.Tensor) -> torch.Tensor:
         """Candidates keep their exact scores; every other item gets one floor value below all of them, so scores
         stay finite and a list shorter than ``k`` is filled by the lowest ids, never ranked above a candidate."""
         profiles = self.profiles(history)
         candidates = self.candidates(profiles)
-        scores = (self.item_vectors[candidates] * profiles[:, None, :]).sum(-1)
+        scores = torch.bmm(F.embedding(candidates, self.item_vectors), profiles[:, :, None])[..., 0]
         floor = scores.min(dim=1, keepdim=True).values - 1.0
         return floor.expand(-1, self.item_vectors.shape[0]).scatter(1, candidates, scores)
-
-
-def inverted_lists(memberships: np.ndarray, threshold: float) -> np.ndarray:
-    """``[C, longest]`` item ids (0-padded, ascending) per cluster: items with membership >= ``threshold`` there,
-    and every item in its strongest cluster. ``memberships``: ``[n_items + 1, C]``, row 0 padding."""
-    listed = memberships >= threshold
-    listed[np.arange(len(memberships)), memberships.argmax(axis=1)] = True
-    listed[0] = False
-    clusters, items = np.nonzero(listed.T)
-    sizes = np.bincount(clusters, minlength=memberships.shape[1])
-    lists = np.zeros((memberships.shape[1], max(int(sizes.max(initial=0)), 1)), dtype=np.int64)
-    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-    lists[clusters, np.arange(len(items)) - starts[clusters]] = items
-    return lists
-
-
-def shortlists(memberships: np.ndarray, length: int) -> np.ndarray:
-    """``[C, length]`` per cluster: its items of highest membership, strongest first (ties to the lower id)."""
-    items = memberships[1:]
-    order = np.lexsort((np.arange(len(items))[:, None].repeat(items.shape[1], 1).T, -items.T), axis=-1)
-    return (order[:, :length] + 1).astype(np.int64)
 
 
 # ---------------------------------------------------------------- training
@@ -542,7 +524,8 @@ class EfficientRec(TorchRecommender):
 
     @property
     def evaluation_batch_size(self) -> int:  # type: ignore[override]
-        """Restricted scoring gathers ``m x longest list`` item vectors per row, so it scores fewer rows at once."""
+        """Restricted scoring gathers a vector per listed candidate of each row (a batch pads to its longest row), so
+        it scores fewer rows at once."""
         return 64 if isinstance(self.config.scoring, ClusterScoringConfig) else 512
 
     @property
@@ -582,7 +565,7 @@ class EfficientRec(TorchRecommender):
         self._net = None
         scoring = self.config.scoring
         scoring = scoring if isinstance(scoring, ClusterScoringConfig) else ClusterScoringConfig()
-        self._state["lists"] = torch.from_numpy(scoring.lists(self.item_memberships))
+        self._set_index(scoring.index(self.item_memberships))
 
     def scorer(self) -> nn.Module:
         self._require_fitted()
@@ -600,7 +583,7 @@ class EfficientRec(TorchRecommender):
                 self._state["item_vectors"],
                 pooling,
                 self._state["centroids"],
-                self._state["lists"],
+                self.inverted_index,
                 self.config.clusters.membership,
                 scoring.top_clusters,
             ).eval()
@@ -612,7 +595,7 @@ class EfficientRec(TorchRecommender):
         other.n_items, other.upstream, other.history = self.n_items, self.upstream, self.history
         other.load_state_dict(self.state_dict())
         if isinstance(scoring, ClusterScoringConfig):
-            other._state["lists"] = torch.from_numpy(scoring.lists(self.item_memberships))
+            other._set_index(scoring.index(self.item_memberships))
         return other
 
     @property
@@ -629,10 +612,14 @@ class EfficientRec(TorchRecommender):
             return self.config.clusters.membership(self._state["item_vectors"] @ self._state["centroids"].T).numpy()
 
     @property
-    def inverted_index(self) -> np.ndarray:
-        """``[C, longest]`` the item ids each cluster lists (0-padded), as cluster-restricted scoring reads them."""
+    def inverted_index(self) -> InvertedIndex:
+        """The lists cluster -> item ids that cluster-restricted scoring reads."""
         self._require_fitted()
-        return self._state["lists"].numpy()
+        return InvertedIndex(self._state["list_offsets"].numpy(), self._state["list_items"].numpy())
+
+    def _set_index(self, index: InvertedIndex) -> None:
+        self._state["list_offsets"] = torch.from_numpy(index.offsets)
+        self._state["list_items"] = torch.from_numpy(index.items)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {name: value.clone() for name, value in self._state.items()}

@@ -10,6 +10,8 @@ import pytest
 import scipy.sparse as sp
 import torch
 
+from recmodels.cluster import InvertedIndex
+from recmodels.cluster.inverted import gather_lists
 from recmodels.data.interactions import Interactions
 from recmodels.data.splits import user_disjoint_split, user_temporal_split
 from recmodels.evaluation import evaluate
@@ -26,8 +28,6 @@ from recmodels.models.efficientrec import (
     ItemEncoderConfig,
     SoftmaxMembershipConfig,
     _strongest,
-    inverted_lists,
-    shortlists,
 )
 from recmodels.train import TrainerConfig
 
@@ -80,14 +80,37 @@ def test_softmax_memberships_sum_to_one(model):
 
 def test_the_inverted_index_lists_every_item_in_its_strongest_cluster_and_only_above_threshold():
     memberships = np.array([[0.0, 0.0, 0.0], [0.7, 0.2, 0.1], [0.4, 0.45, 0.15], [0.1, 0.1, 0.8], [0.3, 0.3, 0.4]])
-    lists = inverted_lists(memberships, threshold=0.35)
-    listed = {cluster: set(row[row > 0].tolist()) for cluster, row in enumerate(lists)}
-    assert listed == {0: {1, 2}, 1: {2}, 2: {3, 4}}
+    index = InvertedIndex.thresholded(memberships, threshold=0.35)
+    assert [index.list(cluster).tolist() for cluster in range(3)] == [[1, 2], [2], [3, 4]]
+    assert index.offsets.tolist() == [0, 2, 3, 5]
 
 
 def test_a_shortlist_keeps_each_clusters_strongest_items_ties_to_the_lower_id():
     memberships = np.array([[0, 0], [0.9, 0.1], [0.2, 0.8], [0.5, 0.5], [0.5, 0.5]])
-    assert shortlists(memberships, 2).tolist() == [[1, 3], [2, 3]]
+    index = InvertedIndex.shortlisted(memberships, 2)
+    assert [index.list(cluster).tolist() for cluster in range(2)] == [[1, 3], [2, 3]]
+
+
+def test_gathering_lists_lays_the_chosen_lists_end_to_end_without_padding_between_them():
+    """Lists of lengths 3, 0, 1, 2; row 0 picks (2, 0), row 1 (1, 3), row 2 two empty lists."""
+    index = InvertedIndex(np.array([0, 3, 3, 4, 6]), np.array([5, 6, 7, 9, 1, 2]))
+    chosen = torch.tensor([[2, 0], [1, 3], [1, 1]])
+    gathered = gather_lists(torch.from_numpy(index.offsets), torch.from_numpy(index.items), chosen)
+    assert gathered.tolist() == [[9, 5, 6, 7], [1, 2, 0, 0], [0, 0, 0, 0]]
+
+
+def test_an_inverted_index_refuses_offsets_that_do_not_cover_its_items():
+    with pytest.raises(ValueError, match="offsets"):
+        InvertedIndex(np.array([0, 2]), np.array([1, 2, 3]))
+    with pytest.raises(ValueError, match="0 is padding"):
+        InvertedIndex(np.array([0, 2]), np.array([0, 2]))
+
+
+def test_the_inverted_index_round_trips_through_its_folder(model, tmp_path):
+    index = model.inverted_index
+    index.save(tmp_path)
+    loaded = InvertedIndex.load(tmp_path)
+    assert np.array_equal(loaded.offsets, index.offsets) and np.array_equal(loaded.items, index.items)
 
 
 def test_restricted_scoring_returns_only_items_of_the_chosen_clusters(split, model):
@@ -95,9 +118,13 @@ def test_restricted_scoring_returns_only_items_of_the_chosen_clusters(split, mod
     scorer = restricted.scorer()
     history = _histories(split)
     scores = scorer(history)
-    candidates = scorer.candidates(scorer.profiles(history))
+    profiles = scorer.profiles(history)
+    candidates = scorer.candidates(profiles)
+    strongest = (profiles @ restricted.state_dict()["centroids"].T).argmax(1).tolist()
+    index = restricted.inverted_index
     floor = scores.min(dim=1, keepdim=True).values
-    for row, listed in zip(scores, candidates):
+    for row, listed, cluster in zip(scores, candidates, strongest):
+        assert set(listed.tolist()) - {0} == set(index.list(cluster).tolist())
         above_floor = set(torch.nonzero(row > row.min()).flatten().tolist())
         assert above_floor <= set(listed.tolist())
     assert (scores >= floor).all() and 0 < restricted.catalogue_share(history) < 1
