@@ -1,14 +1,15 @@
 """EfficientRec: exhaustive against cluster-restricted scoring, on one split, one trained model per seed.
 
-Per seed: full-ranking test metrics of the exhaustive scorer, then of the cluster-restricted scorer
-at each ``--clusters`` m (threshold lists) and each ``--shortlist-clusters`` m (the notebook's per-cluster
-shortlists of ``--shortlist`` items), the same weights (``EfficientRec.with_scoring``), with the mean share of
+Per seed: full-ranking test metrics of the exhaustive scorer, then of the cluster-restricted scorer at
+each ``--clusters`` m with the default lists (the notebook's per-cluster shortlists, as long as keeps m
+lists within ``--budget`` of the catalogue), each ``--threshold-clusters`` m with threshold lists and each
+``--shortlist-clusters`` m with shortlists of a fixed ``--shortlist`` items, the same weights (``EfficientRec.with_scoring``), with the mean share of
 the catalogue scored exactly per user and the batch-1 latency of each scorer in PyTorch and in ONNX
 Runtime (median over ``--latency-users`` real test histories). Seen and unseen users are reported
 apart under ``--protocol user_disjoint``.
 
 ``python benchmarks/efficientrec.py [--dataset ml-100k] [--protocol user_temporal] [--seeds 0 1 2]
-[--clusters 1 2 5 10] [--shortlist 100 --shortlist-clusters 3 4] [--set loss.temperature=0.05 ...]
+[--clusters 1 2 3 5 10] [--budget 0.08] [--threshold-clusters 1 2 5 10] [--shortlist 100 --shortlist-clusters 3 4] [--set loss.temperature=0.05 ...]
 [--save-dir DIR] [--quick]``; the dataset's settings in ``presets.py`` come first, ``--set`` after them.
 """
 
@@ -66,7 +67,13 @@ def _scored(model, split, groups: dict[str, np.ndarray], histories: list[np.ndar
 def run_one(options: dict[str, Any], seed: int) -> dict[str, Any]:
     import torch
 
-    from recmodels.models.efficientrec import ClusterScoringConfig, EfficientRec, EfficientRecConfig
+    from recmodels.models.efficientrec import (
+        ClusterScoringConfig,
+        EfficientRec,
+        EfficientRecConfig,
+        ShortlistsConfig,
+        ThresholdListsConfig,
+    )
 
     prepared = prepare(options["data_dir"], options["dataset"], options["quick"], protocol=options["protocol"])
     split = prepared.split
@@ -94,14 +101,24 @@ def run_one(options: dict[str, Any], seed: int) -> dict[str, Any]:
     users = split.test.users[: options["latency_users"]]
     histories = list(sequences.padded(users, config.max_len)[0])
     rows = {"exhaustive": _scored(model, split, groups, histories)}
-    for clusters in options["clusters"]:
-        restricted = model.with_scoring(ClusterScoringConfig(top_clusters=clusters, threshold=options["threshold"]))
-        rows[f"clusters={clusters}"] = _scored(restricted, split, groups, histories)
-    for clusters in options["shortlist_clusters"]:
-        scoring = ClusterScoringConfig(top_clusters=clusters, shortlist=options["shortlist"])
-        rows[f"clusters={clusters},shortlist={options['shortlist']}"] = _scored(
-            model.with_scoring(scoring), split, groups, histories
+    scorings = {
+        f"clusters={m}": ClusterScoringConfig(m, ShortlistsConfig(catalogue_share=options["budget"]))
+        for m in options["clusters"]
+    }
+    scorings |= {
+        f"clusters={m},threshold={options['threshold']}": ClusterScoringConfig(
+            m, ThresholdListsConfig(options["threshold"])
         )
+        for m in options["threshold_clusters"]
+    }
+    scorings |= {
+        f"clusters={m},shortlist={options['shortlist']}": ClusterScoringConfig(
+            m, ShortlistsConfig(length=options["shortlist"])
+        )
+        for m in options["shortlist_clusters"]
+    }
+    for name, scoring in scorings.items():
+        rows[name] = _scored(model.with_scoring(scoring), split, groups, histories)
     return {
         "dataset": options["dataset"],
         "split": prepared.protocol,
@@ -121,10 +138,16 @@ def main() -> None:
     args = parser("efficientrec", ["ml-100k"], ["efficientrec"])
     args.add_argument("--protocol", default=None, help="split protocol (default: the dataset's, as benchmarks pick)")
     args.add_argument("--seeds", type=int, nargs="+", default=None, help="several seeds (overrides --seed)")
-    args.add_argument("--clusters", type=int, nargs="+", default=[1, 2, 5, 10], help="top clusters m to score")
+    args.add_argument(
+        "--clusters", type=int, nargs="*", default=[1, 2, 3, 5, 10], help="top clusters m, the default shortlists"
+    )
+    args.add_argument(
+        "--budget", type=float, default=0.08, help="catalogue share the default shortlists keep m lists in"
+    )
+    args.add_argument("--threshold-clusters", type=int, nargs="*", default=[1, 2, 5, 10], help="m, threshold lists")
     args.add_argument("--threshold", type=float, default=0.2, help="membership that lists an item in a cluster")
-    args.add_argument("--shortlist", type=int, default=100, help="items per cluster of the shortlist scorer")
-    args.add_argument("--shortlist-clusters", type=int, nargs="*", default=[3, 4], help="top clusters m, shortlists")
+    args.add_argument("--shortlist", type=int, default=100, help="items per cluster of a fixed-length shortlist")
+    args.add_argument("--shortlist-clusters", type=int, nargs="*", default=[], help="m, fixed-length shortlists")
     args.add_argument("--latency-users", type=int, default=200)
     args.add_argument("--set", action="append", default=[], dest="overrides", metavar="FIELD=JSON")
     args.add_argument("--save-dir", type=Path, default=None, help="save each trained model, its vectors and profiles")

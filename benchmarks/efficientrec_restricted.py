@@ -2,12 +2,13 @@
 
 Loads models saved by ``benchmarks/efficientrec.py --save-dir DIR`` (no retraining) and scores each with
 ``ClusterScoringConfig`` at every ``--clusters`` m and ``--thresholds`` value, and with per-cluster
-``--shortlists``, on the split they were trained on: full-ranking test metrics, NDCG@10 kept against
+``--shortlists`` of fixed lengths or ``--budgets`` (shortlists as long as keep m lists within that share of
+the catalogue), on the split they were trained on: full-ranking test metrics, NDCG@10 kept against
 the same model's exhaustive NDCG@10, share of the catalogue scored, batch-1 latency (PyTorch and ONNX
 Runtime; the rows of ``benchmarks/efficientrec.py``).
 
 ``python benchmarks/efficientrec_restricted.py --dataset ml-1m-seq/ml-1m.txt --models DIR/ml-1m-leave_one_out-seed0 ...
-[--clusters 3 4] [--thresholds 0.1 0.2 0.3] [--shortlists 100 200]``
+[--clusters 3 4] [--thresholds 0.1 0.2 0.3] [--shortlists 100 200] [--budgets 0.08]``
 """
 
 from __future__ import annotations
@@ -22,7 +23,12 @@ def run_one(options: dict[str, Any], folder: Path) -> dict[str, Any]:
     from efficientrec import _scored
 
     from recmodels.models.base import Recommender
-    from recmodels.models.efficientrec import ClusterScoringConfig, ExhaustiveScoringConfig
+    from recmodels.models.efficientrec import (
+        ClusterScoringConfig,
+        ExhaustiveScoringConfig,
+        ShortlistsConfig,
+        ThresholdListsConfig,
+    )
 
     prepared = prepare(options["data_dir"], options["dataset"], False, protocol=options["protocol"])
     split = prepared.split
@@ -32,15 +38,23 @@ def run_one(options: dict[str, Any], folder: Path) -> dict[str, Any]:
     groups = {"all": None}
     exhaustive = _scored(model.with_scoring(ExhaustiveScoringConfig()), split, groups, histories)
     rows = {"exhaustive": exhaustive}
-    scorings = {
-        f"m={m} threshold={threshold}": ClusterScoringConfig(top_clusters=m, threshold=threshold)
-        for m in options["clusters"]
-        for threshold in options["thresholds"]
-    } | {
-        f"m={m} shortlist={length}": ClusterScoringConfig(top_clusters=m, shortlist=length)
-        for m in options["clusters"]
-        for length in options["shortlists"]
-    }
+    scorings = (
+        {
+            f"m={m} threshold={threshold}": ClusterScoringConfig(m, ThresholdListsConfig(threshold))
+            for m in options["clusters"]
+            for threshold in options["thresholds"]
+        }
+        | {
+            f"m={m} shortlist={length}": ClusterScoringConfig(m, ShortlistsConfig(length=length))
+            for m in options["clusters"]
+            for length in options["shortlists"]
+        }
+        | {
+            f"m={m} budget={budget}": ClusterScoringConfig(m, ShortlistsConfig(catalogue_share=budget))
+            for m in options["clusters"]
+            for budget in options["budgets"]
+        }
+    )
     for name, scoring in scorings.items():
         row = _scored(model.with_scoring(scoring), split, groups, histories)
         row["ndcg@10_kept"] = round(row["all"]["ndcg@10"] / exhaustive["all"]["ndcg@10"], 4)
@@ -56,8 +70,9 @@ def main() -> None:
     args.add_argument("--models", type=Path, nargs="+", required=True, help="folders saved by efficientrec.py")
     args.add_argument("--protocol", default=None)
     args.add_argument("--clusters", type=int, nargs="+", default=[3, 4])
-    args.add_argument("--thresholds", type=float, nargs="+", default=[0.2])
-    args.add_argument("--shortlists", type=int, nargs="*", default=[])
+    args.add_argument("--thresholds", type=float, nargs="*", default=[0.2])
+    args.add_argument("--shortlists", type=int, nargs="*", default=[], help="fixed shortlist lengths")
+    args.add_argument("--budgets", type=float, nargs="*", default=[], help="catalogue shares of budget shortlists")
     args.add_argument("--latency-users", type=int, default=200)
     options = args.parse_args()
     results = [

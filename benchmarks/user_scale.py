@@ -37,7 +37,12 @@ def _throughput(model, histories: np.ndarray, batch_size: int, k: int) -> float:
 def run_one(options: dict[str, Any], share: float) -> dict[str, Any]:
     import torch
 
-    from recmodels.models.efficientrec import ClusterScoringConfig, EfficientRec, EfficientRecConfig
+    from recmodels.models.efficientrec import (
+        ClusterScoringConfig,
+        EfficientRec,
+        EfficientRecConfig,
+        ThresholdListsConfig,
+    )
 
     split = prepare(options["data_dir"], options["dataset"], False, user_share=share).split
     from presets import EFFICIENTREC_OVERRIDES
@@ -49,7 +54,7 @@ def run_one(options: dict[str, Any], share: float) -> dict[str, Any]:
     sequences = split.test.history.sequences()
     drawn = np.random.default_rng(options["seed"]).choice(split.test.users, size=options["profiles"], replace=True)
     histories = sequences.padded(drawn, config.max_len)[0]
-    restricted = model.with_scoring(ClusterScoringConfig(top_clusters=options["top_clusters"]))
+    restricted = model.with_scoring(ClusterScoringConfig(options["top_clusters"], ThresholdListsConfig()))
     return {
         "dataset": options["dataset"],
         "user_share": share,

@@ -26,7 +26,9 @@ from recmodels.models.efficientrec import (
     ExhaustiveScoringConfig,
     GenreTripletLossConfig,
     ItemEncoderConfig,
+    ShortlistsConfig,
     SoftmaxMembershipConfig,
+    ThresholdListsConfig,
     _strongest,
 )
 from recmodels.train import TrainerConfig
@@ -114,7 +116,7 @@ def test_the_inverted_index_round_trips_through_its_folder(model, tmp_path):
 
 
 def test_restricted_scoring_returns_only_items_of_the_chosen_clusters(split, model):
-    restricted = model.with_scoring(ClusterScoringConfig(top_clusters=1, threshold=0.5))
+    restricted = model.with_scoring(ClusterScoringConfig(top_clusters=1, lists=ThresholdListsConfig(threshold=0.5)))
     scorer = restricted.scorer()
     history = _histories(split)
     scores = scorer(history)
@@ -130,8 +132,19 @@ def test_restricted_scoring_returns_only_items_of_the_chosen_clusters(split, mod
     assert (scores >= floor).all() and 0 < restricted.catalogue_share(history) < 1
 
 
+def test_budget_shortlists_keep_the_chosen_lists_within_their_share_of_the_catalogue(split, model):
+    """The default lists: m lists of ``int(share * n / m)`` items each, so no profile scores more than the share."""
+    scoring = ClusterScoringConfig(top_clusters=2, lists=ShortlistsConfig(catalogue_share=0.1))
+    restricted = model.with_scoring(scoring)
+    assert set(restricted.inverted_index.lengths) == {int(0.1 * split.n_items / 2)}
+    assert 0 < restricted.catalogue_share(_histories(split)) <= 0.1
+    assert ShortlistsConfig(length=7).items_per_list(split.n_items, 2) == 7
+
+
 def test_restricted_scoring_with_every_cluster_equals_exhaustive(split, model):
-    everything = model.with_scoring(ClusterScoringConfig(top_clusters=SMALL.clusters.clusters))
+    everything = model.with_scoring(
+        ClusterScoringConfig(top_clusters=SMALL.clusters.clusters, lists=ThresholdListsConfig())
+    )
     exhaustive = model.with_scoring(ExhaustiveScoringConfig())
     assert everything.catalogue_share(_histories(split)) == 1.0
     assert np.array_equal(
