@@ -120,6 +120,8 @@ def run_isolated(function: Callable[..., dict[str, Any]], *args: Any) -> dict[st
 
 def _measured(function: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
+    for exporter in ("onnxscript", "onnx_ir"):  # one line per graph node and pass at INFO: hundreds per export
+        logging.getLogger(exporter).setLevel(logging.WARNING)
     result = function(*args)
     result["peak_rss_mb"] = round(peak_rss_mb(), 1)
     return result

@@ -75,6 +75,7 @@ def export_onnx(model: Recommender, path: Path, k: int = 100) -> ExportSpec:
             head,
             (example,),
             dynamo=True,
+            verbose=False,  # its progress lines went to stdout, into the benchmarks' one JSON line
             dynamic_shapes={INPUT_NAME: dims},
             input_names=[INPUT_NAME],
             output_names=list(OUTPUT_NAMES),
