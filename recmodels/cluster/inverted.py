@@ -61,10 +61,6 @@ class InvertedIndex:
         return cls.from_pairs(clusters, order.ravel() + 1, scores.shape[0])
 
     @property
-    def n_clusters(self) -> int:
-        return len(self.offsets) - 1
-
-    @property
     def lengths(self) -> np.ndarray:
         return np.diff(self.offsets)
 
@@ -82,8 +78,8 @@ class InvertedIndex:
 
 def gather_lists(offsets: torch.Tensor, items: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:
     """``[B, T]``: row b's chosen lists (``chosen [B, m]`` cluster ids) end to end, then 0 up to ``T``, the
-    longest row's total (at least 1). A slot finds its list by counting the list ends at or before it (``m`` compares per
-    slot, no search op, so it exports to ONNX); ``items`` must be non-empty."""
+    longest row's total (at least 1). A slot finds its list by counting the list ends at or before it (``m``
+    compares per slot, no search op, so it exports to ONNX); ``items`` must be non-empty."""
     starts = offsets[chosen]
     lengths = offsets[chosen + 1] - starts
     ends = torch.cumsum(lengths, dim=1)
