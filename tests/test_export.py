@@ -107,3 +107,9 @@ def test_export_is_byte_identical_and_names_no_source_path(split, tmp_path):
     assert not [node.name for node in graph.node if node.metadata_props]
     assert str(Path(__file__).resolve().parents[1]).encode() not in content
     assert b" at 0x" not in content
+
+
+def test_export_prints_nothing_to_stdout(split, tmp_path, capsys):
+    """Benchmarks end with one JSON line on stdout; the exporter's progress lines used to land there too."""
+    export_onnx(MostPopular().fit(split), tmp_path / "model.onnx", k=K)
+    assert capsys.readouterr().out == ""
