@@ -249,4 +249,3 @@ class SoftClusters:
     @classmethod
     def load(cls, folder: Path) -> "SoftClusters":
         return cls(np.load(Path(folder) / "memberships.npy"))
-
