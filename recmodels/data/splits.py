@@ -7,7 +7,9 @@ skip (``exclude``). Models train on ``train`` only.
 Cold start, the same rule for every protocol: models learn items from ``train``,
 so a target item never seen in ``train`` cannot be ranked meaningfully and is
 dropped from the targets; a user with no history at a stage is not evaluated
-there. Both are counted in ``SplitData.report``, never dropped silently.
+there. Both are counted in ``SplitData.report``, never dropped silently. The one
+exception is the item-disjoint protocol, whose test targets are items held out of
+training on purpose, for models that rank them from their features.
 """
 
 from __future__ import annotations
@@ -238,6 +240,46 @@ def user_disjoint_split(
     return split
 
 
+def item_disjoint_split(
+    interactions: Interactions, held_out_share: float = 0.1, min_length: int = 3, seed: int = 0
+) -> SplitData:
+    """A seeded ``held_out_share`` of the catalogue's items never enters training: every row with one of
+    them is a test target, ranked over the whole catalogue with the user's other rows as history.
+
+    What a model knows of a held-out item is its features alone, so this split measures what features
+    buy (an id-only model cannot rank an item it never trained on). Validation, for early stopping, stays
+    on trained items: each user's last row of a trained item is validation where the user has at least
+    ``min_length`` such rows. The test history is every row of a trained item (train + validation), so
+    the question at test is which of the never-trained items this user took, given the rest of their
+    history. The protocol's one exception to the cold-start rule: its test targets are cold items and are
+    kept. A user with no row of a trained item has no history and is not evaluated (counted in the report).
+    """
+    if not 0 < held_out_share < 1:
+        raise ValueError(f"held_out_share must be in (0, 1), got {held_out_share}")
+    if min_length < 2:
+        raise ValueError(f"item_disjoint needs min_length >= 2 (one train and one validation row), got {min_length}")
+    items = interactions.frame["item"].to_numpy()
+    present = np.flatnonzero(np.bincount(items, minlength=interactions.n_items + 1)[1:] > 0) + 1
+    held_out = np.zeros(interactions.n_items + 1, dtype=bool)
+    n_held_out = int(np.floor(held_out_share * len(present) + 0.5))
+    held_out[np.random.default_rng(seed).choice(present, size=n_held_out, replace=False)] = True
+    test_mask = held_out[items]
+    trained_rows = np.flatnonzero(~test_mask)
+    users = interactions.frame["user"].to_numpy()[trained_rows]
+    lengths = np.bincount(users, minlength=interactions.n_users)
+    valid_mask = np.zeros(len(items), dtype=bool)
+    valid_mask[trained_rows] = (lengths[users] >= min_length) & (_position_from_end(users) == 0)
+    split = _assemble(
+        "item_disjoint",
+        interactions.subset(~test_mask & ~valid_mask),
+        interactions.subset(valid_mask),
+        interactions.subset(test_mask),
+        test_reads_valid=True,
+    )
+    split.report["held_out_items"] = n_held_out
+    return split
+
+
 def predefined_split(interactions: Interactions) -> SplitData:
     """Split given by the source (a ``split`` column of 'train' / 'valid' / 'test').
 
@@ -340,6 +382,9 @@ def _assemble(
     if context is not None and len(context):
         test_history = test_history.concat(context)
         test_exclude = test_exclude + context.csr()
+    if protocol in _TESTS_COLD_ITEMS:
+        known_items = known_items.copy()
+        known_items[test.frame["item"].to_numpy()] = True
     test_stage = _stage(test_history, test, known_items, test_exclude.sign().tocsr(), "test", report)
     return SplitData(protocol, train, valid, test, valid_stage, test_stage, report, context)
 
@@ -378,13 +423,17 @@ SPLITTERS: dict[str, Callable[..., SplitData]] = {
     "user_temporal": user_temporal_split,
     "leave_one_out": leave_one_out_split,
     "user_disjoint": user_disjoint_split,
+    "item_disjoint": item_disjoint_split,
     "predefined": predefined_split,
 }
+# Protocols whose test targets are items no training row holds, kept on purpose (ranked from features).
+_TESTS_COLD_ITEMS = frozenset({"item_disjoint"})
 _TEST_READS_VALID = {
     "temporal": True,
     "user_temporal": True,
     "leave_one_out": True,
     "user_disjoint": True,
+    "item_disjoint": True,
     "predefined": False,
     "holdout": False,
 }
