@@ -5,15 +5,22 @@ from __future__ import annotations
 import dagster as dg
 
 from orchestration import automation, checks
-from orchestration.assets import clusters, data, evaluation, export, graph, live, models
+from orchestration.assets import clusters, data, evaluation, export, features, graph, live, models
 from orchestration.io import VersionedFolderIOManager
-from orchestration.resources import ArtifactStore, ComputeResource, DatasetResource, parallel_steps
+from orchestration.resources import (
+    ArtifactStore,
+    ComputeResource,
+    DatasetResource,
+    TextEncoderResource,
+    parallel_steps,
+)
 
 batch_assets = [
     data.raw_interactions,
     data.validate_raw,
     data.interactions,
     data.split,
+    features.item_features,
     graph.item_transition_graph,
     graph.item_neighbourhood_overlap,
     clusters.item_embeddings,
@@ -60,6 +67,7 @@ def resources() -> dict[str, object]:
         "store": store,
         "stream": live.StreamResource(),
         "compute": ComputeResource(),
+        "text_encoder": TextEncoderResource(),
         "io_manager": VersionedFolderIOManager(store=store),
     }
 

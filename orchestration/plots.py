@@ -110,3 +110,23 @@ def cluster_projection(points, labels, path: Path) -> Path:
     figure.savefig(path, dpi=100)
     plt.close(figure)
     return path
+
+
+def labelled_projection(points, labels: list[str], path: Path, title: str, legend: str) -> Path:
+    """Items in two dimensions, coloured by a named label: the nine commonest labels, the rest grey."""
+    names, counts = np.unique(np.asarray(labels, dtype=object), return_counts=True)
+    shown = list(names[np.argsort(-counts, kind="stable")][:9])
+    figure, axis = plt.subplots(figsize=(5.4, 4.2))
+    palette = plt.get_cmap("tab10")
+    label_array = np.asarray(labels, dtype=object)
+    rest = ~np.isin(label_array, shown)
+    axis.scatter(points[rest, 0], points[rest, 1], s=4, color="lightgrey", alpha=0.6, label="other")
+    for position, name in enumerate(shown):
+        chosen = label_array == name
+        axis.scatter(points[chosen, 0], points[chosen, 1], s=4, color=palette(position), alpha=0.7, label=str(name))
+    axis.legend(title=legend, loc="best", fontsize=7, markerscale=2)
+    axis.set_title(title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path

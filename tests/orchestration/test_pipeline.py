@@ -37,6 +37,7 @@ ALL_ASSETS = {
     "quarantined_rows",
     "interactions",
     "split",
+    "item_features",
     "item_transition_graph",
     "item_neighbourhood_overlap",
     "item_embeddings",
@@ -132,6 +133,9 @@ def test_every_asset_materialises_with_a_dvc_version(materialised):
     soft = materialisations["item_soft_clusters"].metadata
     items = materialisations["item_embeddings"].metadata["items"].value
     assert sum(soft["cluster_sizes"].value.values()) == items and soft["projection"].value.startswith("![items in 2-D")
+    features = materialisations["item_features"].metadata
+    assert features["modalities"].value == "text, genres, year" and features["text_dim"].value == 384
+    assert features["coverage_text"].value == 1.0 and features["projection"].value.startswith("![title embeddings")
     index = materialisations["cluster_retrieval_index"].metadata
     assert "catalogue_share" in index["restricted_scoring"].value and index["longest_list"].value > 0
     lt_config = materialisations["lt_diffrec_model"].metadata["config"].value
