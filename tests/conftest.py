@@ -214,3 +214,11 @@ def register_fitted():
         return entries
 
     return register
+
+
+@pytest.fixture(scope="session")
+def encoder():
+    """The title encoder (all-MiniLM-L6-v2 from its wheel), loaded once per session (about 10 s)."""
+    from recmodels.features.text import TitleEncoder
+
+    return TitleEncoder()

@@ -1,6 +1,6 @@
 """Model families; importing this package registers every family for ``Recommender.load``."""
 
-from recmodels.models import baselines, diffrec, efficientrec, sasrec
+from recmodels.models import baselines, diffrec, efficientrec, multimodal, sasrec
 from recmodels.models.base import HistoryBatch, ModelConfig, Recommender, model_family
 
 __all__ = [
@@ -11,5 +11,6 @@ __all__ = [
     "diffrec",
     "efficientrec",
     "model_family",
+    "multimodal",
     "sasrec",
 ]

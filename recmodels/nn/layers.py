@@ -316,12 +316,17 @@ class SequenceBackbone(nn.Module):
         the output are zeros either way, and real ones do not depend on it.
         """
         items = items[:, -self.config.max_len :]
-        length = items.shape[1]
-        padding = items == 0
-        layout = TokenLayout.of(padding, self.causal, self.training if pack is None else pack)
-        positions = torch.arange(self.config.max_len - length, self.config.max_len, device=items.device)
         table = self.item_embeddings.weight if catalogue is None else catalogue
-        x = F.embedding(items, table, padding_idx=0) * self.scale + self.position_embeddings(positions)
+        return self.contextualise(F.embedding(items, table, padding_idx=0), items == 0, pack)
+
+    def contextualise(self, embedded: torch.Tensor, padding: torch.Tensor, pack: bool | None = None) -> torch.Tensor:
+        """The stack over item vectors already looked up, ``[B, L, d]`` with ``padding [B, L]``: for models
+        whose input vector of an item is not one row of a table (a fusion of its modalities, per user)."""
+        embedded, padding = embedded[:, -self.config.max_len :], padding[:, -self.config.max_len :]
+        length = embedded.shape[1]
+        layout = TokenLayout.of(padding, self.causal, self.training if pack is None else pack)
+        positions = torch.arange(self.config.max_len - length, self.config.max_len, device=embedded.device)
+        x = embedded * self.scale + self.position_embeddings(positions)
         x = self.embedding_dropout(layout.to_stream(x))
         for block in self.blocks:
             x = block(x, layout)

@@ -17,6 +17,7 @@ from recmodels.data.interactions import Interactions
 from recmodels.data.splits import SplitData, leave_one_out_split
 from recmodels.evaluation import evaluate
 from recmodels.export import check_parity, export_onnx
+from recmodels.features.modalities import ItemModalities
 from recmodels.models.base import CONFIG_FILE, HistoryBatch, ModelConfig, Recommender, model_family
 from recmodels.models.baselines import MostPopular
 from recmodels.models.diffrec import ClusteredLatentConfig, diffrec, l_diffrec, t_diffrec
@@ -29,6 +30,7 @@ from recmodels.models.efficientrec import (
     SigmoidMembershipConfig,
     TransitionGraphConfig,
 )
+from recmodels.models.multimodal import GatedFusionConfig, GradientContributionConfig, demure, fused, modalities_only
 from recmodels.models.sasrec import GNNOConfig, esasrec, sasrec, sasrec_ss, with_gnno
 from recmodels.nn.losses import FullSoftmaxConfig, SampledSoftmaxConfig
 from recmodels.train import TrainerConfig
@@ -95,8 +97,25 @@ CASES = {
             scoring=ClusterScoringConfig(top_clusters=2),
         ),
     ),
+    "multimodal_fused": ("multimodal", _short(fused(**SMALL_BACKBONE))),
+    "multimodal_demure": ("multimodal", _short(demure(**SMALL_BACKBONE))),
+    "multimodal_demure_gated_gradient": (
+        "multimodal",
+        _short(
+            dataclasses.replace(
+                demure(**SMALL_BACKBONE),
+                fusion=GatedFusionConfig(),
+                denoising=dataclasses.replace(
+                    demure().denoising, contribution=GradientContributionConfig(), start_epoch=0
+                ),
+            )
+        ),
+    ),
+    "multimodal_modalities_only": ("multimodal", _short(modalities_only(**SMALL_BACKBONE))),
 }
 CASE_IDS = sorted(CASES)
+# Families whose fit takes an upstream asset beside the split: the case's keyword arguments, from the split.
+MODALITY_FAMILIES = {"multimodal"}
 
 
 def test_every_family_has_a_contract_case():
@@ -122,13 +141,26 @@ def _model(case: str) -> Recommender:
 
 
 @pytest.fixture(scope="module")
-def fitted(small_split):
+def fit(small_split, ml100k_items, encoder):
+    """``fit(case)``: a fresh fit of the case on the small split, with real item modalities where it reads them."""
+    modalities = ItemModalities.from_items(ml100k_items, small_split.train.item_ids, encoder)
+
+    def run(case: str) -> Recommender:
+        family, _ = CASES[case]
+        options = {"modalities": modalities} if family in MODALITY_FAMILIES else {}
+        return _model(case).fit(small_split, **options)
+
+    return run
+
+
+@pytest.fixture(scope="module")
+def fitted(fit):
     """Each case fitted once; tests that need a fresh fit make their own."""
     cache: dict[str, Recommender] = {}
 
     def get(case: str) -> Recommender:
         if case not in cache:
-            cache[case] = _model(case).fit(small_split)
+            cache[case] = fit(case)
         return cache[case]
 
     return get
@@ -177,9 +209,9 @@ def test_config_round_trips_through_dict_and_json(case):
 
 
 @pytest.mark.parametrize("case", CASE_IDS)
-def test_refit_is_deterministic(case, fitted, small_split, small_batch):
+def test_refit_is_deterministic(case, fitted, fit, small_batch):
     first = fitted(case).score(small_batch)
-    second = _model(case).fit(small_split).score(small_batch)
+    second = fit(case).score(small_batch)
     assert torch.equal(first, second)
 
 
