@@ -52,6 +52,15 @@ class EvalStage:
         targets.eliminate_zeros()
         return EvalStage(history=self.history, targets=targets.tocsr(), exclude=self.exclude)
 
+    def only_items(self, items: np.ndarray) -> "EvalStage":
+        """This stage with only the targets among ``items`` (e.g. the rarely trained ones): users left with no
+        target are not evaluated; histories and exclusions are unchanged."""
+        keep = np.zeros(self.targets.shape[1], dtype=np.float32)
+        keep[np.asarray(items, dtype=np.int64)] = 1.0
+        targets = self.targets @ sp.diags(keep)
+        targets.eliminate_zeros()
+        return EvalStage(history=self.history, targets=targets.tocsr(), exclude=self.exclude)
+
     def batches(self, batch_size: int, max_len: int | None = None) -> Iterator["StageBatch"]:
         """Users in order of history length, so a batch carries little padding."""
         sequences = self.history.sequences()

@@ -84,3 +84,15 @@ def test_bad_shares_are_refused(ml100k):
         item_disjoint_split(ml100k, held_out_share=1.0)
     with pytest.raises(ValueError, match="min_length"):
         item_disjoint_split(ml100k, min_length=1)
+
+
+def test_a_stage_keeps_only_the_targets_of_chosen_items(ml100k):
+    split = make_split(ml100k, "leave_one_out")
+    counts = np.bincount(split.train.frame["item"], minlength=ml100k.n_items + 1)
+    rare = np.flatnonzero(counts <= 5)
+    stage = split.test.only_items(rare)
+    kept = stage.targets.tocoo()
+    assert set(kept.col.tolist()) <= set(rare.tolist())
+    everything = split.test.targets.tocoo()
+    assert kept.nnz == np.isin(everything.col, rare).sum() > 0
+    assert (stage.exclude != split.test.exclude).nnz == 0
