@@ -15,12 +15,14 @@ from orchestration.resources import ComputeResource
 from recmodels.cluster import ItemClusters
 from recmodels.data.splits import SplitData
 from recmodels.evaluation import evaluate
+from recmodels.features.modalities import ItemModalities
 from recmodels.graph import NeighbourhoodOverlap
 from recmodels.models import ModelConfig, model_family
 from recmodels.models.base import TorchRecommender
 from recmodels.models.baselines import EASEConfig, ItemKNNConfig
 from recmodels.models.diffrec import diffrec, l_diffrec, t_diffrec
 from recmodels.models.efficientrec import EfficientRecConfig
+from recmodels.models.multimodal import demure, fused, modalities_only
 from recmodels.models.sasrec import GNNOConfig, esasrec, sasrec, sasrec_ss, with_gnno
 
 GROUP = "models"
@@ -32,6 +34,7 @@ GROUP = "models"
 FIT_INPUTS = {
     "item_neighbourhood_overlap": ("overlap", NeighbourhoodOverlap),
     "item_clusters": ("clusters", ItemClusters),
+    "item_features": ("modalities", ItemModalities),
 }
 
 
@@ -122,6 +125,27 @@ MODEL_SPECS = [
         "efficientrec",
         EfficientRecConfig(),
         "EfficientRec: user-ID-free profiles over graph-propagated item vectors, soft-cluster retrieval",
+    ),
+    ModelSpec(
+        "multimodal_fused_model",
+        "multimodal",
+        sequential(fused),
+        "Multi-modal eSASRec: items as id + title text + genres + year, summed",
+        inputs=("item_features",),
+    ),
+    ModelSpec(
+        "demure_model",
+        "multimodal",
+        sequential(demure),
+        "Demure: multi-modal eSASRec with contribution-labelled denoising of each user's modalities",
+        inputs=("item_features",),
+    ),
+    ModelSpec(
+        "multimodal_features_only_model",
+        "multimodal",
+        sequential(modalities_only),
+        "Multi-modal eSASRec without item ids: every item, trained or new, is its features",
+        inputs=("item_features",),
     ),
 ]
 MODEL_ASSETS = [spec.asset for spec in MODEL_SPECS]

@@ -472,9 +472,9 @@ class MultiModal(TorchRecommender):
         device = resolve_device(self.config.trainer.device)
         self.n_items = split.n_items
         self.module = MultiModalNet(tower_inputs(split, modalities, self.config.modalities), self.config).to(device)
-        self.upstream = {"item_features": {"modalities": list(self.module.modality_names)}}
+        self.upstream = {"modalities": {"fused": list(self.module.modality_names)}}
         if modalities.text is not None:
-            self.upstream["item_features"]["text_fingerprint"] = modalities.text.fingerprint
+            self.upstream["modalities"]["text_fingerprint"] = modalities.text.fingerprint
         sequences = split.train.sequences()
         task = _MultiModalTask(
             module=self.module,

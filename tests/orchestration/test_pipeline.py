@@ -22,6 +22,7 @@ QUICK_MODEL_CONFIG = {
     "sasrec": {"trainer": {"epochs": 2}, "backbone": {"dim": 16, "max_len": 20}},
     "diffrec": {"trainer": {"epochs": 2, "validate_every": 1}, "diffusion": {"steps": 5}, "denoiser": {"hidden": [32]}},
     "efficientrec": {"trainer": {"epochs": 2}, "items": {"dim": 16, "hidden": 32}, "crops_per_user": 2},
+    "multimodal": {"trainer": {"epochs": 2}, "backbone": {"dim": 16, "max_len": 20}},
 }
 QUICK_TRAINING = dg.RunConfig(
     ops={
