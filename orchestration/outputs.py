@@ -17,7 +17,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from recmodels.leaderboard import Leaderboard, load_per_user
-from recmodels.registry import CHAMPION_FILE, MANIFEST_FILE, MODEL_FILE, Manifest
+from recmodels.registry import CHAMPION_FILE, EXPLAIN_FILE, MANIFEST_FILE, MODEL_FILE, Manifest
 
 
 def _write_json(path: Path, document: Any) -> None:
@@ -173,18 +173,25 @@ class ExportedModel:
 
     onnx: bytes
     record: dict[str, Any]
+    explain_onnx: bytes | None = None  # the explanation graph, for families that have one
 
     def save(self, folder: Path) -> None:
         (folder / MODEL_FILE).write_bytes(self.onnx)
+        if self.explain_onnx is not None:
+            (folder / EXPLAIN_FILE).write_bytes(self.explain_onnx)
         _write_json(folder / "export.json", self.record)
 
     @classmethod
     def load(cls, folder: Path) -> "ExportedModel":
-        return cls((folder / MODEL_FILE).read_bytes(), json.loads((folder / "export.json").read_text()))
+        explain = folder / EXPLAIN_FILE
+        record = json.loads((folder / "export.json").read_text())
+        return cls((folder / MODEL_FILE).read_bytes(), record, explain.read_bytes() if explain.exists() else None)
 
     @property
     def parity_passed(self) -> bool:
-        return bool(self.record["parity"]["passed"])
+        """The scoring graph's parity and, where there is one, the explanation graph's."""
+        explanation = self.record.get("explain")
+        return bool(self.record["parity"]["passed"]) and (explanation is None or explanation["parity"]["passed"])
 
 
 @dataclass(frozen=True)
@@ -196,6 +203,7 @@ class RegisteredModel:
 
     onnx: bytes
     manifest: Manifest
+    explain_onnx: bytes | None = None
 
     @property
     def version_name(self) -> str:
@@ -203,11 +211,18 @@ class RegisteredModel:
 
     def save(self, folder: Path) -> None:
         (folder / MODEL_FILE).write_bytes(self.onnx)
+        if self.explain_onnx is not None:
+            (folder / EXPLAIN_FILE).write_bytes(self.explain_onnx)
         (folder / MANIFEST_FILE).write_text(self.manifest.to_json())
 
     @classmethod
     def load(cls, folder: Path) -> "RegisteredModel":
-        return cls((folder / MODEL_FILE).read_bytes(), Manifest.read(folder))
+        explain = folder / EXPLAIN_FILE
+        return cls(
+            (folder / MODEL_FILE).read_bytes(),
+            Manifest.read(folder),
+            explain.read_bytes() if explain.exists() else None,
+        )
 
 
 @dataclass(frozen=True)

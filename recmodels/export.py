@@ -9,6 +9,7 @@ batch and length are dynamic. Every family exports its ``scorer()``, the module
 
 from __future__ import annotations
 
+import hashlib
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +22,7 @@ from torch import nn
 
 from recmodels.evaluation import mask_seen
 from recmodels.models.base import Recommender
-from recmodels.registry import popularity_ranking, register
+from recmodels.registry import EXPLAIN_FILE, popularity_ranking, register
 
 OPSET = 18
 INPUT_NAME = "history"
@@ -94,6 +95,67 @@ def export_onnx(model: Recommender, path: Path, k: int = 100) -> ExportSpec:
             "scores": {"dtype": "float32", "shape": ["batch", k]},
         },
     )
+
+
+EXPLAIN_INPUTS = ("history", "items")
+EXPLAIN_OUTPUT = "contributions"
+
+
+def explains(model: Recommender) -> bool:
+    """Whether the family has an explanation graph (``explainer()``: per-modality contributions to scores)."""
+    return callable(getattr(model, "explainer", None))
+
+
+def export_explainer(model: Recommender, path: Path) -> dict[str, Any]:
+    """The model's ``explainer()`` (``history int64 [batch, length]``, ``items int64 [batch, k]`` ->
+    ``contributions float32 [batch, k, modalities]``) into one ``.onnx`` file; returns its spec."""
+    n_items = model._require_fitted()
+    explainer = model.explainer().cpu().eval()
+    generator = torch.Generator().manual_seed(0)
+    example = (torch.randint(1, n_items + 1, (2, 8), generator=generator), torch.randint(1, n_items + 1, (2, 3)))
+    batch = torch.export.Dim("batch", min=1)
+    dims = {
+        "history": {0: batch, 1: torch.export.Dim("length", min=1)},
+        "items": {0: batch, 1: torch.export.Dim("k", min=1)},
+    }
+    path = Path(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            explainer,
+            example,
+            dynamo=True,
+            verbose=False,
+            dynamic_shapes=dims,
+            input_names=list(EXPLAIN_INPUTS),
+            output_names=[EXPLAIN_OUTPUT],
+            opset_version=OPSET,
+            external_data=False,
+        )
+    program.save(str(path), external_data=False)
+    _drop_debug_metadata(path)
+    modalities = list(explainer.modality_names)
+    return {
+        "file": EXPLAIN_FILE,
+        "modalities": modalities,
+        "inputs": {
+            "history": {"dtype": "int64", "shape": ["batch", "length"], "padding": 0},
+            "items": {"dtype": "int64", "shape": ["batch", "k"]},
+        },
+        "outputs": {EXPLAIN_OUTPUT: {"dtype": "float32", "shape": ["batch", "k", len(modalities)]}},
+    }
+
+
+def explainer_parity(model: Recommender, session: Any, histories: np.ndarray, k: int = 10) -> float:
+    """Largest absolute difference between PyTorch's and ONNX Runtime's contributions on real ``histories``,
+    explaining each history's top ``k`` items (``k`` capped at the catalogue)."""
+    history = np.ascontiguousarray(histories).astype(np.int64)
+    k = min(k, model._require_fitted())
+    with torch.inference_mode():
+        items = TopKHead(model.scorer(), k).cpu().eval()(torch.from_numpy(history))[0]
+        expected = model.explainer().cpu().eval()(torch.from_numpy(history), items).numpy()
+    (served,) = session.run([EXPLAIN_OUTPUT], {"history": history, "items": items.numpy()})
+    return float(np.abs(served - expected).max(initial=0.0))
 
 
 def _drop_debug_metadata(path: Path) -> None:
@@ -175,11 +237,17 @@ def serving_fields(
     metrics: dict[str, float],
     parity: dict[str, Any],
     item_popularity: Any = None,
+    explain: dict[str, Any] | None = None,
+    explain_onnx: bytes | None = None,
 ) -> dict[str, Any]:
     """The manifest fields of an exported ``model``: from the model and its export, so every caller records
     the same ones. ``item_popularity`` (distinct training users per internal item id, as
     ``Interactions.item_user_counts`` gives) becomes the cold-start list ``popularity``; without it the list
-    is empty and a service has no cold-start answer."""
+    is empty and a service has no cold-start answer. ``explain`` (``export_explainer``'s spec) with the
+    explanation graph's bytes becomes ``explain``, with the bytes' SHA-256 a service checks them against."""
+    if (explain is None) != (explain_onnx is None):
+        raise ValueError("an explanation graph needs both its spec and its bytes")
+    explanation = {} if explain is None else {**explain, "sha256": hashlib.sha256(explain_onnx).hexdigest()}
     popularity = [] if item_popularity is None else popularity_ranking(item_ids, item_popularity, spec.k)
     return {
         "model": name,
@@ -196,10 +264,21 @@ def serving_fields(
         "outputs": spec.outputs,
         "parity": parity,
         "popularity": popularity,
+        "explain": explanation,
     }
 
 
-def register_model(root: Path, onnx_file: Path, spec: ExportSpec, model: Recommender, **serving: Any) -> Path:
-    """Register an exported ``model`` under ``root`` (``registry.register``) with ``serving_fields``; returns its
-    folder."""
-    return register(root, onnx_file, **serving_fields(spec, model, **serving))
+def register_model(
+    root: Path,
+    onnx_file: Path,
+    spec: ExportSpec,
+    model: Recommender,
+    explain_file: Path | None = None,
+    explain: dict[str, Any] | None = None,
+    **serving: Any,
+) -> Path:
+    """Register an exported ``model`` under ``root`` (``registry.register``) with ``serving_fields``, with its
+    explanation graph where one was exported (``export_explainer``'s file and spec); returns its folder."""
+    explain_onnx = None if explain_file is None else Path(explain_file).read_bytes()
+    fields = serving_fields(spec, model, explain=explain, explain_onnx=explain_onnx, **serving)
+    return register(root, onnx_file, explain_file, **fields)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 MODEL_FILE = "model.onnx"
+EXPLAIN_FILE = "explain.onnx"  # the explanation graph, beside model.onnx, for families that have one
 MANIFEST_FILE = "manifest.json"
 CHAMPION_FILE = "champion.json"
 
@@ -47,6 +48,9 @@ class Manifest:
     # most first, as {"item_id": <external id>, "users": <distinct training users>}. Empty in manifests
     # written before it was recorded.
     popularity: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    # The explanation graph beside model.onnx, for families that have one: its file, full SHA-256, the
+    # modalities its last axis names, its inputs and outputs and its parity against PyTorch. Empty otherwise.
+    explain: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
@@ -88,8 +92,9 @@ def build_manifest(onnx: bytes, **fields: Any) -> Manifest:
     return Manifest(version=bytes_version(onnx), created_at=created, **fields)
 
 
-def register(root: Path, onnx_file: Path, **fields: Any) -> Path:
-    """Copy ``onnx_file`` to ``root/<model>/<version>/`` beside its manifest; returns that folder.
+def register(root: Path, onnx_file: Path, explain_file: Path | None = None, **fields: Any) -> Path:
+    """Copy ``onnx_file`` (and ``explain_file``, the explanation graph, if any) to ``root/<model>/<version>/``
+    beside its manifest; returns that folder.
 
     ``fields`` are the manifest's fields except ``version`` and ``created_at``.
     Registering the same bytes again keeps the first manifest (the version exists).
@@ -100,6 +105,8 @@ def register(root: Path, onnx_file: Path, **fields: Any) -> Path:
         return folder
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(onnx_file, folder / MODEL_FILE)
+    if explain_file is not None:
+        shutil.copyfile(explain_file, folder / EXPLAIN_FILE)
     manifest = build_manifest((folder / MODEL_FILE).read_bytes(), **fields)
     (folder / MANIFEST_FILE).write_text(manifest.to_json())
     return folder

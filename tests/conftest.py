@@ -189,21 +189,27 @@ def ml100k_items(data_dir: Path) -> pd.DataFrame:
 @pytest.fixture(scope="session")
 def register_fitted():
     """``register_fitted(root, {name: model}, train, k) -> {name: entry folder}``: each fitted model exported to
-    ONNX and registered as ``registry/<model>`` does (with ``train``'s item popularity), without its lineage."""
+    ONNX (with its explanation graph where the family has one) and registered as ``registry/<model>`` does (with
+    ``train``'s item popularity), without its lineage."""
     import tempfile
 
-    from recmodels.export import export_onnx, register_model  # torch: only once a test asks for it
+    from recmodels.export import explains, export_explainer, export_onnx, register_model  # torch: when asked
 
     def register(root: Path, models: dict, train, k: int) -> dict[str, Path]:
         entries = {}
         with tempfile.TemporaryDirectory() as exports:
             for name, model in models.items():
                 onnx_file = Path(exports) / name / "model.onnx"
+                spec = export_onnx(model, onnx_file, k=k)
+                explain_file = onnx_file.with_name("explain.onnx") if explains(model) else None
+                explain = None if explain_file is None else export_explainer(model, explain_file)
                 entries[name] = register_model(
                     root,
                     onnx_file,
-                    export_onnx(model, onnx_file, k=k),
+                    spec,
                     model,
+                    explain_file,
+                    explain,
                     name=name,
                     item_ids=train.item_ids,
                     training_data_version="test",

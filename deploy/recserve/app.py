@@ -193,6 +193,11 @@ class RecommendRequest(BaseModel):
     k: StrictInt = Field(default=10, description="How many items to return.")
 
 
+class ExplainRequest(BaseModel):
+    history: list[StrictStr | StrictInt] = Field(description="External item ids, oldest first.")
+    items: list[StrictStr | StrictInt] = Field(description="The items to explain (e.g. a /recommend answer).")
+
+
 class BatchRequest(BaseModel):
     requests: list[RecommendRequest]
 
@@ -361,6 +366,31 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         model = slot.current
         checked(request.requests)
         return {"model": model.name, "version": model.version, "results": answer(model, request.requests)}
+
+    @app.post("/explain")
+    def explain(request: ExplainRequest) -> dict:
+        """Per recommended item, how much each modality of the history adds to its score (occlusion)."""
+        model = slot.current
+        if len(request.history) > settings.max_history_items:
+            raise HTTPException(413, f"history of {len(request.history)} items; at most {settings.max_history_items}")
+        if not 1 <= len(request.items) <= model.max_k:
+            raise HTTPException(422, f"explain 1 to {model.max_k} items, got {len(request.items)}")
+        if model.explainer is None:
+            raise HTTPException(409, f"{model.name}/{model.version} has no explanation graph")
+        try:
+            rows, unknown, read = model.explain(
+                [str(item) for item in request.history], [str(i) for i in request.items]
+            )
+        except ValueError as error:
+            raise HTTPException(422, str(error)) from error
+        return {
+            "model": model.name,
+            "version": model.version,
+            "modalities": model.modalities,
+            "items": [{"item_id": str(item), "contributions": row} for item, row in zip(request.items, rows)],
+            "unknown_items": unknown,
+            "history_used": read,
+        }
 
     @app.get("/healthz")
     def healthz() -> dict:

@@ -14,7 +14,7 @@ import numpy as np
 import onnxruntime as ort
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
-from recserve.registry import MANIFEST_FILE, MODEL_FILE, RegistryError, read_json
+from recserve.registry import EXPLAIN_FILE, MANIFEST_FILE, MODEL_FILE, RegistryError, read_json
 
 log = logging.getLogger("recserve")
 GPU_PROVIDER = "CUDAExecutionProvider"
@@ -137,6 +137,40 @@ def _check_contract(session: ort.InferenceSession, manifest: dict, shown: str) -
         raise RegistryError(f"{shown} scores more items than the manifest's {n_items} item_ids")
 
 
+def _explainer(folder: Path, manifest: dict, label: str, providers: list[str]) -> ort.InferenceSession | None:
+    """The explanation graph the manifest announces, checked against the SHA-256 the manifest gives it and
+    against its contract (``history`` and ``items`` in, ``contributions [batch, k, modalities]`` out). Its
+    file is always ``explain.onnx`` beside the model: the manifest cannot point anywhere else."""
+    explanation = manifest.get("explain") or {}
+    if not explanation:
+        return None
+    shown = f"{label}/{EXPLAIN_FILE}"
+    modalities = explanation.get("modalities")
+    if explanation.get("file") != EXPLAIN_FILE or not isinstance(explanation.get("sha256"), str):
+        raise RegistryError(f"{label}/{MANIFEST_FILE}: 'explain' must name {EXPLAIN_FILE} and its 'sha256'")
+    if not isinstance(modalities, list) or not modalities or not all(isinstance(name, str) for name in modalities):
+        raise RegistryError(f"{label}/{MANIFEST_FILE}: 'explain' must list its 'modalities' by name")
+    content, digest = file_sha256(folder / EXPLAIN_FILE, shown)
+    if digest != explanation["sha256"]:
+        raise RegistryError(
+            f"{shown} has SHA-256 {digest[:VERSION_DIGITS]}..., not the manifest's "
+            f"{explanation['sha256'][:VERSION_DIGITS]}...: the file was replaced or corrupted after it was registered"
+        )
+    try:
+        session = ort.InferenceSession(content, providers=providers)
+    except ORT_ERRORS as error:
+        raise RegistryError(f"{shown} cannot be loaded by ONNX Runtime: {str(error).splitlines()[0]}") from error
+    inputs = [value.name for value in session.get_inputs()]
+    outputs = {value.name: value.shape for value in session.get_outputs()}
+    if inputs != ["history", "items"] or list(outputs) != ["contributions"]:
+        raise RegistryError(f"{shown} is not the explanation contract: inputs {inputs}, outputs {sorted(outputs)}")
+    if outputs["contributions"][2] != len(modalities):
+        raise RegistryError(
+            f"{shown} explains {outputs['contributions'][2]} modalities, its manifest names {len(modalities)}"
+        )
+    return session
+
+
 def _popularity(manifest: dict, index: dict[str, int], shown: str) -> tuple[tuple[str, float], ...] | None:
     """The manifest's cold-start list (most popular first), each item checked to be one of its items."""
     ranking = manifest.get(POPULARITY) or []
@@ -158,6 +192,11 @@ class LoadedModel:
     item_index: dict[str, int]
     max_history_length: int | None  # None: the model reads the whole history
     popularity: tuple[tuple[str, float], ...] | None  # the cold-start answer: (item id, training users)
+    explainer: ort.InferenceSession | None = None  # per-modality contributions, where the family has them
+
+    @property
+    def modalities(self) -> list[str]:
+        return list(self.manifest["explain"]["modalities"]) if self.explainer is not None else []
 
     @property
     def provider(self) -> str:
@@ -198,6 +237,7 @@ class LoadedModel:
             item_index=index,
             max_history_length=manifest.get("max_history_length"),
             popularity=_popularity(manifest, index, f"{label}/{MANIFEST_FILE}"),
+            explainer=_explainer(folder, manifest, label, requested),
         )
         if model.provider != requested[0]:
             note = f" ({requested[0]} was requested but did not load: onnxruntime's error above says why)"
@@ -252,3 +292,28 @@ class LoadedModel:
             results[position].items = [str(item) for item in self.item_ids[item_row[usable]]]
             results[position].scores = [float(score) for score in score_row[usable]]
         return results
+
+    def explain(self, history: list[str], items: list[str]) -> tuple[list[dict[str, float]], list[str], int]:
+        """Each of ``items``' per-modality contributions to its score for ``history`` (external ids, oldest
+        first): the score minus the score with that modality masked in the history. Returns the
+        contributions in the order of ``items``, the history's unknown ids and how many history items the
+        model read. A model without an explanation graph, an unknown item to explain or a history with no
+        known item is a ``ValueError``."""
+        if self.explainer is None:
+            raise ValueError(f"{self.name}/{self.version} has no explanation graph (its family has no modalities)")
+        unknown_targets = [item for item in items if item not in self.item_index]
+        if unknown_targets:
+            raise ValueError(f"items not in the catalogue: {unknown_targets[:10]}")
+        known = [self.item_index[item] for item in history if item in self.item_index]
+        unknown = [item for item in history if item not in self.item_index]
+        if not known:
+            raise ValueError("the history holds no item of the catalogue: there is nothing to explain from")
+        feed = {
+            "history": np.asarray([known], dtype=np.int64),
+            "items": np.asarray([[self.item_index[item] for item in items]], dtype=np.int64),
+        }
+        (contributions,) = self.explainer.run(["contributions"], feed)
+        names = self.modalities
+        rows = [{name: float(value) for name, value in zip(names, row)} for row in contributions[0]]
+        read = len(known) if self.max_history_length is None else min(len(known), self.max_history_length)
+        return rows, unknown, read

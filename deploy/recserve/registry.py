@@ -15,6 +15,7 @@ from typing import Any
 CHAMPION_FILE = "champion.json"
 MANIFEST_FILE = "manifest.json"
 MODEL_FILE = "model.onnx"
+EXPLAIN_FILE = "explain.onnx"  # optional: per-modality contributions, for families that have them
 # A registry name is one path component: no separator, no "." or "..", nothing absolute.
 PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 PLAIN_NAME_RULE = "1-128 letters, digits, '.', '_' or '-', starting with a letter or digit"

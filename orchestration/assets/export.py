@@ -21,9 +21,17 @@ from orchestration.io import input_version
 from orchestration.outputs import ChampionPointer, ExportedModel, LeaderboardTables, RegisteredModel
 from orchestration.resources import ArtifactStore
 from recmodels.data.splits import SplitData
-from recmodels.export import ExportSpec, check_parity, export_onnx, serving_fields
+from recmodels.export import (
+    ExportSpec,
+    check_parity,
+    explainer_parity,
+    explains,
+    export_explainer,
+    export_onnx,
+    serving_fields,
+)
 from recmodels.models import Recommender
-from recmodels.registry import build_manifest, set_champion
+from recmodels.registry import EXPLAIN_FILE, build_manifest, set_champion
 
 GROUP = "export"
 PARITY_HISTORY_LENGTH = 200
@@ -58,13 +66,22 @@ def inference_session(path) -> ort.InferenceSession:
 def export_checked(
     model: Recommender, histories: np.ndarray, shapes: list[tuple[int, int]], config: OnnxExportConfig
 ) -> ExportedModel:
-    """Export ``model`` to ONNX and compare it with PyTorch on ``histories`` at ``shapes``."""
+    """Export ``model`` to ONNX and compare it with PyTorch on ``histories`` at ``shapes``; a family with an
+    explanation graph exports and checks that too (on the longest shape's histories, explaining their top 10)."""
+    explanation, explain_onnx = None, None
     with tempfile.TemporaryDirectory() as scratch:
         path = Path(scratch) / "model.onnx"
         spec = export_onnx(model, path, k=min(config.k, model.n_items))
         session = inference_session(path)
         report = check_parity(model, session, histories, shapes, config.tolerance)
         onnx = path.read_bytes()
+        if explains(model):
+            explain_path = Path(scratch) / EXPLAIN_FILE
+            explanation = export_explainer(model, explain_path)
+            batch, length = max(shapes, key=lambda shape: shape[0] * shape[1])
+            difference = explainer_parity(model, inference_session(explain_path), histories[:batch, -length:])
+            explanation["parity"] = {"max_abs_diff": difference, "passed": difference <= config.tolerance}
+            explain_onnx = explain_path.read_bytes()
     record = {
         "family": model.family,
         "providers": session.get_providers(),
@@ -76,8 +93,9 @@ def export_checked(
         },
         "max_abs_diff": max(case.max_abs_score_diff for case in report.cases),
         "swapped_near_ties": sum(case.swapped_near_ties for case in report.cases),
+        "explain": explanation,
     }
-    return ExportedModel(onnx, record)
+    return ExportedModel(onnx, record, explain_onnx)
 
 
 def parity_histories(stage, config: OnnxExportConfig) -> tuple[np.ndarray, list[tuple[int, int]]]:
@@ -96,6 +114,7 @@ def parity_check_result(export: ExportedModel, shapes: list[tuple[int, int]]) ->
             "tolerance": record["parity"]["tolerance"],
             "swapped_near_ties": record["swapped_near_ties"],
             "shapes": dg.MetadataValue.json([list(shape) for shape in shapes]),
+            "explanation_graph": dg.MetadataValue.json(record.get("explain") or {}),
         },
     )
 
@@ -120,8 +139,10 @@ def registry_entry(
         metrics=metrics,
         parity=export.record["parity"],
         item_popularity=item_popularity,
+        explain=export.record.get("explain"),
+        explain_onnx=export.explain_onnx,
     )
-    return RegisteredModel(export.onnx, build_manifest(export.onnx, **fields))
+    return RegisteredModel(export.onnx, build_manifest(export.onnx, **fields), export.explain_onnx)
 
 
 def onnx_asset(model_asset: str) -> dg.AssetsDefinition:
