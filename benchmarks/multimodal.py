@@ -124,7 +124,38 @@ def run_one(options: dict[str, Any], dataset: str, variant: str, seed: int) -> d
     if reads_modalities:
         row["modalities"] = list(model.modality_names)
         row["noise_share_last_epoch"] = {name: round(values[-1], 4) for name, values in history.extra.items()}
+        row["explain_latency_ms_batch1"] = explain_latency(model, split, options["latency_users"])
     return row
+
+
+def explain_latency(model, split, users: int) -> dict[str, float]:
+    """Median batch-1 milliseconds of the explanation of a history's top 10, in PyTorch and through the exported
+    ONNX graph (what ``POST /explain`` runs), over the first ``users`` test histories."""
+    import tempfile
+
+    import onnxruntime as ort
+    import torch
+
+    from recmodels.export import TopKHead, export_explainer
+
+    histories = split.test.history.sequences().padded(split.test.users[:users], model.max_history_length)[0]
+    explainer, head = model.explainer(), TopKHead(model.scorer(), 10).eval()
+    with tempfile.TemporaryDirectory() as scratch:
+        path = Path(scratch) / "explain.onnx"
+        export_explainer(model, path)
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    torch_ms, onnx_ms = [], []
+    with torch.inference_mode():
+        for row in histories:
+            history = torch.from_numpy(row[row > 0][None, :].astype(np.int64))
+            items = head(history)[0]
+            started = time.perf_counter()
+            explainer(history, items)
+            torch_ms.append(1000 * (time.perf_counter() - started))
+            started = time.perf_counter()
+            session.run(None, {"history": history.numpy(), "items": items.numpy()})
+            onnx_ms.append(1000 * (time.perf_counter() - started))
+    return {"torch": round(float(np.median(torch_ms)), 3), "onnx": round(float(np.median(onnx_ms)), 3)}
 
 
 def _rounded(metrics: dict[str, float]) -> dict[str, float]:
@@ -138,6 +169,7 @@ def main() -> None:
     args.add_argument("--protocol", default=None, help="split protocol (default: temporal, or leave-one-out)")
     args.add_argument("--corrupt", default=None, help="shuffle one modality among a share of items: titles:0.3")
     args.add_argument("--cold-max", type=int, default=5, help="cold targets: items with at most this many rows")
+    args.add_argument("--latency-users", type=int, default=200, help="test histories timed for /explain")
     args.add_argument(
         "--text-cache",
         type=Path,
@@ -152,6 +184,7 @@ def main() -> None:
         "cold_max": options.cold_max,
         "epochs": 3 if options.quick else options.epochs,
         "quick": options.quick,
+        "latency_users": options.latency_users,
         "patience": options.patience,
         "text_cache": options.text_cache,
         "overrides": options.overrides,
