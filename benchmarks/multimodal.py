@@ -124,13 +124,16 @@ def run_one(options: dict[str, Any], dataset: str, variant: str, seed: int) -> d
     if reads_modalities:
         row["modalities"] = list(model.modality_names)
         row["noise_share_last_epoch"] = {name: round(values[-1], 4) for name, values in history.extra.items()}
-        row["explain_latency_ms_batch1"] = explain_latency(model, split, options["latency_users"])
+        latency, by_genre = explanations(model, split, modalities, options["latency_users"])
+        row["explain_latency_ms_batch1"] = latency
+        row["contributions_by_genre"] = by_genre
     return row
 
 
-def explain_latency(model, split, users: int) -> dict[str, float]:
-    """Median batch-1 milliseconds of the explanation of a history's top 10, in PyTorch and through the exported
-    ONNX graph (what ``POST /explain`` runs), over the first ``users`` test histories."""
+def explanations(model, split, modalities, users: int) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+    """The explanations of the top 10 of the first ``users`` test histories: the median batch-1 milliseconds in
+    PyTorch and through the exported ONNX graph (what ``POST /explain`` runs), and the mean contribution of each
+    modality by the recommended item's first genre (with the number of recommendations behind each mean)."""
     import tempfile
 
     import onnxruntime as ort
@@ -144,18 +147,77 @@ def explain_latency(model, split, users: int) -> dict[str, float]:
         path = Path(scratch) / "explain.onnx"
         export_explainer(model, path)
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    torch_ms, onnx_ms = [], []
+    torch_ms, onnx_ms, recommended, contributions = [], [], [], []
     with torch.inference_mode():
         for row in histories:
             history = torch.from_numpy(row[row > 0][None, :].astype(np.int64))
             items = head(history)[0]
             started = time.perf_counter()
-            explainer(history, items)
+            explained = explainer(history, items)
             torch_ms.append(1000 * (time.perf_counter() - started))
             started = time.perf_counter()
             session.run(None, {"history": history.numpy(), "items": items.numpy()})
             onnx_ms.append(1000 * (time.perf_counter() - started))
-    return {"torch": round(float(np.median(torch_ms)), 3), "onnx": round(float(np.median(onnx_ms)), 3)}
+            recommended.append(items[0].numpy())
+            contributions.append(explained[0].numpy())
+    latency = {"torch": round(float(np.median(torch_ms)), 3), "onnx": round(float(np.median(onnx_ms)), 3)}
+    items, values = np.concatenate(recommended), np.concatenate(contributions)
+    genres = modalities.side.genres[items].tocsr() if modalities.side is not None else None
+    first = (
+        [
+            modalities.side.vocabulary[genres.indices[genres.indptr[i]]]
+            if genres.indptr[i + 1] > genres.indptr[i]
+            else "none"
+            for i in range(len(items))
+        ]
+        if genres is not None
+        else ["none"] * len(items)
+    )
+    by_genre = {}
+    for genre in sorted(set(first)):
+        chosen = np.asarray(first) == genre
+        means = values[chosen].mean(axis=0)
+        by_genre[genre] = {"n": int(chosen.sum())} | {
+            name: round(float(mean), 4) for name, mean in zip(model.modality_names, means)
+        }
+    return latency, by_genre
+
+
+def plot_contributions(results: list[dict[str, Any]], path: Path, min_count: int = 20) -> None:
+    """Mean contribution per modality by the recommended item's first genre, one panel per variant (its rows'
+    seeds pooled, weighted by count); genres with fewer than ``min_count`` recommendations are left out."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    variants = sorted({row["model"] for row in results if "contributions_by_genre" in row})
+    figure, axes = plt.subplots(len(variants), 1, figsize=(10, 3.2 * len(variants)), squeeze=False)
+    for axis, variant in zip(axes[:, 0], variants):
+        pooled: dict[str, dict[str, float]] = {}
+        for row in (row for row in results if row["model"] == variant):
+            for genre, entry in row["contributions_by_genre"].items():
+                total = pooled.setdefault(genre, {"n": 0})
+                for name, value in entry.items():
+                    if name != "n":
+                        total[name] = total.get(name, 0.0) + value * entry["n"]
+                total["n"] += entry["n"]
+        genres = sorted(genre for genre, entry in pooled.items() if entry["n"] >= min_count)
+        names = [name for name in pooled[genres[0]] if name != "n"] if genres else []
+        width = 0.8 / max(len(names), 1)
+        for offset, name in enumerate(names):
+            axis.bar(
+                np.arange(len(genres)) + offset * width,
+                [pooled[genre][name] / pooled[genre]["n"] for genre in genres],
+                width,
+                label=name,
+            )
+        axis.set_xticks(np.arange(len(genres)) + 0.4 - width / 2, genres, rotation=30, ha="right", fontsize=8)
+        axis.set_title(f"{variant}: score drop when the modality is masked in the history, by first genre")
+        axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
 
 
 def _rounded(metrics: dict[str, float]) -> dict[str, float]:
@@ -176,6 +238,7 @@ def main() -> None:
         default=Path(os.environ.get("RECPIPE_TEXT_CACHE", Path.home() / ".cache" / "recpipe" / "title-embeddings")),
     )
     args.add_argument("--set", nargs="+", default=[], metavar="FIELD=JSON", dest="overrides")
+    args.add_argument("--plot", type=Path, default=None, help="write the contributions-by-genre chart here (PNG)")
     options = args.parse_args()
     shared = {
         "data_dir": options.data_dir,
@@ -197,6 +260,8 @@ def main() -> None:
                 row = run_isolated(run_one, shared, dataset, variant, seed)
                 progress(f"  test {row['metrics']} cold {row['cold_metrics']} {row['epochs']} epochs")
                 results.append(row)
+    if options.plot is not None:
+        plot_contributions(results, options.plot)
     finish("multimodal", results)
 
 

@@ -205,6 +205,8 @@ def model_asset(spec: ModelSpec) -> dg.AssetsDefinition:
             metadata["best_epoch"] = history.best_epoch
             metadata["seconds_per_epoch"] = round(sum(history.seconds) / len(history.seconds), 3)
             metadata["training_curves"] = dg.MetadataValue.md(inline_png(chart, "training curves"))
+            # the last value of each extra series (curriculum hardness, a modality's noise share...)
+            metadata |= {f"last_{name}": round(values[-1], 4) for name, values in history.extra.items() if values}
         return dg.Output(WithFiles(model, files), metadata=metadata)
 
     train_model.__annotations__["config"] = config_class

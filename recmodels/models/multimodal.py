@@ -414,10 +414,15 @@ class _MultiModalTask:
         return stage_metric(self.model, self.split.valid, self.model.config.valid_metric)
 
     def epoch_figures(self, epoch: int) -> dict[str, float]:
-        if self.noise is None:
+        """With denoising, the share of training users each content modality is labelled noise for (NaN before
+        the first labels, so the curves line up with the epochs)."""
+        if self.model.config.denoising is None:
             return {}
+        names = self.module.modality_names
+        if self.noise is None:
+            return {f"noise_{name}": float("nan") for name in names if name in CONTENT}
         shares = self.noise[self.users].float().mean(dim=0)
-        return {f"noise_{name}": float(shares[m]) for m, name in enumerate(self.module.modality_names)}
+        return {f"noise_{name}": float(shares[m]) for m, name in enumerate(names) if name in CONTENT}
 
 
 def view_contrastive_loss(first: torch.Tensor, second: torch.Tensor, temperature: float) -> torch.Tensor:
