@@ -162,17 +162,7 @@ def explanations(model, split, modalities, users: int) -> tuple[dict[str, float]
             contributions.append(explained[0].numpy())
     latency = {"torch": round(float(np.median(torch_ms)), 3), "onnx": round(float(np.median(onnx_ms)), 3)}
     items, values = np.concatenate(recommended), np.concatenate(contributions)
-    genres = modalities.side.genres[items].tocsr() if modalities.side is not None else None
-    first = (
-        [
-            modalities.side.vocabulary[genres.indices[genres.indptr[i]]]
-            if genres.indptr[i + 1] > genres.indptr[i]
-            else "none"
-            for i in range(len(items))
-        ]
-        if genres is not None
-        else ["none"] * len(items)
-    )
+    first = modalities.side.first_genres(items) if modalities.side is not None else ["none"] * len(items)
     by_genre = {}
     for genre in sorted(set(first)):
         chosen = np.asarray(first) == genre

@@ -41,24 +41,11 @@ def item_features(
         rows = np.flatnonzero(text.present)
         if len(rows) >= 2:
             points = PCA(n_components=2, random_state=PROJECTION_SEED).fit_transform(text.vectors[rows])
+            labels = modalities.side.first_genres(rows) if modalities.side is not None else ["none"] * len(rows)
             chart = rendered(
-                lambda path: labelled_projection(
-                    points, _first_genres(modalities, rows), path, "item titles (MiniLM), PCA", "first genre"
-                )
+                lambda path: labelled_projection(points, labels, path, "item titles (MiniLM), PCA", "first genre")
             )
             metadata["projection"] = dg.MetadataValue.md(inline_png(chart, "title embeddings in 2-D, by genre"))
     if modalities.side is not None:
         metadata["genres"] = len(modalities.side.vocabulary)
     return dg.Output(modalities, metadata=metadata)
-
-
-def _first_genres(modalities: ItemModalities, rows: np.ndarray) -> list[str]:
-    """Each row's first genre in the vocabulary's order, "none" where the item has no genre."""
-    if modalities.side is None:
-        return ["none"] * len(rows)
-    genres = modalities.side.genres[rows].tocsr()
-    vocabulary = modalities.side.vocabulary
-    return [
-        vocabulary[genres.indices[genres.indptr[row]]] if genres.indptr[row + 1] > genres.indptr[row] else "none"
-        for row in range(len(rows))
-    ]

@@ -44,6 +44,14 @@ class ItemSideFeatures:
     def n_items(self) -> int:
         return self.genres.shape[0] - 1
 
+    def first_genres(self, items: np.ndarray) -> list[str]:
+        """Each item's first genre in the vocabulary's order, ``"none"`` where it has none (a label for charts)."""
+        genres = self.genres[np.asarray(items, dtype=np.int64)].tocsr()
+        return [
+            self.vocabulary[genres.indices[start]] if end > start else "none"
+            for start, end in zip(genres.indptr[:-1], genres.indptr[1:])
+        ]
+
     def year_buckets(self, buckets: int) -> np.ndarray:
         """``[n_items + 1]`` int64: 0 for an unknown year, else 1..``buckets`` by quantile of the known years."""
         known = ~np.isnan(self.years)
