@@ -10,11 +10,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import schemathesis
 import torch
 from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
 from recserve.app import Settings, create_app
 from recserve.model import LoadedModel
 from recserve.registry import RegistryError
+from schemathesis import GenerationMode
+from schemathesis.checks import not_a_server_error
 
 from recmodels.data.interactions import Interactions
 from recmodels.data.splits import leave_one_out_split
@@ -114,3 +118,18 @@ def test_the_manifest_cannot_point_the_explanation_graph_elsewhere(registry, tmp
     (entry / MANIFEST_FILE).write_text(json.dumps(manifest))
     with pytest.raises(RegistryError, match="'explain' must name explain.onnx"):
         LoadedModel.load(entry, prefer_gpu=False)
+
+
+@pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
+def test_generated_explain_requests_get_no_server_error(registry, mode):
+    """Requests generated from the OpenAPI schema against a model that explains: never a 5xx."""
+    operation = schemathesis.openapi.from_asgi("/openapi.json", create_app(Settings(registry=registry)))["/explain"][
+        "POST"
+    ]
+
+    @given(case=operation.as_strategy(generation_mode=mode))
+    @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    def no_server_error(case):
+        case.call_and_validate(checks=[not_a_server_error])
+
+    no_server_error()
