@@ -133,7 +133,9 @@ class DenoisingConfig(PartConfig):
     """Demure's weakly supervised denoising. ``noise_quantile``: the share of (user, content modality) pairs
     labelled noise, by their contribution normalised per user; ``noise_weight``: a noise modality's weight in
     the denoised view (0 masks it); ``positions``: the last positions of a training sequence whose loss the
-    contributions are measured on; ``start_epoch``: the first epoch with labels (before it, the original view)."""
+    contributions are measured on; ``start_epoch``: the first epoch with labels (before it, the original view);
+    ``original_weight``: the weight of a next-item loss on the original view beside the denoised one (serving
+    reads the original view; 0 is the paper's loss)."""
 
     contribution: OcclusionContributionConfig | GradientContributionConfig = OcclusionContributionConfig()
     noise_quantile: float = 0.2
@@ -143,6 +145,7 @@ class DenoisingConfig(PartConfig):
     refresh_every: int = 1
     start_epoch: int = 1
     positions: int = 10
+    original_weight: float = 0.0
 
     kind = "demure_denoising"
 
@@ -406,6 +409,8 @@ class _MultiModalTask:
         denoised = self.module.hidden(batch.inputs, vectors, weights)
         original = self.module.hidden(batch.inputs, vectors)
         next_item = self.loss_fn(denoised, batch.targets, table, generator)
+        if denoising.original_weight > 0:
+            next_item = next_item + denoising.original_weight * self.loss_fn(original, batch.targets, table, generator)
         return next_item + denoising.contrastive_weight * view_contrastive_loss(
             original[:, -1], denoised[:, -1], denoising.temperature
         )
