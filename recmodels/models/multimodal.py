@@ -204,6 +204,7 @@ def tower_inputs(split: SplitData, modalities: ItemModalities, config: Modalitie
     if modalities.side is not None:
         presence = modalities.presence()
         if config.genres and presence["genres"][1:].any():
+            # items x genres (tens of columns), not users x items: dense is as small as its index
             inputs["genre_hot"] = torch.from_numpy(modalities.side.genres.toarray().astype(np.float32))
             inputs["genre_present"] = torch.from_numpy(presence["genres"])
         if config.year and presence["year"][1:].any():
