@@ -7,17 +7,21 @@ is its own, and the benchmark ends with exactly one JSON line.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import multiprocessing
 import os
 import platform
 import resource
+import socket
+import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -120,8 +124,8 @@ def run_isolated(function: Callable[..., dict[str, Any]], *args: Any) -> dict[st
 
 def _measured(function: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
-    for exporter in ("onnxscript", "onnx_ir"):  # one line per graph node and pass at INFO: hundreds per export
-        logging.getLogger(exporter).setLevel(logging.WARNING)
+    for chatty in ("onnxscript", "onnx_ir", "httpx"):  # a line per graph node and pass, per request at INFO
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     result = function(*args)
     result["peak_rss_mb"] = round(peak_rss_mb(), 1)
     return result
@@ -129,6 +133,59 @@ def _measured(function: Callable[..., dict[str, Any]], *args: Any) -> dict[str, 
 
 def progress(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+@dataclass(frozen=True)
+class Service:
+    """A running ``python -m recserve``: its base URL, its first ``/healthz`` answer and its log file."""
+
+    base: str
+    port: int
+    health: dict[str, Any]
+    log: Path
+
+
+@contextlib.contextmanager
+def recserve(registry: Path, token: str | None = None, **settings: str) -> Iterator[Service]:
+    """The service as users run it, on a free loopback port, serving ``registry``'s champion (admin actions
+    with ``token``); ``settings`` are extra ``RECSERVE_*`` variables. Stopped on exit; its log stays."""
+    import httpx
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    environment = {
+        **os.environ,
+        "PYTHONPATH": str(REPO_ROOT / "deploy"),
+        "RECSERVE_REGISTRY": str(registry),
+        **({"RECSERVE_ADMIN_TOKEN": token} if token else {}),
+        **{f"RECSERVE_{name.upper()}": value for name, value in settings.items()},
+    }
+    command = [sys.executable, "-m", "recserve", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
+    log = Path(tempfile.mkstemp(prefix="recserve-", suffix=".log")[1])
+    with log.open("w") as output:
+        server = subprocess.Popen(command, env=environment, stdout=output, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                health = httpx.get(f"{base}/healthz", timeout=2).json()
+                break
+            except httpx.HTTPError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"the service did not start (log: {log})") from None
+                time.sleep(0.5)
+        progress(f"  service up: {health}")
+        yield Service(base, port, health, log)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
 
 
 def finish(name: str, results: list[dict[str, Any]], **extra: Any) -> None:

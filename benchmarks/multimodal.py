@@ -5,14 +5,17 @@ Variants: ``esasrec`` (id only, the sequential benchmark's preset), ``fused`` (i
 year, summed), ``demure`` (fused + contribution-labelled denoising and the view contrastive term) and
 ``modalities_only`` (no id embedding). Every row reports test Recall/NDCG@10/20 on all targets and on
 the cold ones (targets whose item has at most ``--cold-max`` training rows), seconds per epoch and, for
-``demure``, the share of users for whom each modality ended labelled noise.
+``demure``, the share of users for whom each modality ended labelled noise. Multi-modal rows also time the
+explanation at batch 1 (PyTorch, the ONNX graph, and ``POST /explain`` through the running service);
+``--compare-contributions`` measures occlusion against gradient x input on each trained model.
 
 Splits: leave-one-out on ML-1M, per-user temporal on ML-100K; ``--protocol item_disjoint`` holds a seeded 10% of the items out of training (their rows are the test
 targets); ``--corrupt titles:0.3`` (or ``genres:0.3``) shuffles that modality among a seeded 30% of the
 items before anything is built, the noise-robustness test.
 
 ``python benchmarks/multimodal.py [--dataset ml-1m-seq/ml-1m.txt ml-100k] [--model esasrec fused demure ...]
-[--seeds 0 1 2] [--protocol item_disjoint] [--corrupt titles:0.3] [--epochs N] [--set FIELD=JSON ...]``
+[--seeds 0 1 2] [--protocol item_disjoint] [--corrupt titles:0.3] [--epochs N] [--compare-contributions]
+[--set FIELD=JSON ...]``
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from common import finish, parser, prepare, progress, run_isolated, with_overrides
+from common import finish, parser, percentile, prepare, progress, recserve, run_isolated, with_overrides
 
 VARIANTS = ["esasrec", "fused", "demure", "modalities_only"]
 DATASETS = ["ml-1m-seq/ml-1m.txt", "ml-100k"]
@@ -125,9 +128,102 @@ def run_one(options: dict[str, Any], dataset: str, variant: str, seed: int) -> d
         row["modalities"] = list(model.modality_names)
         row["noise_share_last_epoch"] = {name: round(values[-1], 4) for name, values in history.extra.items()}
         latency, by_genre = explanations(model, split, modalities, options["latency_users"])
-        row["explain_latency_ms_batch1"] = latency
+        row["explain_latency_ms_batch1"] = latency | served_explain_latency(model, split, options["latency_users"])
         row["contributions_by_genre"] = by_genre
+        if options["compare_contributions"]:
+            row["contribution_methods"] = contribution_methods(model, split)
     return row
+
+
+def contribution_methods(model, split) -> dict[str, Any]:
+    """Occlusion against gradient x input on the trained model, over every training user: seconds per pass,
+    the correlation of the per-user contribution shares per content modality, and how far the noise labels
+    agree (both at the config's quantile)."""
+    import torch
+
+    from recmodels.models.multimodal import (
+        CONTENT,
+        DenoisingConfig,
+        GradientContributionConfig,
+        OcclusionContributionConfig,
+        noise_labels,
+    )
+
+    sequences = split.train.sequences()
+    measured = torch.from_numpy(sequences.lengths >= 2)
+    content = torch.tensor([name in CONTENT for name in model.modality_names])
+    quantile = (model.config.denoising or DenoisingConfig()).noise_quantile
+    shares, labels, seconds = {}, {}, {}
+    for method in (OcclusionContributionConfig(), GradientContributionConfig()):
+        started = time.perf_counter()
+        values = model.contributions(split, sequences, method)[measured]
+        seconds[method.kind] = round(time.perf_counter() - started, 2)
+        shares[method.kind] = (values / values.abs().sum(dim=1, keepdim=True).clamp(min=1e-12)).numpy()
+        labels[method.kind] = noise_labels(values, content, quantile).numpy()
+    occlusion, gradient = labels["occlusion_contribution"], labels["gradient_contribution"]
+    correlation = {
+        name: round(
+            float(np.corrcoef(shares["occlusion_contribution"][:, m], shares["gradient_contribution"][:, m])[0, 1]), 4
+        )
+        for m, name in enumerate(model.modality_names)
+        if name in CONTENT
+    }
+    on_content = content.numpy()
+    return {
+        "seconds": seconds,
+        "users": int(measured.sum()),
+        "share_correlation": correlation,
+        "label_agreement": round(float((occlusion == gradient)[:, on_content].mean()), 4),
+        "occlusion_noise_also_gradient_noise": round(float((occlusion & gradient).sum() / max(occlusion.sum(), 1)), 4),
+    }
+
+
+def served_explain_latency(model, split, users: int) -> dict[str, float]:
+    """``POST /explain`` through the running service (export, register, ``python -m recserve``): batch 1, one
+    client, the top 10 of each of the first ``users`` test histories; milliseconds at p50 and p99."""
+    import tempfile
+
+    import httpx
+    import torch
+
+    from recmodels.export import TopKHead, export_explainer, export_onnx, register_model
+    from recmodels.registry import set_champion
+
+    item_ids = split.train.item_ids
+    histories = split.test.history.sequences().padded(split.test.users[:users], model.max_history_length)[0]
+    head = TopKHead(model.scorer(), 10).eval()
+    with torch.inference_mode():
+        tops = head(torch.from_numpy(histories.astype(np.int64)))[0]
+    bodies = [
+        {"history": [str(item_ids[item]) for item in row if item], "items": [str(item_ids[item]) for item in top]}
+        for row, top in zip(histories, tops.numpy())
+    ]
+    with tempfile.TemporaryDirectory() as scratch:
+        work, registry = Path(scratch), Path(scratch) / "registry"
+        spec = export_onnx(model, work / "model.onnx", k=10)
+        explanation = export_explainer(model, work / "explain.onnx")
+        folder = register_model(
+            registry,
+            work / "model.onnx",
+            spec,
+            model,
+            explain_file=work / "explain.onnx",
+            explain=explanation,
+            name="multimodal_model",
+            item_ids=item_ids,
+            training_data_version="benchmark",
+            metrics={},
+            parity={},
+        )
+        set_champion(registry, "multimodal_model", folder.name, "multimodal benchmark")
+        with recserve(registry) as service, httpx.Client(base_url=service.base, timeout=30) as http:
+            http.post("/explain", json=bodies[0]).raise_for_status()
+            latencies = []
+            for body in bodies:
+                started = time.perf_counter()
+                http.post("/explain", json=body).raise_for_status()
+                latencies.append(1000 * (time.perf_counter() - started))
+    return {"http_p50": round(float(np.median(latencies)), 3), "http_p99": round(percentile(latencies, 0.99), 3)}
 
 
 def explanations(model, split, modalities, users: int) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
@@ -228,6 +324,11 @@ def main() -> None:
         default=Path(os.environ.get("RECPIPE_TEXT_CACHE", Path.home() / ".cache" / "recpipe" / "title-embeddings")),
     )
     args.add_argument("--set", nargs="+", default=[], metavar="FIELD=JSON", dest="overrides")
+    args.add_argument(
+        "--compare-contributions",
+        action="store_true",
+        help="also measure occlusion against gradient x input on each trained multi-modal model",
+    )
     args.add_argument("--plot", type=Path, default=None, help="write the contributions-by-genre chart here (PNG)")
     options = args.parse_args()
     shared = {
@@ -241,6 +342,7 @@ def main() -> None:
         "patience": options.patience,
         "text_cache": options.text_cache,
         "overrides": options.overrides,
+        "compare_contributions": options.compare_contributions,
     }
     results = []
     for dataset in options.dataset:

@@ -16,16 +16,12 @@ the user's history (must be 0).
 from __future__ import annotations
 
 import dataclasses
-import os
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from common import REPO_ROOT, finish, parser, peak_rss_mb, prepare, progress
+from common import finish, parser, peak_rss_mb, prepare, progress, recserve
 
 MODELS = ["esasrec", "ease", "item_knn"]
 K = 10
@@ -43,37 +39,6 @@ def build_model(name: str, epochs: int | None, seed: int):
         return SASRec(dataclasses.replace(preset, trainer=trainer, seed=seed))
     family, config = {"ease": (EASE, EASEConfig), "item_knn": (ItemKNN, ItemKNNConfig)}[name]
     return family(config(seed=seed))
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def start_service(registry: Path, model: str) -> tuple[subprocess.Popen, str]:
-    import httpx
-
-    port = _free_port()
-    environment = {
-        **os.environ,
-        "PYTHONPATH": str(REPO_ROOT / "deploy"),
-        "RECSERVE_REGISTRY": str(registry),
-        "RECSERVE_MODEL": model,
-        "RECSERVE_MAX_BODY_BYTES": str(64 << 20),
-    }
-    command = [sys.executable, "-m", "recserve", "--host", "127.0.0.1"]  # the service with its limits
-    server = subprocess.Popen([*command, "--port", str(port), "--log-level", "warning"], env=environment)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(f"{base}/healthz", timeout=2).raise_for_status()
-            return server, base
-        except httpx.HTTPError:
-            time.sleep(0.5)
-    server.terminate()
-    raise RuntimeError("the service did not start within 120 s")
 
 
 def compare(name: str, split, dataset: str, epochs: int | None, seed: int, registry: Path) -> dict[str, Any]:
@@ -107,20 +72,16 @@ def compare(name: str, split, dataset: str, epochs: int | None, seed: int, regis
         for user in offline.users
     ]
     expected = [[str(item_ids[item]) for item in row if item] for row in offline.top_items]
-    server, base = start_service(registry, f"{name}_model")
     served: list[list[str]] = []
-    try:
+    with recserve(registry, model=f"{name}_model", max_body_bytes=str(64 << 20)) as service:
         started = time.perf_counter()
-        with httpx.Client(base_url=base, timeout=120) as http:
+        with httpx.Client(base_url=service.base, timeout=120) as http:
             for start in range(0, len(histories), REQUESTS_PER_CALL):
                 chunk = [{"history": history, "k": K} for history in histories[start : start + REQUESTS_PER_CALL]]
                 response = http.post("/recommend/batch", json={"requests": chunk})
                 response.raise_for_status()
                 served += [[entry["item_id"] for entry in result["items"]] for result in response.json()["results"]]
         serve_seconds = time.perf_counter() - started
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
     identical = sum(got == want for got, want in zip(served, expected))
     seen_served = sum(len(set(got) & set(history)) for got, history in zip(served, histories))
     lengths = [len(history) for history in histories]

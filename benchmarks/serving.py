@@ -20,28 +20,20 @@ Errors count every answer to these well-formed requests that is not a 200.
 from __future__ import annotations
 
 import dataclasses
-import os
 import select
 import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from common import REPO_ROOT, finish, parser, prepare, progress, run_isolated
+from common import finish, parser, percentile, prepare, progress, recserve, run_isolated
 
 VARIANTS = ["sasrec_ss", "esasrec", "diffrec"]
 HISTORY_LENGTH = 200
 K = 100
-
-
-def _percentile(values: list[float], share: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
 
 
 def build_model(variant: str, split, epochs: int):
@@ -116,18 +108,12 @@ def scoring_speed(
         seconds = (time.perf_counter() - started) / rounds
         result[runtime] = {
             "batch1_p50_ms": round(statistics.median(latencies), 3),
-            "batch1_p99_ms": round(_percentile(latencies, 0.99), 3),
+            "batch1_p99_ms": round(percentile(latencies, 0.99), 3),
             f"batch{len(histories)}_ms": round(seconds * 1000, 2),
             "users_per_second": round(len(histories) / seconds, 1),
         }
     progress(f"  {variant}: pytorch {result['pytorch']}  onnxruntime {result['onnxruntime']}")
     return result
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 class Reloads:
@@ -284,7 +270,7 @@ def load_test(base: str, histories: list[list[str]], requests: int, concurrency:
         "errors": len(errors),
         "error_kinds": sorted(set(errors)),
         "p50_ms": round(statistics.median(latencies), 2),
-        "p99_ms": round(_percentile(latencies, 0.99), 2),
+        "p99_ms": round(percentile(latencies, 0.99), 2),
         "requests_per_second": round(len(latencies) / seconds, 1),
         "seconds": round(seconds, 2),
     }
@@ -300,37 +286,14 @@ def http_benchmark(
     clients are cut several times within one measurement (the default is 10 s)."""
     import secrets
 
-    import httpx
-
     split = prepare(data_dir, dataset, quick).split
     items, _ = split.test.history.sequences().padded(split.test.users[:512], HISTORY_LENGTH)
     histories = [[str(split.train.item_ids[item]) for item in row if item] for row in items]
-    port = _free_port()
     token = secrets.token_hex(16)
-    environment = {
-        **os.environ,
-        "PYTHONPATH": str(REPO_ROOT / "deploy"),
-        "RECSERVE_REGISTRY": str(registry),
-        "RECSERVE_ADMIN_TOKEN": token,
-        "RECSERVE_HEADER_TIMEOUT_SECONDS": "2",
-        "RECSERVE_BODY_TIMEOUT_SECONDS": "2",
-    }
-    command = [sys.executable, "-m", "recserve", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
-    server_log = tempfile.NamedTemporaryFile("w+", prefix="recserve-", suffix=".log", delete=False)
-    server = subprocess.Popen(command, env=environment, stdout=server_log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
+    deadlines = {"header_timeout_seconds": "2", "body_timeout_seconds": "2"}
     models = ["sasrec_ss_model", "esasrec_model"]
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                health = httpx.get(f"{base}/healthz", timeout=2).json()
-                break
-            except httpx.HTTPError:
-                time.sleep(0.5)
-        else:
-            raise RuntimeError("the service did not start within 120 s")
-        progress(f"  service up: {health}")
+    with recserve(registry, token, **deadlines) as service:
+        base, health, port = service.base, service.health, service.port
         load_test(base, histories, 50, 4)  # warm-up
         scenarios = [
             ("idle", requests, 1, lambda: []),
@@ -341,8 +304,9 @@ def http_benchmark(
         for name, count, concurrency, during in scenarios:
             rows.append(_measured_row(base, histories, count, concurrency, during(), name, dataset, health))
         # 8 reloads spread over the bounded run: its length estimated from the row with hot swaps
-        swapping = rows[2]
-        spacing = max(0.05, hostile_requests / swapping["requests_per_second"] / 10 - swapping["reload_seconds_mean"])
+        swapping = rows[2]  # a short run (--quick) can end before its first swap: no reload time to subtract
+        reload_seconds = swapping["reload_seconds_mean"] or 0.0
+        spacing = max(0.05, hostile_requests / swapping["requests_per_second"] / 10 - reload_seconds)
         hostile = [
             ("8 reloads", lambda: [Reloads(base, token, models, spacing, count=8)]),
             ("100 slow clients", lambda: [SlowClients(("127.0.0.1", port), 100)]),
@@ -353,13 +317,9 @@ def http_benchmark(
         ]
         for name, during in hostile:
             rows.append(_measured_row(base, histories, hostile_requests, 16, during(), name, dataset, health))
-        return rows
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-        server_log.seek(0)
-        closed = sum("no complete request headers" in line for line in server_log)
-        progress(f"  server log {server_log.name}: {closed} connections closed at the header deadline")
+    closed = sum("no complete request headers" in line for line in service.log.read_text().splitlines())
+    progress(f"  server log {service.log}: {closed} connections closed at the header deadline")
+    return rows
 
 
 def _measured_row(base, histories, requests, concurrency, during, name, dataset, health) -> dict[str, Any]:

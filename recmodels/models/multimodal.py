@@ -502,11 +502,17 @@ class MultiModal(TorchRecommender):
         self.noise = task.noise
         return self
 
-    def contributions(self, split: SplitData, sequences: Sequences | None = None) -> torch.Tensor:
+    def contributions(
+        self,
+        split: SplitData,
+        sequences: Sequences | None = None,
+        method: OcclusionContributionConfig | GradientContributionConfig | None = None,
+    ) -> torch.Tensor:
         """``[n_users, M]`` each training user's modality contributions to their own next-item loss (rows of
-        users with fewer than two training items are zero)."""
+        users with fewer than two training items are zero), measured by ``method`` (default: the config's)."""
         self._require_fitted()
         denoising = self.config.denoising or DenoisingConfig()
+        method = method or denoising.contribution
         sequences = sequences if sequences is not None else split.train.sequences()
         users = np.flatnonzero(sequences.lengths >= 2)
         device = next(self.module.parameters()).device
@@ -519,7 +525,7 @@ class MultiModal(TorchRecommender):
                 chunk = users[start : start + self.evaluation_batch_size]
                 items = torch.from_numpy(sequences.padded(chunk, max_len + 1)[0]).to(device)
                 inputs, targets = items[:, :-1], items[:, 1:].masked_fill(items[:, :-1] == 0, 0)
-                measured = denoising.contribution.measure(self.module, inputs, targets, denoising.positions)
+                measured = method.measure(self.module, inputs, targets, denoising.positions)
                 result[torch.from_numpy(chunk)] = measured.cpu()
         finally:
             self.module.train(was_training)

@@ -18,6 +18,7 @@ from recmodels.evaluation import evaluate
 from recmodels.features.modalities import ItemModalities
 from recmodels.models.baselines import MostPopular
 from recmodels.models.multimodal import (
+    DenoisingConfig,
     GradientContributionConfig,
     MultiModal,
     OcclusionContributionConfig,
@@ -107,6 +108,22 @@ def test_occlusion_contributions_are_the_loss_change_when_a_modality_is_masked(m
             losses.append(F.cross_entropy(logits[row][real], targets[row, -5:][real] - 1))
         full = net.user_losses(inputs, targets, vectors, torch.ones(len(inputs), net.n_modalities), 5)
     torch.testing.assert_close(occlusion[:, text], torch.stack(losses) - full, rtol=1e-4, atol=1e-5)
+
+
+def test_contributions_are_measured_by_the_method_asked_for(model, small_split):
+    """The benchmark compares both methods on one trained model: each user's row is that method's measure of
+    their own training sequence, whatever the config's default."""
+    sequences = small_split.train.sequences()
+    users = np.arange(4)
+    items = torch.from_numpy(sequences.padded(users, SMALL["max_len"] + 1)[0])
+    inputs, targets = items[:, :-1], items[:, 1:].masked_fill(items[:, :-1] == 0, 0)
+    positions = (model.config.denoising or DenoisingConfig()).positions
+    for method in (OcclusionContributionConfig(), GradientContributionConfig()):
+        measured = model.contributions(small_split, sequences, method)
+        expected = method.measure(model.module.eval(), inputs, targets, positions)
+        torch.testing.assert_close(measured[users], expected, rtol=1e-4, atol=1e-6)
+    occlusion = model.contributions(small_split, sequences, OcclusionContributionConfig())
+    assert not torch.allclose(occlusion, model.contributions(small_split, sequences, GradientContributionConfig()))
 
 
 def test_noise_labels_take_the_lowest_share_of_content_contributions_and_never_the_id():
