@@ -7,12 +7,14 @@ SHARED_DATA := $(abspath ../shared/data)
 # Datasets: ../shared/data when it exists, else data/raw in the repo.
 export RECPIPE_DATA_DIR ?= $(if $(wildcard $(SHARED_DATA)/README.md),$(SHARED_DATA),$(CURDIR)/data/raw)
 export RECPIPE_DATASET ?= ml-100k
-# Dagster: SQLite run/event storage in a project-local home.
+# Dagster: SQLite run/event storage in a project-local home; RECPIPE_INSTANCE=postgres stores them in
+# PostgreSQL instead (the DAGSTER_PG_* variables; orchestration/dagster-postgres.yaml, docs/pipeline.md).
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+export RECPIPE_INSTANCE ?= sqlite
 # DVC: a local-directory remote outside the git tree (any DVC remote URL works).
 export RECPIPE_DVC_REMOTE ?= $(HOME)/.cache/recpipe/dvc-remote
 
-.PHONY: install run test format ui replay serve bench clean release
+.PHONY: install instance run test format ui replay serve bench clean release
 
 install: $(BIN)/.installed
 
@@ -21,11 +23,11 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@
 
-$(DAGSTER_HOME)/dagster.yaml: orchestration/dagster.yaml
-	mkdir -p $(DAGSTER_HOME)
-	cp orchestration/dagster.yaml $@
+# $(DAGSTER_HOME)/dagster.yaml: orchestration/dagster.yaml with the RECPIPE_INSTANCE profile's storage.
+instance: install
+	$(BIN)/python -m orchestration.instance
 
-run: install $(DAGSTER_HOME)/dagster.yaml
+run: instance
 	$(BIN)/python -m orchestration.slots
 	$(BIN)/dagster job execute -m orchestration.definitions -j full_pipeline
 
@@ -40,7 +42,7 @@ format: install
 
 # `dagster dev` runs the daemon beside the webserver, so the sensors and the schedule tick;
 # artifacts/ is served on :3001 so report links in asset metadata (drift reports) open.
-ui: install $(DAGSTER_HOME)/dagster.yaml
+ui: instance
 	mkdir -p artifacts
 	$(BIN)/python -m http.server 3001 --bind 127.0.0.1 --directory artifacts >/dev/null 2>&1 & server=$$!; \
 	trap "kill $$server" EXIT INT TERM; \
@@ -62,7 +64,7 @@ bench: install
 
 # Publish the registry and raw data the last run materialised: push to RECPIPE_RELEASE_REMOTE (any DVC
 # remote URL) and commit release/registry.dvc, data.dvc and .dvc/config; see docs/serving.md.
-release: install $(DAGSTER_HOME)/dagster.yaml
+release: instance
 	$(BIN)/python -m orchestration.release
 
 clean:

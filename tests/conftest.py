@@ -12,7 +12,15 @@ directly with pandas so these tests do not depend on ``recmodels.data.readers``.
 
 from __future__ import annotations
 
+import glob
 import os
+import pwd
+import secrets
+import shutil
+import socket
+import subprocess
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -228,3 +236,75 @@ def encoder():
     from recmodels.features.text import TitleEncoder
 
     return TitleEncoder()
+
+
+@dataclass(frozen=True)
+class PostgresServer:
+    """A PostgreSQL server this test session started: password login over TCP on loopback."""
+
+    host: str
+    port: int
+    user: str
+    password: str
+
+    def url(self, database: str) -> str:
+        return f"postgresql://{self.user}:{self.password}@{self.host}:{self.port}/{database}"
+
+    def create_database(self) -> str:
+        """A fresh, empty database; returns its name."""
+        import psycopg2
+
+        name = f"recpipe_{secrets.token_hex(4)}"
+        connection = psycopg2.connect(self.url("postgres"))
+        try:
+            connection.autocommit = True
+            with connection.cursor() as cursor:
+                cursor.execute(f"CREATE DATABASE {name}")
+        finally:
+            connection.close()
+        return name
+
+
+def _postgres_binary(name: str) -> str | None:
+    """``name`` from PATH, else from the newest Debian ``/usr/lib/postgresql/<version>/bin``."""
+    versions = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), key=lambda path: int(path.split("/")[4]))
+    return shutil.which(name) or (versions[-1] if versions else None)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> PostgresServer:
+    """A real PostgreSQL server (Debian's ``postgresql`` package: ``initdb`` and ``pg_ctl``) in a throwaway
+    folder, password authentication, stopped after the session. Run as the ``postgres`` user when the tests
+    run as root (PostgreSQL refuses root). Skipped, with the reason, where no server binaries exist."""
+    initdb, pg_ctl = _postgres_binary("initdb"), _postgres_binary("pg_ctl")
+    if initdb is None or pg_ctl is None:
+        pytest.skip("no PostgreSQL server binaries (initdb, pg_ctl): install Debian's postgresql package")
+    folder = Path(tempfile.mkdtemp(prefix="recpipe-postgres-"))
+    prefix: list[str] = []
+    if os.geteuid() == 0:
+        owner = pwd.getpwnam("postgres")
+        os.chown(folder, owner.pw_uid, owner.pw_gid)
+        prefix = ["runuser", "-u", "postgres", "--"]
+    password = secrets.token_hex(12)
+    password_file = folder / "password"
+    password_file.write_text(password)
+    if prefix:
+        os.chown(password_file, owner.pw_uid, owner.pw_gid)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    data = folder / "data"
+
+    def run(*command: str) -> None:
+        finished = subprocess.run([*prefix, *command], capture_output=True, text=True)
+        if finished.returncode != 0:
+            raise RuntimeError(f"{' '.join(command)} failed ({finished.returncode}): {finished.stderr.strip()}")
+
+    run(initdb, "-D", str(data), "-U", "recpipe", "--pwfile", str(password_file), "-A", "scram-sha-256", "-N")
+    options = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off"
+    run(pg_ctl, "-D", str(data), "-l", str(folder / "server.log"), "-o", options, "-w", "start")
+    try:
+        yield PostgresServer("127.0.0.1", port, "recpipe", password)
+    finally:
+        run(pg_ctl, "-D", str(data), "-m", "fast", "-w", "stop")
+        shutil.rmtree(folder)

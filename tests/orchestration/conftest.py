@@ -62,3 +62,27 @@ def materialise_batch() -> Callable[..., dg.ExecuteInProcessResult]:
         return dg.materialize([*definitions.batch_assets, *definitions.batch_checks], resources=resources, **options)
 
     return run
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def project_instance(request, tmp_path, monkeypatch) -> dg.DagsterInstance:
+    """A Dagster instance as ``make run`` builds it (``orchestration.instance`` writes ``$DAGSTER_HOME/
+    dagster.yaml``), once per storage profile: SQLite in a throwaway home, and PostgreSQL on a real server
+    (``postgres_server``), a fresh database, reached through the ``DAGSTER_PG_*`` variables the file names."""
+    from orchestration.instance import write_instance
+
+    home = tmp_path / "dagster_home"
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    if request.param == "postgres":
+        server = request.getfixturevalue("postgres_server")
+        for name, value in {
+            "DAGSTER_PG_HOST": server.host,
+            "DAGSTER_PG_PORT": str(server.port),
+            "DAGSTER_PG_USERNAME": server.user,
+            "DAGSTER_PG_PASSWORD": server.password,
+            "DAGSTER_PG_DB": server.create_database(),
+        }.items():
+            monkeypatch.setenv(name, value)
+    write_instance(home, request.param)
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        yield instance

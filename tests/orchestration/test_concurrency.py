@@ -1,6 +1,7 @@
-"""The instance concurrency of orchestration/dagster.yaml, on a real instance built from that file: the
-"training" pool caps training steps across the executor's parallelism, and the run queue lets at most
-one retrain per model and one batch pipeline run at a time."""
+"""The instance concurrency of orchestration/dagster.yaml, on real instances built from that file (SQLite and
+PostgreSQL storage, the ``project_instance`` fixture): the "training" pool caps training steps across the
+executor's parallelism, and the run queue lets at most one retrain per model and one batch pipeline run at a
+time."""
 
 from __future__ import annotations
 
@@ -32,7 +33,9 @@ def _sleeping_training(name: str) -> dg.AssetsDefinition:
 trainings_job = dg.define_asset_job(
     "trainings",
     executor_def=dg.multiprocess_executor.configured(
-        {"max_concurrent": EXECUTOR_STEPS, "start_method": {"forkserver": {"preload_modules": ["dagster"]}}}
+        # spawn, not the pipeline's forkserver: a forkserver keeps the environment of the first test that
+        # started it, and the PostgreSQL instance's steps read DAGSTER_PG_* from theirs
+        {"max_concurrent": EXECUTOR_STEPS, "start_method": {"spawn": {}}}
     ),
 )
 trainings_definitions = dg.Definitions(
@@ -50,12 +53,6 @@ def _reconstructable_trainings_job() -> dg.ReconstructableJob:
     return dg.build_reconstructable_job(
         __name__, get_trainings_job.__name__, reconstructor_working_directory=str(Path(__file__).parent)
     )
-
-
-@pytest.fixture
-def project_instance():
-    with dg.instance_for_test(overrides=yaml.safe_load(INSTANCE_YAML.read_text())) as instance:
-        yield instance
 
 
 def _most_steps_running_at_once(instance: dg.DagsterInstance, run_id: str) -> int:

@@ -608,82 +608,82 @@ class DriftTicks:
         return result
 
 
-def test_drift_sensor_asks_once_per_drifted_window_after_the_champions_data(tmp_path):
+def test_drift_sensor_asks_once_per_drifted_window_after_the_champions_data(tmp_path, project_instance):
     """Drift reports straight into a fresh instance: the sensor reads only their metadata and the champion's."""
     stream = live.StreamResource(incoming=str(tmp_path), window_days=7, model="ease_model", cooldown_windows=2)
-    with dg.instance_for_test() as instance:
-        _crown(instance, "c1", trained_through="1997-10-06", validation_window="1997-10-13")
-        tick = DriftTicks(instance, stream)
+    instance = project_instance
+    _crown(instance, "c1", trained_through="1997-10-06", validation_window="1997-10-13")
+    tick = DriftTicks(instance, stream)
 
-        _report_drift(instance, "1997-10-06", True)
-        _report_drift(instance, "1997-10-13", False)
-        quiet = tick()
-        assert not quiet.run_requests
-        assert "1997-10-06: drift, but the champion already trained through 1997-10-06" in str(quiet.skip_reason)
-        assert "1997-10-13: no drift" in str(quiet.skip_reason)
-        _report_drift(instance, "1997-10-20", True)
-        (request,) = tick().run_requests
-        assert request.run_key == "drift:1997-10-20"
-        assert request.run_config["ops"]["challenger_model"]["config"] == {
-            "model": "ease_model",
-            "window": "1997-10-20",
-        }
-        assert request.tags == {
-            automation.MODEL_TAG: "ease_model",
-            automation.TRIGGER_TAG: "drift",
-            automation.WINDOW_TAG: "1997-10-20",
-        }
-        _report_drift(instance, "1997-10-20", True)  # the same window again (landed again)
-        _report_drift(instance, "1997-10-27", True)  # one window later
-        cooled = tick()
-        assert not cooled.run_requests and str(cooled.skip_reason).count("in cooldown") == 2
-        _report_drift(instance, "1997-11-03", True)
-        assert [request.run_key for request in tick().run_requests] == ["drift:1997-11-03"]
-        assert tick().skip_reason == dg.SkipReason("no new drift report")
+    _report_drift(instance, "1997-10-06", True)
+    _report_drift(instance, "1997-10-13", False)
+    quiet = tick()
+    assert not quiet.run_requests
+    assert "1997-10-06: drift, but the champion already trained through 1997-10-06" in str(quiet.skip_reason)
+    assert "1997-10-13: no drift" in str(quiet.skip_reason)
+    _report_drift(instance, "1997-10-20", True)
+    (request,) = tick().run_requests
+    assert request.run_key == "drift:1997-10-20"
+    assert request.run_config["ops"]["challenger_model"]["config"] == {
+        "model": "ease_model",
+        "window": "1997-10-20",
+    }
+    assert request.tags == {
+        automation.MODEL_TAG: "ease_model",
+        automation.TRIGGER_TAG: "drift",
+        automation.WINDOW_TAG: "1997-10-20",
+    }
+    _report_drift(instance, "1997-10-20", True)  # the same window again (landed again)
+    _report_drift(instance, "1997-10-27", True)  # one window later
+    cooled = tick()
+    assert not cooled.run_requests and str(cooled.skip_reason).count("in cooldown") == 2
+    _report_drift(instance, "1997-11-03", True)
+    assert [request.run_key for request in tick().run_requests] == ["drift:1997-11-03"]
+    assert tick().skip_reason == dg.SkipReason("no new drift report")
 
 
-def test_windows_landed_before_the_champion_get_one_report_against_it(tmp_path):
+def test_windows_landed_before_the_champion_get_one_report_against_it(tmp_path, project_instance):
     """Weeks that landed while the champion was trained were never reported against it: the sensor asks for one
     report per such window (not while a window is being landed or a retrain is on its way), and a report made
     against an earlier champion triggers nothing."""
     stream = live.StreamResource(incoming=str(tmp_path), window_days=7, model="ease_model", cooldown_windows=1)
-    with dg.instance_for_test() as instance:
-        windows = ["1997-10-06", "1997-10-13", "1997-10-20", "1997-10-27", "1997-11-03"]
-        for window in windows:
-            _land(instance, window)
-        _crown(instance, "c1", trained_through="1997-10-06", validation_window="1997-10-13")
-        _report_drift(instance, "1997-10-20", False, champion="c1")  # already reported against c1
-        _report_drift(instance, "1997-10-27", True, champion="c0")  # against an earlier champion
-        landing = create_run_for_test(
-            instance,
-            job_name="ingest_window",
-            status=dg.DagsterRunStatus.STARTED,
-            tags={automation.WINDOW_TAG: windows[4]},
-        )
-        tick = DriftTicks(instance, stream)
+    instance = project_instance
+    windows = ["1997-10-06", "1997-10-13", "1997-10-20", "1997-10-27", "1997-11-03"]
+    for window in windows:
+        _land(instance, window)
+    _crown(instance, "c1", trained_through="1997-10-06", validation_window="1997-10-13")
+    _report_drift(instance, "1997-10-20", False, champion="c1")  # already reported against c1
+    _report_drift(instance, "1997-10-27", True, champion="c0")  # against an earlier champion
+    landing = create_run_for_test(
+        instance,
+        job_name="ingest_window",
+        status=dg.DagsterRunStatus.STARTED,
+        tags={automation.WINDOW_TAG: windows[4]},
+    )
+    tick = DriftTicks(instance, stream)
 
-        first = tick()
-        (request,) = first.run_requests  # no retrain: week 4's drift was measured against c0
-        assert request.job_name == automation.report_drift_job.name
-        assert request.partition_key == "1997-10-27"
-        assert request.run_key == "report:1997-10-27:v-1997-10-27:c1"
-        instance.delete_run(landing.run_id)  # week 5 has landed: now it is due too
-        assert [r.partition_key for r in tick().run_requests] == ["1997-10-27", "1997-11-03"]
+    first = tick()
+    (request,) = first.run_requests  # no retrain: week 4's drift was measured against c0
+    assert request.job_name == automation.report_drift_job.name
+    assert request.partition_key == "1997-10-27"
+    assert request.run_key == "report:1997-10-27:v-1997-10-27:c1"
+    instance.delete_run(landing.run_id)  # week 5 has landed: now it is due too
+    assert [r.partition_key for r in tick().run_requests] == ["1997-10-27", "1997-11-03"]
 
-        _report_drift(instance, "1997-10-27", True, champion="c1")
-        _report_drift(instance, "1997-11-03", False, champion="c1")
-        (retrain,) = tick().run_requests
-        assert retrain.run_key == "drift:1997-10-27" and retrain.job_name == automation.retrain_job.name
-        queued = create_run_for_test(instance, job_name="retrain", status=dg.DagsterRunStatus.NOT_STARTED)
-        waiting = tick()
-        assert not waiting.run_requests  # nothing is reported against a champion about to be replaced
+    _report_drift(instance, "1997-10-27", True, champion="c1")
+    _report_drift(instance, "1997-11-03", False, champion="c1")
+    (retrain,) = tick().run_requests
+    assert retrain.run_key == "drift:1997-10-27" and retrain.job_name == automation.retrain_job.name
+    queued = create_run_for_test(instance, job_name="retrain", status=dg.DagsterRunStatus.NOT_STARTED)
+    waiting = tick()
+    assert not waiting.run_requests  # nothing is reported against a champion about to be replaced
 
-        instance.delete_run(queued.run_id)
-        _crown(instance, "c2", trained_through="1997-10-20", validation_window="1997-10-27")
-        _report_drift(instance, "1997-11-03", True, champion="c1")  # a late report against c1
-        after = tick()  # no retrain for week 5's drift against c1
-        assert [(r.job_name, r.partition_key) for r in after.run_requests] == [("report_drift", "1997-11-03")]
-        _land(instance, "1997-11-03", version="v2")  # landed again, from a changed file
-        _report_drift(instance, "1997-11-03", False, champion="c2")  # of its first version
-        (again,) = tick().run_requests
-        assert again.run_key == "report:1997-11-03:v2:c2"
+    instance.delete_run(queued.run_id)
+    _crown(instance, "c2", trained_through="1997-10-20", validation_window="1997-10-27")
+    _report_drift(instance, "1997-11-03", True, champion="c1")  # a late report against c1
+    after = tick()  # no retrain for week 5's drift against c1
+    assert [(r.job_name, r.partition_key) for r in after.run_requests] == [("report_drift", "1997-11-03")]
+    _land(instance, "1997-11-03", version="v2")  # landed again, from a changed file
+    _report_drift(instance, "1997-11-03", False, champion="c2")  # of its first version
+    (again,) = tick().run_requests
+    assert again.run_key == "report:1997-11-03:v2:c2"
