@@ -162,8 +162,9 @@ def recserve(registry: Path, token: str | None = None, **settings: str) -> Itera
         **{f"RECSERVE_{name.upper()}": value for name, value in settings.items()},
     }
     command = [sys.executable, "-m", "recserve", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
-    log = Path(tempfile.mkstemp(prefix="recserve-", suffix=".log")[1])
-    with log.open("w") as output:
+    descriptor, name = tempfile.mkstemp(prefix="recserve-", suffix=".log")
+    log = Path(name)
+    with os.fdopen(descriptor, "w") as output:
         server = subprocess.Popen(command, env=environment, stdout=output, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
