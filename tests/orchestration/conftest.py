@@ -37,6 +37,23 @@ def earliest_ml100k(tmp_path_factory, data_dir: Path) -> Callable[..., Path]:
     return write
 
 
+def _project_repository(root: Path) -> Path:
+    """``root`` made a git repository holding the project's .gitignore, as a clone is (unless it is one)."""
+    if not (root / ".git").exists():
+        subprocess.run(["git", "init", "-q", str(root)], check=True)
+        (root / ".gitignore").write_text((PROJECT_ROOT / ".gitignore").read_text())
+        git = ["git", "-C", str(root), "-c", "user.name=recpipe tests", "-c", "user.email=tests@recpipe.invalid"]
+        subprocess.run([*git, "add", ".gitignore"], check=True)
+        subprocess.run([*git, "commit", "-q", "-m", "project skeleton"], check=True)
+    return root
+
+
+@pytest.fixture(scope="session")
+def project_repository() -> Callable[[Path], Path]:
+    """``project_repository(root)``: ``root`` made a git repository as a clone of the project is."""
+    return _project_repository
+
+
 @pytest.fixture(scope="session")
 def materialise_batch() -> Callable[..., dg.ExecuteInProcessResult]:
     """``materialise_batch(root, dataset, dvc_remote=None, **options)``: the batch assets and checks in
@@ -44,12 +61,7 @@ def materialise_batch() -> Callable[..., dg.ExecuteInProcessResult]:
     artifacts; ``options`` go to ``dg.materialize`` (selection, run_config, instance)."""
 
     def run(root: Path, dataset: DatasetResource, dvc_remote: str | None = None, **options):
-        if not (root / ".git").exists():
-            subprocess.run(["git", "init", "-q", str(root)], check=True)
-            (root / ".gitignore").write_text((PROJECT_ROOT / ".gitignore").read_text())
-            git = ["git", "-C", str(root), "-c", "user.name=recpipe tests", "-c", "user.email=tests@recpipe.invalid"]
-            subprocess.run([*git, "add", ".gitignore"], check=True)
-            subprocess.run([*git, "commit", "-q", "-m", "project skeleton"], check=True)
+        _project_repository(root)
         store = ArtifactStore(project_root=str(root), dvc_remote=dvc_remote)
         resources = {
             "dataset": dataset,

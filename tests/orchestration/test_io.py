@@ -1,5 +1,7 @@
-"""The IO layer with real DVC and a real SQLite Dagster instance: versions, lineage, concurrent runs."""
+"""The IO layer with real DVC and real Dagster instances (SQLite and PostgreSQL storage, the
+``project_instance`` fixture): versions, lineage, concurrent runs in separate processes."""
 
+import os
 import shutil
 import subprocess
 import sys
@@ -49,10 +51,9 @@ def per_window(context: dg.AssetExecutionContext) -> Text:
 
 
 @pytest.fixture
-def project(tmp_path):
+def project(tmp_path, project_instance):
     store = ArtifactStore(project_root=str(tmp_path / "project"), dvc_remote=str(tmp_path / "remote"))
-    with dg.instance_for_test() as instance:
-        yield store, instance
+    return store, project_instance
 
 
 def _run(store: ArtifactStore, instance, assets, text: str | None = None, **options) -> dg.ExecuteInProcessResult:
@@ -110,11 +111,9 @@ def materialise_once(home: str, project_root: str, remote: str, text: str) -> No
         assert _run(store, instance, [upstream, downstream], text).success
 
 
-def test_two_runs_at_once_each_record_the_versions_they_read_and_wrote(tmp_path):
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text(f"storage:\n  sqlite:\n    base_dir: {home}\ntelemetry:\n  enabled: false\n")
-    dg.DagsterInstance.from_config(str(home)).dispose()  # the instance's tables exist before users start runs
+def test_two_runs_at_once_each_record_the_versions_they_read_and_wrote(tmp_path, project_instance):
+    """Each run starts in its own process; this one sees their runs, events and lineage in the shared storage."""
+    home = os.environ["DAGSTER_HOME"]  # the instance file project_instance wrote; its tables exist already
     root, remote = tmp_path / "project", tmp_path / "remote"
     texts = [f"run-{letter}-{round_}" for round_ in range(2) for letter in "ab"]
     for pair in (texts[0:2], texts[2:4]):  # two processes started together, twice
@@ -132,24 +131,22 @@ def test_two_runs_at_once_each_record_the_versions_they_read_and_wrote(tmp_path)
         ]
         assert [process.wait(timeout=300) for process in processes] == [0, 0]
     store = ArtifactStore(project_root=str(root), dvc_remote=str(remote))
-    with dg.DagsterInstance.from_config(str(home)) as instance:
-        runs = instance.get_runs()
-        assert len(runs) == len(texts)
-        for run in runs:
-            events = {
-                record.asset_key.to_user_string(): record.asset_materialization
-                for record in instance.get_records_for_run(
-                    run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
-                ).records
-                for _ in [record.event_log_entry]
-                if record.asset_materialization is not None
-            }
-            text = run.run_config["ops"]["upstream"]["config"]["text"]
-            assert _text_of_version(store, "upstream", events["upstream"].metadata["dvc_md5"].value) == text
-            lineage = events["downstream"].tags["dagster/input_data_version/upstream"]
-            # whatever the other run did meanwhile, what this run read is the version its lineage names
-            read = _text_of_version(store, "downstream", events["downstream"].metadata["dvc_md5"].value)
-            assert read == f"read {_text_of_version(store, 'upstream', lineage)}"
+    runs = project_instance.get_runs()
+    assert len(runs) == len(texts)
+    for run in runs:
+        events = {
+            record.asset_key.to_user_string(): record.asset_materialization
+            for record in project_instance.get_records_for_run(
+                run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
+            ).records
+            if record.asset_materialization is not None
+        }
+        text = run.run_config["ops"]["upstream"]["config"]["text"]
+        assert _text_of_version(store, "upstream", events["upstream"].metadata["dvc_md5"].value) == text
+        lineage = events["downstream"].tags["dagster/input_data_version/upstream"]
+        # whatever the other run did meanwhile, what this run read is the version its lineage names
+        read = _text_of_version(store, "downstream", events["downstream"].metadata["dvc_md5"].value)
+        assert read == f"read {_text_of_version(store, 'upstream', lineage)}"
 
 
 def test_identical_content_reuses_its_version_folder(project):
