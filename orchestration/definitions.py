@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
+
 import dagster as dg
 
-from orchestration import automation, checks
+from orchestration import automation, checks, kubernetes
 from orchestration.assets import clusters, data, evaluation, export, features, graph, live, models
 from orchestration.io import VersionedFolderIOManager
 from orchestration.resources import (
@@ -43,18 +45,33 @@ all_checks = batch_checks + live_checks
 # write the same assets would each be recorded truthfully, but their models would mix splits.
 BATCH_RUN_TAGS = {"recpipe/pipeline": "batch"}
 
+# How every job runs its steps, chosen by RECPIPE_EXECUTOR. multiprocess: processes on this machine, forked
+# from a forkserver that has imported this code location (11 s of imports, paid once per run instead of once
+# per step). kubernetes: one pod per step (orchestration/kubernetes.py; deploy/dagster/ sets it).
+EXECUTORS = {
+    "multiprocess": dg.multiprocess_executor.configured(
+        {
+            "max_concurrent": parallel_steps(),
+            "start_method": {"forkserver": {"preload_modules": ["orchestration.definitions"]}},
+        },
+        name="multiprocess",
+    ),
+    "kubernetes": kubernetes.step_pod_executor,
+}
+
+
+def chosen_executor() -> dg.ExecutorDefinition:
+    """The executor RECPIPE_EXECUTOR names (default multiprocess); an unknown name fails at load time."""
+    name = os.environ.get("RECPIPE_EXECUTOR", "").strip() or "multiprocess"
+    if name not in EXECUTORS:
+        raise ValueError(f"RECPIPE_EXECUTOR={name!r}: use one of {', '.join(EXECUTORS)}")
+    return EXECUTORS[name]
+
+
 full_pipeline = dg.define_asset_job(
     "full_pipeline",
     selection=dg.AssetSelection.all() - dg.AssetSelection.groups(live.GROUP),
     description="Materialise every batch asset on the configured dataset (the live loop runs from sensors).",
-    # forkserver: step processes fork from one that has imported this code location (11 s of imports,
-    # paid once per run instead of once per step)
-    executor_def=dg.multiprocess_executor.configured(
-        {
-            "max_concurrent": parallel_steps(),
-            "start_method": {"forkserver": {"preload_modules": ["orchestration.definitions"]}},
-        }
-    ),
     tags=BATCH_RUN_TAGS,
 )
 
@@ -79,4 +96,5 @@ defs = dg.Definitions(
     sensors=automation.sensors,
     schedules=automation.schedules,
     resources=resources(),
+    executor=chosen_executor(),
 )

@@ -179,9 +179,12 @@ class ComputeResource(dg.ConfigurableResource):
     torch gets its share of the cores; more threads than cores slows every training down."""
 
     torch_threads: int = Field(
-        default_factory=lambda: max(1, (os.cpu_count() or 1) // parallel_steps()),
+        default_factory=lambda: int(
+            os.environ.get("RECPIPE_TORCH_THREADS") or max(1, (os.cpu_count() or 1) // parallel_steps())
+        ),
         ge=1,
-        description="Torch threads in each step (default: cores / RECPIPE_PARALLEL_STEPS).",
+        description="Torch threads in each step (env RECPIPE_TORCH_THREADS, which a Kubernetes step pod sets "
+        "to the cores it requests; default: cores / RECPIPE_PARALLEL_STEPS).",
     )
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:

@@ -9,7 +9,9 @@ A checkpoint records what it was trained for (``Fingerprint``: sha256 of the res
 config and of the training and validation data). A run resumes only a checkpoint of its
 own config and data; any other is refused with both fingerprints, or, with
 ``TrainerConfig.restart_on_checkpoint_mismatch``, ignored and overwritten by a fresh run.
-A resume may change only how long training runs and where (``RUN_CONTROL_FIELDS``).
+A resume may change only how long training runs and where (``RUN_CONTROL_FIELDS``), and with how many
+ranks: under ``torchrun`` the same loop trains data-parallel (``recmodels.distributed``), rank 0 validating
+and checkpointing, and a checkpoint of any number of ranks resumes with any other.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ import pandas as pd
 import torch
 from torch import nn
 from tqdm.auto import tqdm
+
+from recmodels.distributed import World, current_world
 
 if TYPE_CHECKING:
     import scipy.sparse as sp
@@ -82,6 +86,8 @@ class TrainingHistory:
     loss: list[float] = field(default_factory=list)
     valid_score: list[float] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)
+    # seconds of each epoch spent in collectives (all-reduce, broadcast); empty for a single process
+    communication_seconds: list[float] = field(default_factory=list)
     extra: dict[str, list[float]] = field(default_factory=dict)
     best_epoch: int = -1
     best_score: float = float("-inf")
@@ -91,6 +97,7 @@ class TrainingHistory:
             "loss": self.loss,
             "valid_score": self.valid_score,
             "seconds": self.seconds,
+            "communication_seconds": self.communication_seconds,
             "extra": self.extra,
             "best_epoch": self.best_epoch,
             "best_score": self.best_score,
@@ -118,6 +125,10 @@ class TrainingTask(Protocol):
 
     def epoch_figures(self, epoch: int) -> dict[str, float]:
         """Extra per-epoch values worth plotting (e.g. a curriculum threshold)."""
+
+    # Optional: ``loss_weight(batch) -> int``, the number of terms ``loss`` averages over (next-item positions,
+    # say); ranks weight their shares of a batch by it, so a data-parallel update equals the single-process
+    # one. Without it a batch's rows are its terms.
 
 
 class CheckpointMismatchError(ValueError):
@@ -293,11 +304,13 @@ class Trainer:
         seed: int,
         checkpoint_dir: Path | None = None,
         on_epoch: Callable[[int, TrainingHistory], None] | None = None,
+        world: World | None = None,
     ) -> None:
         self.config = config
         self.seed = seed
         self.checkpoint_dir = checkpoint_dir
         self.on_epoch = on_epoch
+        self.world = world if world is not None else current_world()
 
     def fit(self, task: TrainingTask, max_epochs: int | None = None) -> TrainingHistory:
         config = self.config
@@ -334,30 +347,34 @@ class Trainer:
                     "scratch (its first epoch overwrites the checkpoint)"
                 )
 
+        world = self.world
         for epoch in range(start, epochs):
             patience_ran_out = history.best_epoch >= 0 and epoch - history.best_epoch > config.patience
             if patience_ran_out and epoch >= config.min_epochs:
                 break
-            started = time.perf_counter()
+            started, communicated = time.perf_counter(), world.communication_seconds
             module.train()
             total, count = 0.0, 0
             batches = task.batches(epoch, generator)
+            # a single process draws the loss's randomness from the batch generator, as it always has; ranks keep
+            # the batch generator identical and draw from their own, seeded by epoch and rank (resumable anywhere)
+            loss_generator = generator if not world.distributed else self._rank_generator(epoch)
             for batch in tqdm(batches, desc=f"epoch {epoch}", disable=not config.progress, leave=False):
                 optimiser.zero_grad(set_to_none=True)
-                loss = task.loss(batch, epoch, generator)
-                loss.backward()
+                total += self._step(task, batch, epoch, loss_generator)
                 optimiser.step()
                 if average is not None:
                     average.update()
-                total += float(loss.detach())
                 count += 1
             seconds = time.perf_counter() - started
             score = float("nan")
             with average.swapped_in() if average is not None else nullcontext():
                 if (epoch + 1) % config.validate_every == 0 or epoch == epochs - 1:
-                    module.eval()
-                    with torch.inference_mode():
-                        score = task.validation_score()
+                    if world.is_main:
+                        module.eval()
+                        with torch.inference_mode():
+                            score = task.validation_score()
+                    score = world.broadcast(score)
                 if score > history.best_score:
                     history.best_score, history.best_epoch = score, epoch
                     best_state = copy.deepcopy(module.state_dict())
@@ -366,6 +383,10 @@ class Trainer:
             history.seconds.append(seconds)
             for name, value in task.epoch_figures(epoch).items():
                 history.extra.setdefault(name, []).append(value)
+            if world.distributed or history.communication_seconds:  # a resumed run's epochs stay aligned
+                history.communication_seconds.append(world.communication_seconds - communicated)
+            if not world.is_main:
+                continue
             log.info(
                 "epoch %d: loss %.4f, valid %s (best %.4f at %d), %.1f s",
                 epoch,
@@ -383,7 +404,33 @@ class Trainer:
                 self.on_epoch(epoch, history)
         module.load_state_dict(best_state)
         module.eval()
+        world.barrier()  # no rank returns while rank 0 still writes the last checkpoint
         return history
+
+    def _step(self, task: TrainingTask, batch: Any, epoch: int, generator: torch.Generator) -> float:
+        """Gradients of one batch's loss (summed over the ranks, each weighted by its share of the loss terms);
+        returns the batch's loss."""
+        world = self.world
+        if not world.distributed:
+            loss = task.loss(batch, epoch, generator)
+            loss.backward()
+            return float(loss.detach())
+        local, rows = world.shard(batch)
+        weight = float(task.loss_weight(local)) if rows and hasattr(task, "loss_weight") else float(rows)
+        share = weight / world.total(weight)
+        value = 0.0
+        if weight > 0:
+            loss = task.loss(local, epoch, generator)
+            (loss * share).backward()
+            value = float(loss.detach()) * share
+        world.sum_gradients(task.module.parameters())
+        return world.total(value)
+
+    def _rank_generator(self, epoch: int) -> torch.Generator:
+        """The loss randomness of one rank in one epoch (negatives, diffusion steps), and its dropout."""
+        seed = int.from_bytes(hashlib.sha256(f"{self.seed}/{epoch}/{self.world.rank}".encode()).digest()[:8], "big")
+        torch.manual_seed(seed)
+        return torch.Generator().manual_seed(seed)
 
     @staticmethod
     def _save(path, fingerprint, next_epoch, module, optimiser, generator, history, best_state, average) -> None:

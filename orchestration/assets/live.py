@@ -57,6 +57,7 @@ from orchestration.io import (
     recorded_folder,
     safe_component,
 )
+from orchestration.kubernetes import training_step_tags
 from orchestration.outputs import ExportedModel, RegisteredModel
 from orchestration.resources import PROJECT_ROOT, ArtifactStore, DatasetResource
 from recmodels.data.interactions import Interactions
@@ -631,7 +632,13 @@ def _kinds_of_stream_models() -> set[str]:
     return set().union(*(spec.kinds for spec in STREAM_MODELS.values()))
 
 
-@dg.asset(group_name=GROUP, deps=[ALL_WINDOWS], kinds=_kinds_of_stream_models(), pool=TRAINING_POOL)
+@dg.asset(
+    group_name=GROUP,
+    deps=[ALL_WINDOWS],
+    kinds=_kinds_of_stream_models(),
+    pool=TRAINING_POOL,
+    op_tags=training_step_tags(trains_torch="pytorch" in _kinds_of_stream_models()),
+)
 def challenger_model(
     context: dg.AssetExecutionContext, config: ChallengerConfig, store: ArtifactStore
 ) -> dg.Output[TrainedModel]:

@@ -10,6 +10,7 @@ import pydantic
 
 from orchestration.config_bridge import dataclass_values, launchpad_config
 from orchestration.io import WithFiles, input_version
+from orchestration.kubernetes import training_step_tags
 from orchestration.plots import inline_png, rendered, training_curves
 from orchestration.resources import ComputeResource
 from recmodels.cluster import ItemClusters
@@ -198,7 +199,9 @@ def model_asset(spec: ModelSpec) -> dg.AssetsDefinition:
             curves = history.as_dict()
             # wall-clock seconds stay in the metadata: in the versioned file they would give every
             # identical retraining a new version
-            versioned = {name: values for name, values in curves.items() if name != "seconds"}
+            versioned = {
+                name: values for name, values in curves.items() if name not in ("seconds", "communication_seconds")
+            }
             chart = rendered(lambda path: training_curves(curves, model.config.valid_metric, path))
             files |= {"training_history.json": json.dumps(versioned, indent=2).encode(), "training_curves.png": chart}
             metadata["epochs"] = len(history.loss)
@@ -217,6 +220,7 @@ def model_asset(spec: ModelSpec) -> dg.AssetsDefinition:
         kinds=spec.kinds,
         description=spec.summary,
         pool=TRAINING_POOL,
+        op_tags=training_step_tags(trains_torch="pytorch" in spec.kinds),
     )(train_model)
 
 

@@ -416,6 +416,10 @@ class _MultiModalTask:
             original[:, -1], denoised[:, -1], denoising.temperature
         )
 
+    def loss_weight(self, batch: _Batch) -> int:
+        """The next-item loss averages over the positions that have a target."""
+        return int((batch.targets > 0).sum())
+
     def validation_score(self) -> float:
         return stage_metric(self.model, self.split.valid, self.model.config.valid_metric)
 

@@ -184,6 +184,10 @@ class _NextItemTask:
             extra = self.sampler.sample(batch.targets.cpu(), batch.histories, threshold, generator).to(self.device)
         return self.loss_fn(hidden, batch.targets, catalogue, generator, extra)
 
+    def loss_weight(self, batch: _Batch) -> int:
+        """The next-item loss averages over the positions that have a target."""
+        return int((batch.targets > 0).sum())
+
     def validation_score(self) -> float:
         return stage_metric(self.model, self.split.valid, self.model.config.valid_metric)
 
