@@ -82,6 +82,16 @@ class World:
         for parameter, gradient, any_rank in zip(parameters, summed, flat[-len(parameters) :].tolist()):
             parameter.grad = gradient.view_as(parameter) if any_rank > 0 else None
 
+    def follow_main_buffers(self, module: torch.nn.Module) -> None:
+        """Every buffer (state that is not a parameter, e.g. DiffRec's importance-sampling loss history) set to
+        rank 0's, so all ranks hold the model rank 0 validates and writes. DistributedDataParallel does this
+        before each forward; here once an epoch: the only buffer training changes is that history, which
+        only steers which diffusion steps a rank draws."""
+        if not self.distributed:
+            return
+        for buffer in module.buffers():
+            self._timed(lambda buffer=buffer: dist.broadcast(buffer, src=0))
+
     def broadcast(self, value: float) -> float:
         """Rank 0's ``value`` on every rank (a validation score only rank 0 computed)."""
         if not self.distributed:
@@ -89,6 +99,14 @@ class World:
         tensor = torch.tensor([value], dtype=torch.float64, device=_device())
         self._timed(lambda: dist.broadcast(tensor, src=0))
         return float(tensor.item())
+
+    def gathered(self, value: Any) -> list[Any]:
+        """Every rank's ``value`` (a small picklable object), in rank order, on every rank."""
+        if not self.distributed:
+            return [value]
+        values: list[Any] = [None] * self.size
+        self._timed(lambda: dist.all_gather_object(values, value))
+        return values
 
     def barrier(self) -> None:
         if self.distributed:

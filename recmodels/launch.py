@@ -14,6 +14,7 @@ to the run's log and its figures to the asset's metadata.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import shutil
@@ -59,18 +60,34 @@ def train(
     started = time.perf_counter()
     model.fit(load_split(Path(split)), **extras)
     seconds = time.perf_counter() - started
+    digests = world.gathered(state_digest(model))
     if world.is_main:
         out = Path(out)
         scratch = out.with_name(f".{out.name}.partial")
         shutil.rmtree(scratch, ignore_errors=True)
         model.save(scratch)
         history = getattr(model, "history", None)
-        record = {"ranks": world.size, "seconds": seconds, "history": history.as_dict() if history else None}
+        record = {
+            "ranks": world.size,
+            "seconds": seconds,
+            # every rank must end with the weights rank 0 writes: a rank that drifted would show here
+            "state_sha256": digests,
+            "history": history.as_dict() if history else None,
+        }
         (scratch / TRAINING_FILE).write_text(json.dumps(record, indent=2))
         shutil.rmtree(out, ignore_errors=True)
         scratch.replace(out)
     world.barrier()
     return model
+
+
+def state_digest(model: Recommender) -> str:
+    """SHA-256 of the trained model's state (what ``save`` writes), tensor by tensor in name order."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
 
 
 class _PipesLogHandler(logging.Handler):

@@ -366,6 +366,7 @@ class Trainer:
                 if average is not None:
                     average.update()
                 count += 1
+            world.follow_main_buffers(module)
             seconds = time.perf_counter() - started
             score = float("nan")
             with average.swapped_in() if average is not None else nullcontext():
