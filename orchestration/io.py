@@ -171,7 +171,7 @@ class VersionedFolderIOManager(dg.ConfigurableIOManager):
             if len(folders) != 1:
                 raise TypeError(f"input {context.name!r} spans {len(folders)} partitions: annotate it dict[str, T]")
             return load(next(iter(folders.values())))
-        return load(recorded_folder(self.store, self._lineage_record(context, key)))
+        return load(recorded_folder(self.store, lineage_record(context.instance, context.step_context, key)))
 
     @staticmethod
     def _latest(context: dg.InputContext, key: dg.AssetKey, partition: str) -> dg.EventLogRecord:
@@ -182,21 +182,28 @@ class VersionedFolderIOManager(dg.ConfigurableIOManager):
             raise FileNotFoundError(f"{key.to_user_string()}[{partition}] was never materialised")
         return records[0]
 
-    @staticmethod
-    def _lineage_record(context: dg.InputContext, key: dg.AssetKey) -> dg.EventLogRecord:
-        """The upstream materialisation this step's provenance records (fetched once per step by Dagster)."""
-        info = context.step_context.maybe_fetch_and_get_input_asset_version_info(key)
-        if info is None or info.storage_id is None:
-            raise FileNotFoundError(f"{key.to_user_string()} was never materialised: materialise it first")
-        records = context.instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=key, storage_ids=[info.storage_id]), limit=1
-        ).records
-        if not records:
-            raise FileNotFoundError(
-                f"the lineage of this step names {key.to_user_string()} event {info.storage_id}, "
-                "which is not a materialisation"
-            )
-        return records[0]
+
+def lineage_record(instance: dg.DagsterInstance, step_context, key: dg.AssetKey) -> dg.EventLogRecord:
+    """The upstream materialisation this step's provenance records (fetched once per step by Dagster)."""
+    info = step_context.maybe_fetch_and_get_input_asset_version_info(key)
+    if info is None or info.storage_id is None:
+        raise FileNotFoundError(f"{key.to_user_string()} was never materialised: materialise it first")
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=key, storage_ids=[info.storage_id]), limit=1
+    ).records
+    if not records:
+        raise FileNotFoundError(
+            f"the lineage of this step names {key.to_user_string()} event {info.storage_id}, "
+            "which is not a materialisation"
+        )
+    return records[0]
+
+
+def input_folder(context: dg.AssetExecutionContext, store: ArtifactStore, key: str | dg.AssetKey) -> Path:
+    """The stored folder of the upstream version this step's lineage records: what a subprocess the step
+    starts (a distributed training) reads in place of the loaded input."""
+    step_context = context.get_step_execution_context()
+    return recorded_folder(store, lineage_record(context.instance, step_context, dg.AssetKey.from_coercible(key)))
 
 
 def input_version(context: dg.AssetExecutionContext, key: str | dg.AssetKey) -> str:

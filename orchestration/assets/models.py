@@ -2,29 +2,31 @@
 
 import dataclasses
 import json
+import sys
+import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import dagster as dg
 import pydantic
 
 from orchestration.config_bridge import dataclass_values, launchpad_config
-from orchestration.io import WithFiles, input_version
+from orchestration.io import WithFiles, input_folder, input_version
 from orchestration.kubernetes import training_step_tags
 from orchestration.plots import inline_png, rendered, training_curves
-from orchestration.resources import ComputeResource
-from recmodels.cluster import ItemClusters
+from orchestration.resources import PROJECT_ROOT, ArtifactStore, ComputeResource
 from recmodels.data.splits import SplitData
 from recmodels.evaluation import evaluate
-from recmodels.features.modalities import ItemModalities
-from recmodels.graph import NeighbourhoodOverlap
-from recmodels.models import ModelConfig, model_family
+from recmodels.launch import FIT_INPUT_TYPES, TRAINING_FILE
+from recmodels.models import ModelConfig, Recommender, model_family
 from recmodels.models.base import TorchRecommender
 from recmodels.models.baselines import EASEConfig, ItemKNNConfig
 from recmodels.models.diffrec import diffrec, l_diffrec, t_diffrec
 from recmodels.models.efficientrec import EfficientRecConfig
 from recmodels.models.multimodal import demure, fused, modalities_only
 from recmodels.models.sasrec import GNNOConfig, esasrec, sasrec, sasrec_ss, with_gnno
+from recmodels.train import TrainingHistory
 
 GROUP = "models"
 
@@ -33,9 +35,12 @@ GROUP = "models"
 # The model records the parameters of what it used in ``upstream[keyword]``; the asset adds which stored
 # version that was, so the saved config.json and the registry manifest say what the model trained with.
 FIT_INPUTS = {
-    "item_neighbourhood_overlap": ("overlap", NeighbourhoodOverlap),
-    "item_clusters": ("clusters", ItemClusters),
-    "item_features": ("modalities", ItemModalities),
+    name: (keyword, FIT_INPUT_TYPES[keyword])
+    for name, keyword in {
+        "item_neighbourhood_overlap": "overlap",
+        "item_clusters": "clusters",
+        "item_features": "modalities",
+    }.items()
 }
 
 
@@ -152,15 +157,56 @@ MODEL_SPECS = [
 MODEL_ASSETS = [spec.asset for spec in MODEL_SPECS]
 
 
+RANKS_FIELD = (
+    int,
+    pydantic.Field(
+        default=1,
+        ge=1,
+        description="Training processes: above 1 the step launches `torchrun --nproc-per-node <ranks> -m "
+        "recmodels.launch` through Dagster Pipes (data-parallel; each rank gets the step's torch threads / "
+        "ranks). The step still claims one slot of the training pool.",
+    ),
+)
+
+
 def model_launchpad_config(spec: ModelSpec) -> type[dg.Config]:
-    """The asset's launchpad config: the preset's dataclass, typed parts included, plus the validation cutoffs."""
-    return launchpad_config(
-        spec.asset,
-        spec.preset,
-        extra={
-            "valid_ks": (list[int], pydantic.Field(default=[10, 20], description="Cutoffs reported on validation."))
-        },
-    )
+    """The asset's launchpad config: the preset's dataclass, typed parts included, plus the validation cutoffs
+    (and, for the torch families, the number of training ranks)."""
+    extra = {"valid_ks": (list[int], pydantic.Field(default=[10, 20], description="Cutoffs reported on validation."))}
+    if "pytorch" in spec.kinds:
+        extra["ranks"] = RANKS_FIELD
+    return launchpad_config(spec.asset, spec.preset, extra=extra)
+
+
+def fit_on_ranks(
+    context: dg.AssetExecutionContext,
+    spec: ModelSpec,
+    config: ModelConfig,
+    ranks: int,
+    store: ArtifactStore,
+    compute: ComputeResource,
+) -> Recommender:
+    """Train through ``torchrun`` on this machine, ``ranks`` processes reading the stored versions this step's
+    lineage names; rank 0's log reaches the run through Dagster Pipes. Returns the model rank 0 wrote."""
+    folders = {"split": input_folder(context, store, "split")} | {
+        FIT_INPUTS[name][0]: input_folder(context, store, name) for name in spec.inputs
+    }
+    with tempfile.TemporaryDirectory(prefix=f"{spec.asset}-ranks-") as scratch:
+        config_file, out = Path(scratch) / "config.json", Path(scratch) / "model"
+        config_file.write_text(json.dumps(config.to_dict()))
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={ranks}"]
+        command += ["-m", "recmodels.launch", "--family", spec.family, "--config", str(config_file)]
+        command += ["--split", str(folders.pop("split")), "--out", str(out)]
+        command += [argument for keyword, folder in folders.items() for argument in ("--input", f"{keyword}={folder}")]
+        threads = str(max(1, compute.torch_threads // ranks))
+        dg.PipesSubprocessClient(cwd=str(PROJECT_ROOT)).run(
+            command=command, context=context, env={"OMP_NUM_THREADS": threads, "RECPIPE_TORCH_THREADS": threads}
+        )
+        model = Recommender.load(out)
+        record = json.loads((out / TRAINING_FILE).read_text())
+    model.history = TrainingHistory(**record["history"])
+    context.log.info(f"trained on {record['ranks']} ranks in {record['seconds']:.1f} s")
+    return model
 
 
 TRAINING_POOL = "training"  # the instance's concurrency pool of training steps (orchestration/dagster.yaml)
@@ -175,12 +221,16 @@ def model_asset(spec: ModelSpec) -> dg.AssetsDefinition:
     }
 
     def train_model(
-        context: dg.AssetExecutionContext, config, compute: ComputeResource, **inputs
+        context: dg.AssetExecutionContext, config, compute: ComputeResource, store: ArtifactStore, **inputs
     ) -> dg.Output[WithFiles]:
         data = inputs.pop("split")
-        model = cls(type(spec.preset).from_dict(dataclass_values(type(spec.preset), config)))
+        model_config = type(spec.preset).from_dict(dataclass_values(type(spec.preset), config))
+        ranks = getattr(config, "ranks", 1)
         started = time.perf_counter()
-        model.fit(data, **inputs)
+        if ranks > 1:
+            model = fit_on_ranks(context, spec, model_config, ranks, store, compute)
+        else:
+            model = cls(model_config).fit(data, **inputs)
         train_seconds = time.perf_counter() - started
         stored = {FIT_INPUTS[name][0]: {"asset": name, "dvc_md5": input_version(context, name)} for name in spec.inputs}
         model.upstream = {keyword: {**stored.get(keyword, {}), **record} for keyword, record in model.upstream.items()}
@@ -192,6 +242,7 @@ def model_asset(spec: ModelSpec) -> dg.AssetsDefinition:
             "upstream": dg.MetadataValue.json(model.upstream),
             "train_seconds": round(train_seconds, 3),
             "torch_threads": compute.torch_threads,
+            "ranks": ranks,
             **{f"valid_{metric}": round(value, 5) for metric, value in valid.metrics.items()},
         }
         history = getattr(model, "history", None)
