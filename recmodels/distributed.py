@@ -32,6 +32,7 @@ class World:
     rank: int = 0
     size: int = 1
     communication_seconds: float = field(default=0.0, compare=False)
+    gradient_syncs: int = field(default=0, compare=False)  # optimiser steps taken together
 
     @property
     def distributed(self) -> bool:
@@ -78,6 +79,7 @@ class World:
         ]
         flat = torch.cat([_flatten_dense_tensors(gradients), present.to(device=device, dtype=gradients[0].dtype)])
         self._timed(lambda: dist.all_reduce(flat))
+        self.gradient_syncs += 1
         summed = _unflatten_dense_tensors(flat[: -len(parameters)], gradients)
         for parameter, gradient, any_rank in zip(parameters, summed, flat[-len(parameters) :].tolist()):
             parameter.grad = gradient.view_as(parameter) if any_rank > 0 else None
@@ -118,22 +120,29 @@ class World:
         self.communication_seconds += time.perf_counter() - started
 
 
+_joined: World | None = None
+
+
 def current_world() -> World:
     """The world of this process: joined from torchrun's environment (``RANK``, ``WORLD_SIZE``,
-    ``MASTER_ADDR``, ``MASTER_PORT``) on first use, else a single process."""
-    if dist.is_available() and dist.is_initialized():
-        return World(dist.get_rank(), dist.get_world_size())
+    ``MASTER_ADDR``, ``MASTER_PORT``) on first use and the same object after (its communication counters
+    cover the whole process), else a fresh single process."""
+    global _joined
+    if _joined is not None:
+        return _joined
     size = int(os.environ.get("WORLD_SIZE", "1"))
     if size <= 1:
         return World()
     if not dist.is_available():
         raise RuntimeError(f"WORLD_SIZE={size} but this torch build has no torch.distributed")
-    if torch.cuda.is_available():
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group("nccl")
-    else:
-        dist.init_process_group("gloo")
-    return World(dist.get_rank(), dist.get_world_size())
+    if not dist.is_initialized():
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+            dist.init_process_group("nccl")
+        else:
+            dist.init_process_group("gloo")
+    _joined = World(dist.get_rank(), dist.get_world_size())
+    return _joined
 
 
 def _device() -> torch.device:

@@ -17,6 +17,7 @@ import argparse
 import hashlib
 import json
 import logging
+import resource
 import shutil
 import time
 from contextlib import ExitStack
@@ -61,6 +62,7 @@ def train(
     model.fit(load_split(Path(split)), **extras)
     seconds = time.perf_counter() - started
     digests = world.gathered(state_digest(model))
+    peaks = world.gathered(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     if world.is_main:
         out = Path(out)
         scratch = out.with_name(f".{out.name}.partial")
@@ -72,6 +74,9 @@ def train(
             "seconds": seconds,
             # every rank must end with the weights rank 0 writes: a rank that drifted would show here
             "state_sha256": digests,
+            "peak_rss_mb": [round(peak, 1) for peak in peaks],
+            "communication_seconds": world.communication_seconds,
+            "gradient_syncs": world.gradient_syncs,
             "history": history.as_dict() if history else None,
         }
         (scratch / TRAINING_FILE).write_text(json.dumps(record, indent=2))

@@ -310,51 +310,14 @@ def postgres_server() -> PostgresServer:
         shutil.rmtree(folder)
 
 
-@dataclass(frozen=True)
-class NetworkHost:
-    """A network namespace joined to the others by a veth pair: a host of its own on this machine."""
-
-    namespace: str
-    address: str
-    interface: str
-
-    def command(self, *argv: str) -> list[str]:
-        """``argv`` run inside this host's network namespace."""
-        return ["ip", "netns", "exec", self.namespace, *argv]
-
-
 @pytest.fixture(scope="session")
-def two_hosts() -> tuple[NetworkHost, NetworkHost]:
-    """Two hosts (``ip netns``) linked by a veth pair on 10.<x>.0.1 and .2, loopback up in each, torn down
+def two_hosts():
+    """Two hosts on this machine (network namespaces joined by a veth pair, ``benchmarks.hosts``), torn down
     after the session. Skipped, with the reason, where namespaces cannot be made (not root, no iproute2)."""
-    if os.geteuid() != 0 or shutil.which("ip") is None:
-        pytest.skip("network namespaces need root and iproute2's ip")
-    tag = f"{os.getpid() % 10_000:04d}"
-    subnet = 100 + os.getpid() % 100
-    hosts = tuple(
-        NetworkHost(f"recpipe-{tag}-{index}", f"10.{subnet}.0.{index + 1}", f"rp{tag}v{index}") for index in range(2)
-    )
+    from benchmarks.hosts import HostsUnavailable, network_hosts
 
-    def ip(*argv: str) -> None:
-        finished = subprocess.run(["ip", *argv], capture_output=True, text=True)
-        if finished.returncode != 0:
-            raise RuntimeError(f"ip {' '.join(argv)}: {finished.stderr.strip()}")
-
-    made: list[str] = []
     try:
-        for host in hosts:
-            ip("netns", "add", host.namespace)
-            made.append(host.namespace)
-        ip("link", "add", hosts[0].interface, "type", "veth", "peer", "name", hosts[1].interface)
-        for host in hosts:
-            ip("link", "set", host.interface, "netns", host.namespace)
-            ip("-n", host.namespace, "addr", "add", f"{host.address}/24", "dev", host.interface)
-            ip("-n", host.namespace, "link", "set", host.interface, "up")
-            ip("-n", host.namespace, "link", "set", "lo", "up")
-    except RuntimeError as error:
-        for namespace in made:
-            subprocess.run(["ip", "netns", "delete", namespace], capture_output=True)
-        pytest.skip(f"cannot make network namespaces here: {error}")
-    yield hosts
-    for namespace in made:  # deleting a namespace deletes its end of the veth pair, and so the pair
-        subprocess.run(["ip", "netns", "delete", namespace], capture_output=True)
+        with network_hosts(2) as hosts:
+            yield hosts
+    except HostsUnavailable as reason:
+        pytest.skip(str(reason))
