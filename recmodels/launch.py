@@ -7,8 +7,8 @@
 Two hosts: the same command on each with ``--nnodes 2 --node-rank R --master-addr <host 0> --master-port P``.
 Every rank reads the same stored inputs and trains its share of each batch (``recmodels.distributed``);
 rank 0 writes the model into a scratch folder and moves it into place, with ``training.json`` (the history
-and the world's size). Under Dagster Pipes (a model asset with ``ranks`` > 1), rank 0's training log goes
-to the run's log and its figures to the asset's metadata.
+and the world's size). A model asset with ``ranks`` > 1 runs this through ``orchestration.ranks``, which
+adds Dagster Pipes on rank 0.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import logging
 import resource
 import shutil
 import time
-from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -95,18 +94,8 @@ def state_digest(model: Recommender) -> str:
     return digest.hexdigest()
 
 
-class _PipesLogHandler(logging.Handler):
-    """The trainer's epoch lines, forwarded to the Dagster run's log."""
-
-    def __init__(self, pipes) -> None:
-        super().__init__(logging.INFO)
-        self.pipes = pipes
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.pipes.log.info(self.format(record))
-
-
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> Path:
+    """Parse the command line, train, return where rank 0 wrote the model."""
     parser = argparse.ArgumentParser(prog="python -m recmodels.launch", description=__doc__.split("\n\n")[0])
     parser.add_argument("--family", required=True)
     parser.add_argument("--config", type=Path, required=True, help="the model config as JSON")
@@ -123,20 +112,9 @@ def main(argv: list[str] | None = None) -> None:
             parser.error(f"--input {item!r} must look like KEYWORD=FOLDER")
         inputs[keyword] = Path(folder)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    world = current_world()
-    with ExitStack() as stack:
-        pipes = None
-        if world.is_main:
-            from dagster_pipes import PipesEnvVarParamsLoader, open_dagster_pipes
-
-            if PipesEnvVarParamsLoader().is_dagster_pipes_process():
-                pipes = stack.enter_context(open_dagster_pipes())
-                logging.getLogger("recmodels.train").addHandler(_PipesLogHandler(pipes))
-        config = json.loads(args.config.read_text())
-        train(args.family, config, args.split, args.out, inputs, args.checkpoint_dir, args.max_epochs, world)
-        if pipes is not None:
-            record = json.loads((args.out / TRAINING_FILE).read_text())
-            pipes.report_custom_message({"ranks": record["ranks"], "seconds": record["seconds"]})
+    config = json.loads(args.config.read_text())
+    train(args.family, config, args.split, args.out, inputs, args.checkpoint_dir, args.max_epochs)
+    return args.out
 
 
 if __name__ == "__main__":

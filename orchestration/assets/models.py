@@ -163,8 +163,8 @@ RANKS_FIELD = (
         default=1,
         ge=1,
         description="Training processes: above 1 the step launches `torchrun --nproc-per-node <ranks> -m "
-        "recmodels.launch` through Dagster Pipes (data-parallel; each rank gets the step's torch threads / "
-        "ranks). The step still claims one slot of the training pool.",
+        "orchestration.ranks` (recmodels.launch under Dagster Pipes; data-parallel, each rank with the step's "
+        "torch threads / ranks). The step still claims one slot of the training pool.",
     ),
 )
 
@@ -195,7 +195,7 @@ def fit_on_ranks(
         config_file, out = Path(scratch) / "config.json", Path(scratch) / "model"
         config_file.write_text(json.dumps(config.to_dict()))
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={ranks}"]
-        command += ["-m", "recmodels.launch", "--family", spec.family, "--config", str(config_file)]
+        command += ["-m", "orchestration.ranks", "--family", spec.family, "--config", str(config_file)]
         command += ["--split", str(folders.pop("split")), "--out", str(out)]
         command += [argument for keyword, folder in folders.items() for argument in ("--input", f"{keyword}={folder}")]
         threads = str(max(1, compute.torch_threads // ranks))
