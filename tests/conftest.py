@@ -20,6 +20,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -321,3 +322,57 @@ def two_hosts():
             yield hosts
     except HostsUnavailable as reason:
         pytest.skip(str(reason))
+
+
+@dataclass(frozen=True)
+class SshServer:
+    """An OpenSSH server this session started on loopback: key login for ``user``, SFTP, and a ``home`` whose
+    ``.ssh`` holds the client key and the server's host key (point ``HOME`` at it to log in)."""
+
+    host: str
+    port: int
+    user: str
+    home: Path
+
+    def url(self, folder: Path) -> str:
+        return f"ssh://{self.user}@{self.host}:{self.port}{folder}"
+
+
+@pytest.fixture(scope="session")
+def ssh_server() -> SshServer:
+    """A real ``sshd`` (Debian's openssh-server) on a free loopback port, stopped after the session; skipped, with
+    the reason, where it is not installed."""
+    sshd = shutil.which("sshd") or ("/usr/sbin/sshd" if Path("/usr/sbin/sshd").exists() else None)
+    if sshd is None or shutil.which("ssh-keygen") is None:
+        pytest.skip("no OpenSSH server (sshd): install Debian's openssh-server")
+    folder = Path(tempfile.mkdtemp(prefix="recpipe-sshd-"))
+    home = folder / "home"
+    (home / ".ssh").mkdir(parents=True)
+    for key in (folder / "host_key", home / ".ssh" / "id_ed25519"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    shutil.copy(home / ".ssh" / "id_ed25519.pub", folder / "authorized_keys")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    (folder / "sshd_config").write_text(
+        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {folder / 'host_key'}\n"
+        f"AuthorizedKeysFile {folder / 'authorized_keys'}\nPidFile {folder / 'sshd.pid'}\n"
+        "PermitRootLogin prohibit-password\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
+        "UsePAM no\nStrictModes no\nSubsystem sftp internal-sftp\n"
+    )
+    host_key = (folder / "host_key.pub").read_text().split()[:2]
+    (home / ".ssh" / "known_hosts").write_text(f"[127.0.0.1]:{port} {' '.join(host_key)}\n")
+    if os.geteuid() == 0:
+        Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege separation directory
+    server = subprocess.Popen([sshd, "-D", "-e", "-f", str(folder / "sshd_config")], stderr=subprocess.PIPE)
+    for _ in range(100):
+        with socket.socket() as client:
+            if client.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        if server.poll() is not None:
+            pytest.fail(f"sshd did not start: {server.stderr.read().decode(errors='replace')}")
+        time.sleep(0.05)
+    yield SshServer("127.0.0.1", port, pwd.getpwuid(os.geteuid()).pw_name, home)
+    server.terminate()
+    server.wait(timeout=10)
+    shutil.rmtree(folder, ignore_errors=True)
