@@ -327,15 +327,29 @@ def two_hosts():
 @dataclass(frozen=True)
 class SshServer:
     """An OpenSSH server this session started on loopback: key login for ``user``, SFTP, and a ``home`` whose
-    ``.ssh`` holds the client key and the server's host key (point ``HOME`` at it to log in)."""
+    ``.ssh`` holds the client key and the server's host key (point ``HOME`` at it to log in). On
+    ``read_only_port`` the same server offers only a read-only SFTP session (``internal-sftp -R``)."""
 
     host: str
     port: int
+    read_only_port: int
     user: str
     home: Path
 
-    def url(self, folder: Path) -> str:
-        return f"ssh://{self.user}@{self.host}:{self.port}{folder}"
+    def url(self, folder: Path, read_only: bool = False) -> str:
+        return f"ssh://{self.user}@{self.host}:{self.read_only_port if read_only else self.port}{folder}"
+
+
+def _free_loopback_ports(count: int) -> list[int]:
+    """``count`` distinct ports free on 127.0.0.1 (held open together while chosen, so they differ)."""
+    probes = [socket.socket() for _ in range(count)]
+    try:
+        for probe in probes:
+            probe.bind(("127.0.0.1", 0))
+        return [probe.getsockname()[1] for probe in probes]
+    finally:
+        for probe in probes:
+            probe.close()
 
 
 @pytest.fixture(scope="session")
@@ -351,17 +365,18 @@ def ssh_server() -> SshServer:
     for key in (folder / "host_key", home / ".ssh" / "id_ed25519"):
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
     shutil.copy(home / ".ssh" / "id_ed25519.pub", folder / "authorized_keys")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port, read_only_port = _free_loopback_ports(2)
     (folder / "sshd_config").write_text(
-        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {folder / 'host_key'}\n"
+        f"Port {port}\nPort {read_only_port}\nListenAddress 127.0.0.1\nHostKey {folder / 'host_key'}\n"
         f"AuthorizedKeysFile {folder / 'authorized_keys'}\nPidFile {folder / 'sshd.pid'}\n"
         "PermitRootLogin prohibit-password\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
         "UsePAM no\nStrictModes no\nSubsystem sftp internal-sftp\n"
+        f"Match LocalPort {read_only_port}\n    ForceCommand internal-sftp -R\n"
     )
-    host_key = (folder / "host_key.pub").read_text().split()[:2]
-    (home / ".ssh" / "known_hosts").write_text(f"[127.0.0.1]:{port} {' '.join(host_key)}\n")
+    host_key = " ".join((folder / "host_key.pub").read_text().split()[:2])
+    (home / ".ssh" / "known_hosts").write_text(
+        "".join(f"[127.0.0.1]:{listening} {host_key}\n" for listening in (port, read_only_port))
+    )
     if os.geteuid() == 0:
         Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege separation directory
     server = subprocess.Popen([sshd, "-D", "-e", "-f", str(folder / "sshd_config")], stderr=subprocess.PIPE)
@@ -372,7 +387,7 @@ def ssh_server() -> SshServer:
         if server.poll() is not None:
             pytest.fail(f"sshd did not start: {server.stderr.read().decode(errors='replace')}")
         time.sleep(0.05)
-    yield SshServer("127.0.0.1", port, pwd.getpwuid(os.geteuid()).pw_name, home)
+    yield SshServer("127.0.0.1", port, read_only_port, pwd.getpwuid(os.geteuid()).pw_name, home)
     server.terminate()
     server.wait(timeout=10)
     shutil.rmtree(folder, ignore_errors=True)

@@ -1,10 +1,13 @@
 """Assets versioned to a real non-local DVC remote: an SSH remote (dvc-ssh) on a real OpenSSH server. The data
-assets and a model push to it; a second checkout in another folder pulls a version by its md5 alone; a
-remote that cannot be reached fails the asset naming the remote, and nothing is reported as versioned."""
+assets and a model push to it; a second checkout in another folder pulls a version by its md5 alone; a release
+pushed there is fetched with ``dvc get`` by a consumer; a remote that cannot be reached, or that is read-only,
+fails the asset naming the remote, and nothing is reported as versioned."""
 
 from __future__ import annotations
 
 import filecmp
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,8 +16,13 @@ import dagster as dg
 import pytest
 import yaml
 
+from orchestration.release import release
 from orchestration.resources import DatasetResource
 from orchestration.versioning import RemoteError
+from recmodels.data.interactions import Interactions
+from recmodels.data.splits import leave_one_out_split
+from recmodels.models.baselines import MostPopular
+from recmodels.registry import MODEL_FILE, file_version
 
 SELECTION = ["raw_interactions", "validated_interactions", "quarantined_rows", "interactions", "split"]
 SELECTION += ["most_popular_model"]
@@ -43,6 +51,10 @@ def _materialisations(result) -> dict[str, dg.AssetMaterialization]:
 def _dvc(*argv: str, cwd: Path) -> None:
     finished = subprocess.run([sys.executable, "-m", "dvc", *argv], cwd=cwd, capture_output=True, text=True)
     assert finished.returncode == 0, f"dvc {argv}: {finished.stdout}{finished.stderr}"
+
+
+def _git(*argv: str, cwd: Path) -> None:
+    subprocess.run(["git", *argv], cwd=cwd, check=True, capture_output=True)
 
 
 def test_assets_push_over_ssh_and_another_checkout_pulls_a_model_by_its_md5(
@@ -83,3 +95,46 @@ def test_an_unreachable_ssh_remote_fails_the_asset_naming_it_and_nothing_is_vers
             tmp_path / "project", small_data, dvc_remote=url, selection=["raw_interactions"], instance=instance
         )
     assert instance.get_latest_materialization_event(dg.AssetKey("raw_interactions")) is None
+
+
+def test_an_ssh_remote_that_refuses_writes_fails_the_asset_naming_it_and_nothing_is_versioned(
+    ssh_home, small_data, materialise_batch, tmp_path
+):
+    remote = tmp_path / "read-only-remote"
+    remote.mkdir()
+    url = ssh_home.url(remote, read_only=True)
+    instance = dg.DagsterInstance.ephemeral()
+    with pytest.raises(RemoteError, match=f"DVC remote 'recpipe' at {re.escape(url)} failed: .*Permission denied"):
+        materialise_batch(
+            tmp_path / "project", small_data, dvc_remote=url, selection=["raw_interactions"], instance=instance
+        )
+    assert instance.get_latest_materialization_event(dg.AssetKey("raw_interactions")) is None
+    assert not any(remote.iterdir()), "the read-only remote was written"
+
+
+def test_a_release_on_the_ssh_remote_is_fetched_with_dvc_get(
+    ssh_home, ml100k_small_raw, register_fitted, tmp_path, monkeypatch
+):
+    for role in ("AUTHOR", "COMMITTER"):  # release commits; machines without a global git identity too
+        monkeypatch.setenv(f"GIT_{role}_NAME", "recpipe tests")
+        monkeypatch.setenv(f"GIT_{role}_EMAIL", "tests@recpipe.invalid")
+    split = leave_one_out_split(Interactions.from_frame(ml100k_small_raw))
+    entry = register_fitted(tmp_path / "registry", {"most_popular_model": MostPopular().fit(split)}, split.train, 10)
+    project = tmp_path / "project"
+    _git("-c", "init.defaultBranch=main", "init", "-q", str(project), cwd=tmp_path)
+    _dvc("init", "-q", cwd=project)
+    _git("add", ".dvc", ".dvcignore", cwd=project)
+    _git("commit", "-q", "-m", "dvc init", cwd=project)
+    champion = {"model": "most_popular_model", "version": entry["most_popular_model"].name, "reason": "only one"}
+    url = ssh_home.url(tmp_path / "release-remote")
+    released = release(project, [entry["most_popular_model"]], champion, None, url, None)
+    assert released.committed and released.pushed_files > 0
+    shutil.rmtree(project / ".dvc" / "cache")  # the consumer can only read the SSH remote
+
+    consumer = tmp_path / "service"
+    consumer.mkdir()
+    _dvc(
+        "get", f"file://{project}", "release/registry/most_popular_model", "--rev", "HEAD", "-o", "model", cwd=consumer
+    )
+    fetched = consumer / "model" / entry["most_popular_model"].name
+    assert file_version(fetched / MODEL_FILE) == fetched.name
