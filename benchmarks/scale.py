@@ -12,7 +12,7 @@ ids (the ``interactions`` asset), the split (leave-one-out, what order-only data
 graph and its neighbourhood overlap (GNNO's inputs), EASE, one eSASRec epoch (the ML-1M preset: max length
 200, dropout 0.1) and one DiffRec epoch (its preset). Per stage: wall seconds of the stage's own call (an
 epoch's seconds for the two trainings, validation excluded) and the process's peak resident memory, with
-the memory it held once its input was loaded.
+the peak while it loaded its input (``loading_peak_rss_mb``).
 
 Catalogue growth (``spread_catalogue``): the graph stages again on the largest log's training sequences with
 every user's items moved into one of V copies of the catalogue (V = ceil(1M / items), the copy drawn per
@@ -82,7 +82,7 @@ def _timed(call: Callable[[], Any]) -> tuple[Any, float]:
 
 
 def _loaded() -> dict[str, float]:
-    return {"input_rss_mb": round(peak_rss_mb(), 1)}
+    return {"loading_peak_rss_mb": round(peak_rss_mb(), 1)}
 
 
 def stage_validation(work: Path, options: dict[str, Any]) -> dict[str, Any]:
