@@ -18,6 +18,11 @@ Catalogue growth (``spread_catalogue``): the graph stages again on the largest l
 every user's items moved into one of V copies of the catalogue (V = ceil(1M / items), the copy drawn per
 user with the seed), so the same rows name about 1M items, about 20 rows each.
 
+Id hashing (``id_hashing``): the seconds per row of ``pd.factorize`` on text ids, the step every string stage
+(validation, k-core, the id maps) repeats, for 1M and 20M rows drawn uniformly from 6,040 and from 120,800
+distinct ids (ML-1M's users at R = 1 and R = 20): whether a stage's cost per row grows with the rows or
+with the distinct ids it has to tell apart.
+
 Prints one JSON line; ``--plot`` draws seconds and peak memory against interactions, log-log.
 
 ``python benchmarks/scale.py [--copies 1 5 10 20] [--stage ...] [--catalogue-items 1000000] [--plot FILE]``
@@ -212,6 +217,27 @@ def _run_stage(stage: str, work: Path, options: dict[str, Any], rows: int, label
     return row
 
 
+def id_hashing(seed: int, sizes: tuple[int, ...], distinct_ids: tuple[int, ...]) -> list[dict[str, Any]]:
+    """Nanoseconds per row of one ``pd.factorize`` of text ids, per (rows, distinct ids)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for size in sizes:
+        for distinct in distinct_ids:
+            names = np.array([str(name) for name in range(distinct)], dtype=object)
+            ids = pd.Series(names[rng.integers(distinct, size=size)])
+            _, seconds = _timed(lambda: pd.factorize(ids))
+            rows.append(
+                {
+                    "rows": size,
+                    "distinct_ids": distinct,
+                    "seconds": round(seconds, 3),
+                    "ns_per_row": round(seconds / size * 1e9, 1),
+                }
+            )
+            progress(f"  id hashing {rows[-1]}")
+    return rows
+
+
 def plot(results: list[dict[str, Any]], path: Path) -> None:
     import matplotlib
 
@@ -273,7 +299,8 @@ def main() -> None:
             shutil.rmtree(work)  # a 20M log's files beside every smaller one's would only cost disk
     if options.plot:
         plot(results, options.plot)
-    finish("scale", results, source=DATASET, copies=sorted(options.copies))
+    hashing = id_hashing(options.seed, (1_000_000, 20_000_000), (6_040, 120_800)) if not options.quick else []
+    finish("scale", results, source=DATASET, copies=sorted(options.copies), id_hashing=hashing)
 
 
 if __name__ == "__main__":

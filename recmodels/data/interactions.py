@@ -90,14 +90,12 @@ class Interactions:
 
         Ids are sorted as strings, so the same rows always give the same maps.
         """
-        user_ids = np.asarray(sorted(raw["user_id"].astype(str).unique()), dtype=object)
-        item_ids = np.asarray([""] + sorted(raw["item_id"].astype(str).unique()), dtype=object)
-        user_index = pd.Index(user_ids)
-        item_index = pd.Index(item_ids)
+        users, user_ids = _sorted_codes(raw["user_id"])
+        items, item_ids = _sorted_codes(raw["item_id"])
         frame = pd.DataFrame(
             {
-                "user": user_index.get_indexer(raw["user_id"].astype(str)).astype(np.int64),
-                "item": item_index.get_indexer(raw["item_id"].astype(str)).astype(np.int64),
+                "user": users,
+                "item": items + 1,  # 0 is padding
                 "timestamp": raw["timestamp"].to_numpy(dtype=np.int64),
                 "weight": np.ones(len(raw), dtype=np.float32),
             }
@@ -105,7 +103,7 @@ class Interactions:
         for extra in ("rating", "split"):
             if extra in raw.columns:
                 frame[extra] = raw[extra].to_numpy()
-        return cls(chronological(frame), user_ids, item_ids)
+        return cls(chronological(frame), user_ids, np.concatenate([np.array([""], dtype=object), item_ids]))
 
     def subset(self, mask: np.ndarray | pd.Series) -> "Interactions":
         """Rows where ``mask`` holds, sharing this container's id maps."""
@@ -153,27 +151,53 @@ class Interactions:
 def k_core(raw: pd.DataFrame, min_user: int, min_item: int) -> tuple[pd.DataFrame, KCoreReport]:
     """Repeatedly drop users and items with fewer interactions than the thresholds.
 
-    Counts interactions (not distinct pairs), the usual definition in RecBole and RecTools.
+    Counts interactions (not distinct pairs), the usual definition in RecBole and RecTools. The ids are
+    factorised once and each pass counts integer codes of the surviving rows, so a pass costs one
+    `bincount` over the rows rather than a hash of every id string (linear in the rows: docs/scale-out.md).
     """
     if min_user < 1 or min_item < 1:
         raise ValueError(f"k-core thresholds must be >= 1, got users={min_user}, items={min_item}")
-    kept = raw
+    user_codes, users = _codes(raw, "user_id")
+    item_codes, items = _codes(raw, "item_id")
+    alive = np.arange(len(raw))
     iterations = 0
     while True:
         iterations += 1
-        user_counts = kept["user_id"].map(kept["user_id"].value_counts())
-        item_counts = kept["item_id"].map(kept["item_id"].value_counts())
-        keep = (user_counts >= min_user) & (item_counts >= min_item)
+        users_alive, items_alive = user_codes[alive], item_codes[alive]
+        user_counts = np.bincount(users_alive, minlength=len(users))
+        item_counts = np.bincount(items_alive, minlength=len(items))
+        keep = (user_counts[users_alive] >= min_user) & (item_counts[items_alive] >= min_item)
         if keep.all():
             break
-        kept = kept.loc[keep]
-    kept = kept.reset_index(drop=True)
+        alive = alive[keep]
+    kept = raw.reset_index(drop=True) if len(alive) == len(raw) else raw.take(alive)
+    kept.index = pd.RangeIndex(len(kept))
     report = KCoreReport(len(raw), len(kept), len(raw) - len(kept), iterations)
     return kept, report
 
 
+def _codes(rows: pd.DataFrame, column: str) -> tuple[np.ndarray, pd.Index]:
+    """Per row the position of its id among the distinct ids; a missing id is an error naming its row."""
+    codes, distinct = pd.factorize(rows[column])
+    missing = np.flatnonzero(codes < 0)
+    if len(missing):
+        raise ValueError(f"{column} is missing in {len(missing)} rows, the first at position {missing[0]}")
+    return codes, distinct
+
+
+def _sorted_codes(ids: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Per row the position of its id (as text) among the sorted distinct ids, and those ids: one hash per row."""
+    codes, distinct = pd.factorize(ids.astype(str))
+    distinct = np.asarray(distinct, dtype=object)
+    order = np.argsort(distinct, kind="stable")
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    return rank[codes], distinct[order]
+
+
 def chronological(frame: pd.DataFrame) -> pd.DataFrame:
-    order = np.lexsort((np.arange(len(frame)), frame["timestamp"].to_numpy(), frame["user"].to_numpy()))
+    """Rows by user, then time; rows of one user and time keep their order (``np.lexsort`` is stable)."""
+    order = np.lexsort((frame["timestamp"].to_numpy(), frame["user"].to_numpy()))
     return frame.iloc[order].reset_index(drop=True)
 
 

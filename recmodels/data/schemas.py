@@ -127,6 +127,8 @@ def items_schema() -> pa.DataFrameSchema:
 def validate_interactions(df: pd.DataFrame, rules: ValidationRules = ValidationRules()) -> ValidationResult:
     """Split interactions into valid and quarantined rows; valid timestamps come back as int64."""
     result = _validate(df, interactions_schema(rules), rules)
+    if result.valid["timestamp"].dtype == np.int64:
+        return result
     return dataclasses.replace(result, valid=result.valid.astype({"timestamp": "int64"}))
 
 
@@ -150,22 +152,34 @@ def _validate(df: pd.DataFrame, schema: pa.DataFrameSchema, rules: ValidationRul
     """Run the schema lazily and map each failure back to its row through the (reset) index.
 
     The reader's `malformed_<column>` descriptions become reasons of their own and leave the output.
+    Text columns whose checks look at one value at a time (the ids) are checked once per distinct value
+    and their failures spread to the rows holding that value; the duplicate key is compared on integer
+    codes. Strings are hashed once per column, which keeps validation linear in the rows
+    (docs/scale-out.md, "How cost grows with the log").
     """
-    rows = df.reset_index(drop=True)
+    rows = df if df.index.equals(pd.RangeIndex(len(df))) else df.reset_index(drop=True)
     malformed_columns = [name for name in rows.columns if str(name).startswith(MALFORMED_PREFIX)]
     malformed = _describe_malformed_cells(rows[malformed_columns], rules.ratings_optional)
-    rows = rows.drop(columns=malformed_columns)
-    checked, ids_normalised = _normalised_ids(rows) if rules.normalise_ids else (rows, {})
+    rows = rows.drop(columns=malformed_columns) if malformed_columns else rows
+    ids = [name for name in ID_COLUMNS if name in rows.columns] if rules.normalise_ids else []
+    per_value = _checked_per_value(schema, rows)
+    distinct = {name: _Distinct.of(rows[name]) for name in dict.fromkeys(per_value + ids)}
+    ids_normalised: dict[str, int] = {}
+    for name in ids:
+        distinct[name], ids_normalised[name] = distinct[name].normalised()
+    checked = rows.assign(**{name: distinct[name].row_values() for name in ids if ids_normalised[name]})
+    distinct = {name: distinct[name] for name in per_value}
     unique_key = tuple(schema.unique or ())
-    without_key = copy.copy(schema)
-    without_key.unique = None
-    failures = _failure_cases(without_key, checked)
+    failures = _failure_cases(schema, checked, distinct)
     column_level = failures["index"].isna() | _fails_for_whole_column(failures, len(checked))
     _raise_column_errors(failures[column_level], checked)
+    key_columns = pd.DataFrame(
+        {name: distinct[name].codes if name in distinct else checked[name] for name in unique_key}
+    )
     entries = pd.concat(
         [
             _without_checks_on_malformed_cells(_describe_row_failures(failures[~column_level]), malformed),
-            _describe_duplicates(checked, unique_key, malformed),
+            _describe_duplicates(checked, key_columns, malformed),
             malformed,
         ],
         ignore_index=True,
@@ -180,31 +194,87 @@ def _validate(df: pd.DataFrame, schema: pa.DataFrameSchema, rules: ValidationRul
     return ValidationResult(valid, quarantined, {str(k): int(v) for k, v in by_reason.items()}, ids_normalised)
 
 
-def _normalised_ids(rows: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
-    """The rows with `normalise_id` applied to each id column's text values (once per distinct value), and per
-    column the number of rows whose id changed."""
-    normalised, changed = rows.copy(), {}
-    for column in (name for name in ID_COLUMNS if name in rows.columns):
-        codes, distinct = pd.factorize(rows[column])
-        distinct = np.asarray(distinct, dtype=object)
-        fixed = np.array([normalise_id(value) if isinstance(value, str) else value for value in distinct], dtype=object)
-        differs = fixed != distinct
-        present = codes >= 0
-        changed[column] = int(differs[codes[present]].sum())
-        if changed[column]:
-            values = rows[column].to_numpy(dtype=object, copy=True)
-            values[present] = fixed[codes[present]]
-            normalised[column] = values
-    return normalised, changed
+@dataclass(frozen=True)
+class _Distinct:
+    """A column as its distinct values (a Series, each value once) and per row the position of its value."""
+
+    codes: np.ndarray
+    values: pd.Series
+
+    @classmethod
+    def of(cls, column: pd.Series) -> "_Distinct":
+        """Missing values become one value of their own, after the others (half the cost of factorising them in)."""
+        codes, values = pd.factorize(column)
+        distinct = pd.Series(values, dtype=column.dtype)
+        missing = codes < 0
+        if missing.any():
+            distinct = pd.concat([distinct, column[missing].iloc[:1]], ignore_index=True)
+            codes[missing] = len(distinct) - 1
+        return cls(codes, distinct)
+
+    def normalised(self) -> tuple["_Distinct", int]:
+        """`normalise_id` applied to each text value once (values that become equal merge), and the number of
+        rows whose value changed."""
+        values = self.values.to_numpy(dtype=object)
+        fixed = np.array([normalise_id(value) if isinstance(value, str) else value for value in values], dtype=object)
+        differs = np.array([isinstance(value, str) and value != new for value, new in zip(values, fixed)], dtype=bool)
+        changed = int(np.bincount(self.codes, minlength=len(values))[differs].sum())
+        if not changed:
+            return self, 0
+        merged_codes, merged = pd.factorize(fixed, use_na_sentinel=False)
+        return _Distinct(merged_codes[self.codes], pd.Series(merged, dtype=object)), changed
+
+    def row_values(self) -> np.ndarray:
+        return self.values.to_numpy(dtype=object)[self.codes]
 
 
-def _failure_cases(schema: pa.DataFrameSchema, rows: pd.DataFrame) -> pd.DataFrame:
-    """Every failure pandera finds (one row per failing value), or none."""
+def _checked_per_value(schema: pa.DataFrameSchema, rows: pd.DataFrame) -> list[str]:
+    """Text columns present in ``rows`` whose checks need no other row (no column-level uniqueness)."""
+    return [
+        name
+        for name, column in schema.columns.items()
+        if name in rows.columns and str(column.dtype) == "str" and not column.unique
+    ]
+
+
+def _failure_cases(schema: pa.DataFrameSchema, rows: pd.DataFrame, distinct: dict[str, _Distinct]) -> pd.DataFrame:
+    """Every failure pandera finds (one row per failing value and row), or none, column by column in the schema's order.
+
+    The interaction key is not checked here (`_describe_duplicates` is). The ``distinct`` columns are validated on
+    their distinct values, each failure then repeated for every row holding the value; the others on their rows.
+    Failing values stay as they were (``-1`` beside ``7.0`` is not ``-1.0``).
+    """
+    without_key = copy.copy(schema)
+    without_key.unique = None
+    parts = []
+    for name in schema.columns:
+        one_column = without_key.select_columns([name])
+        if name in distinct:
+            parts.append(
+                _per_row(_schema_failures(one_column, distinct[name].values.to_frame(name)), distinct[name].codes)
+            )
+        else:
+            parts.append(_schema_failures(one_column, rows[[name]] if name in rows.columns else rows[[]]))
+    found = [part.astype({"failure_case": object}) for part in parts if len(part)]
+    return pd.concat(found, ignore_index=True) if found else parts[0]
+
+
+def _schema_failures(schema: pa.DataFrameSchema, rows: pd.DataFrame) -> pd.DataFrame:
     try:
         schema.validate(rows, lazy=True)
     except pa.errors.SchemaErrors as errors:
         return errors.failure_cases
     return pd.DataFrame(columns=["schema_context", "column", "check", "check_number", "failure_case", "index"])
+
+
+def _per_row(failures: pd.DataFrame, codes: np.ndarray) -> pd.DataFrame:
+    """Failures of distinct values, one per row holding such a value; failures of no value (a column's) as they are."""
+    of_value = failures["index"].notna().to_numpy()
+    positions = failures.loc[of_value, "index"].astype(np.int64).to_numpy()
+    holding = np.flatnonzero(np.isin(codes, positions))
+    rows = pd.DataFrame({"position": codes[holding], "index": holding.astype(object)})
+    spread = failures[of_value].drop(columns="index").assign(position=positions).merge(rows, on="position")
+    return pd.concat([failures[~of_value], spread.drop(columns="position")], ignore_index=True)
 
 
 def _fails_for_whole_column(failures: pd.DataFrame, row_count: int) -> pd.Series:
@@ -245,14 +315,16 @@ def _describe_row_failures(failures: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def _describe_duplicates(rows: pd.DataFrame, unique_key: tuple[str, ...], malformed: pd.DataFrame) -> pd.DataFrame:
-    """One entry per later row repeating an earlier row's `unique_key`, keyed by the key in its own order.
+def _describe_duplicates(rows: pd.DataFrame, key_columns: pd.DataFrame, malformed: pd.DataFrame) -> pd.DataFrame:
+    """One entry per later row repeating an earlier row's key (``key_columns``: the key's columns, ids as integer
+    codes), keyed by the key in its own order; the values shown are the rows'.
 
     A row whose key holds a malformed cell is no duplicate: that cell is missing only because it did not parse.
     """
+    unique_key = list(key_columns.columns)
     if not unique_key:
         return _entries()
-    repeated = rows.duplicated(subset=list(unique_key), keep="first").to_numpy()
+    repeated = key_columns.duplicated(keep="first").to_numpy()
     unreadable = malformed.loc[malformed["column"].isin(unique_key), "row"].to_numpy()
     repeated[unreadable] = False
     if not repeated.any():

@@ -319,6 +319,13 @@ def test_k_core_rejects_thresholds_below_one(thresholds):
         k_core(rows(("u1", "a", 1)), *thresholds)
 
 
+def test_k_core_names_a_missing_id_instead_of_dropping_its_row():
+    frame = rows(("u1", "a", 1), ("u2", "a", 1))
+    frame.loc[1, "item_id"] = None
+    with pytest.raises(ValueError, match="item_id is missing in 1 rows, the first at position 1"):
+        k_core(frame, 1, 1)
+
+
 def _reference_k_core(frame: pd.DataFrame, min_user: int, min_item: int) -> pd.DataFrame:
     """Independent fixpoint in a different removal order: all weak users, then all weak items, repeat.
 

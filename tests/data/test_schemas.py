@@ -84,6 +84,32 @@ def test_injected_bad_rows_are_quarantined_with_reasons(ml100k):
     }
 
 
+def test_a_shared_bad_id_reaches_every_row_and_reasons_follow_the_schema_order():
+    """Ids are checked once per distinct value: each row holding a bad one still gets its reason, and a row's
+    reasons come in the schema's column order whatever the check path."""
+    frame = pd.DataFrame(
+        [
+            interaction(" ", "", -1, 3.0, 1),
+            interaction("1", "5", 880_000_000, 3.0, 2),
+            interaction(" ", "6", 880_000_000, 9.0, 3),
+            interaction("2", "", 880_000_000, 3.0, 4),
+        ]
+    )
+    result = validate_interactions(frame, ML100K_RULES)
+    assert result.valid["source_row"].tolist() == [2]
+    assert result.quarantined["reasons"].tolist() == [
+        "user_id: not_empty (value=''); item_id: not_empty (value=''); timestamp: greater_than_or_equal_to(0) (value=-1)",
+        "user_id: not_empty (value=''); rating: less_than_or_equal_to(5.0) (value=9.0)",
+        "item_id: not_empty (value='')",
+    ]
+    assert result.by_reason == {
+        "user_id: not_empty": 2,
+        "item_id: not_empty": 2,
+        "timestamp: greater_than_or_equal_to(0)": 1,
+        "rating: less_than_or_equal_to(5.0)": 1,
+    }
+
+
 def test_default_max_timestamp_is_now():
     now = int(time.time())
     frame = pd.DataFrame(
