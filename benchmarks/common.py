@@ -89,9 +89,11 @@ def prepare(
     min_core: int = 5,
     protocol: str | None = None,
     user_share: float = 1.0,
+    split_options: dict[str, Any] | None = None,
 ) -> Prepared:
     """The pipeline's own path: read, validate, k-core (timestamped data only), split (by default the protocol
-    ``protocol_for`` picks). ``user_share`` < 1 keeps a seeded sample of the users (all their rows)."""
+    ``protocol_for`` picks, with ``split_options``). ``user_share`` < 1 keeps a seeded sample of the users (all
+    their rows)."""
     raw = load_dataset(data_dir / dataset)
     frame = raw.interactions
     if quick:
@@ -107,7 +109,7 @@ def prepare(
         rows, _ = k_core(rows, min_core, min_core)
     protocol = protocol or protocol_for(raw)
     items = None if raw.items is None else validate_items(raw.items).valid
-    split = make_split(Interactions.from_frame(rows), protocol).with_item_features(items)
+    split = make_split(Interactions.from_frame(rows), protocol, **(split_options or {})).with_item_features(items)
     return Prepared(split, protocol, len(frame), len(validated.quarantined))
 
 

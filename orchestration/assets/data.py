@@ -139,13 +139,22 @@ class SplitConfig(dg.Config):
     test_fraction: float = Field(
         default=0.1, description="user_temporal / temporal: share of the latest rows (per user / overall) for test."
     )
+    drop_seen_targets: bool = Field(
+        default=False,
+        description="leave_one_out: a test target the user has already seen is not evaluated (the eSASRec "
+        "authors' protocol) rather than counted as a miss.",
+    )
 
-    def split_options(self) -> dict[str, float]:
-        """The fractions for the protocols that take them; the others have none."""
-        takes_fractions = {"temporal", "user_temporal"}
-        if self.protocol not in takes_fractions:
-            return {}
-        return {"valid_fraction": self.valid_fraction, "test_fraction": self.test_fraction}
+    def split_options(self) -> dict[str, float | bool]:
+        """The fields the chosen protocol takes; the others take none."""
+        return {name: getattr(self, name) for name in PROTOCOL_OPTIONS.get(self.protocol, ())}
+
+
+PROTOCOL_OPTIONS = {
+    "temporal": ("valid_fraction", "test_fraction"),
+    "user_temporal": ("valid_fraction", "test_fraction"),
+    "leave_one_out": ("drop_seen_targets",),
+}
 
 
 @dg.asset(group_name=GROUP, kinds={"pandas"})

@@ -25,6 +25,7 @@ from recmodels.models.baselines import EASEConfig, ItemKNNConfig
 from recmodels.models.diffrec import diffrec, l_diffrec, t_diffrec
 from recmodels.models.efficientrec import EfficientRecConfig
 from recmodels.models.multimodal import demure, fused, modalities_only
+from recmodels.models.paper_settings import paper_settings
 from recmodels.models.sasrec import GNNOConfig, esasrec, sasrec, sasrec_ss, with_gnno
 from recmodels.train import TrainingHistory
 
@@ -53,6 +54,8 @@ class ModelSpec:
     preset: ModelConfig
     summary: str
     inputs: tuple[str, ...] = ()
+    # the variant's rows in the eSASRec paper's settings table (recmodels/models/paper_settings.toml)
+    paper_variant: str | None = None
 
     @property
     def kinds(self) -> set[str]:
@@ -86,14 +89,27 @@ MODEL_SPECS = [
     ModelSpec("item_knn_model", "item_knn", ItemKNNConfig(), "ItemKNN: sparse item-item cosine neighbours"),
     ModelSpec("ease_model", "ease", EASEConfig(), "EASE: closed-form shallow autoencoder (Steck 2019)"),
     ModelSpec("sasrec_model", "sasrec", sequential(sasrec), "SASRec: self-attention blocks, BCE with one negative"),
-    ModelSpec("sasrec_ss_model", "sasrec", sequential(sasrec_ss), "SASRec+SS: SASRec blocks, sampled softmax"),
-    ModelSpec("esasrec_model", "sasrec", sequential(esasrec), "eSASRec: LiGR blocks, sampled softmax (RecSys 2025)"),
+    ModelSpec(
+        "sasrec_ss_model",
+        "sasrec",
+        sequential(sasrec_ss),
+        "SASRec+SS: SASRec blocks, sampled softmax",
+        paper_variant="sasrec_ss",
+    ),
+    ModelSpec(
+        "esasrec_model",
+        "sasrec",
+        sequential(esasrec),
+        "eSASRec: LiGR blocks, sampled softmax (RecSys 2025)",
+        paper_variant="esasrec",
+    ),
     ModelSpec(
         "sasrec_ss_gnno_model",
         "sasrec",
         with_gnno(sequential(sasrec_ss), PIPELINE_GNNO),
         "SASRec+SS+GNNO: curriculum hard negatives from the item neighbourhood overlap",
         inputs=("item_neighbourhood_overlap",),
+        paper_variant="sasrec_ss",
     ),
     ModelSpec(
         "esasrec_gnno_model",
@@ -101,6 +117,7 @@ MODEL_SPECS = [
         with_gnno(sequential(esasrec), PIPELINE_GNNO),
         "eSASRec+GNNO: curriculum hard negatives from the item neighbourhood overlap",
         inputs=("item_neighbourhood_overlap",),
+        paper_variant="esasrec",
     ),
     ModelSpec(
         "diffrec_model", "diffrec", sized(diffrec(), DIFFUSION_TRAINING), "DiffRec: denoising diffusion over histories"
@@ -169,12 +186,26 @@ RANKS_FIELD = (
 )
 
 
+PAPER_SETTING_FIELD = (
+    str,
+    pydantic.Field(
+        default="",
+        description="A dataset of the eSASRec paper's settings table (recmodels/models/paper_settings.toml: "
+        + ", ".join(sorted({row.dataset for row in paper_settings().rows}))
+        + "): its sizes, negatives, optimiser, epoch cap and stopping rule replace the fields above. "
+        "Pair it with the split's leave_one_out and drop_seen_targets for the authors' protocol.",
+    ),
+)
+
+
 def model_launchpad_config(spec: ModelSpec) -> type[dg.Config]:
     """The asset's launchpad config: the preset's dataclass, typed parts included, plus the validation cutoffs
     (and, for the torch families, the number of training ranks)."""
     extra = {"valid_ks": (list[int], pydantic.Field(default=[10, 20], description="Cutoffs reported on validation."))}
     if "pytorch" in spec.kinds:
         extra["ranks"] = RANKS_FIELD
+    if spec.paper_variant is not None:
+        extra["paper_setting"] = PAPER_SETTING_FIELD
     return launchpad_config(spec.asset, spec.preset, extra=extra)
 
 
@@ -225,6 +256,9 @@ def model_asset(spec: ModelSpec) -> dg.AssetsDefinition:
     ) -> dg.Output[WithFiles]:
         data = inputs.pop("split")
         model_config = type(spec.preset).from_dict(dataclass_values(type(spec.preset), config))
+        paper_setting = getattr(config, "paper_setting", "")
+        if paper_setting:
+            model_config = paper_settings().row(paper_setting, spec.paper_variant).apply(model_config)
         ranks = getattr(config, "ranks", 1)
         started = time.perf_counter()
         if ranks > 1:
@@ -243,6 +277,7 @@ def model_asset(spec: ModelSpec) -> dg.AssetsDefinition:
             "train_seconds": round(train_seconds, 3),
             "torch_threads": compute.torch_threads,
             "ranks": ranks,
+            **({"paper_setting": paper_setting} if paper_setting else {}),
             **{f"valid_{metric}": round(value, 5) for metric, value in valid.metrics.items()},
         }
         history = getattr(model, "history", None)

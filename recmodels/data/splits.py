@@ -169,11 +169,13 @@ def user_temporal_split(
     return split
 
 
-def leave_one_out_split(interactions: Interactions, min_length: int = 3) -> SplitData:
+def leave_one_out_split(interactions: Interactions, min_length: int = 3, drop_seen_targets: bool = False) -> SplitData:
     """Per user: last interaction is test, second-last validation, the rest train.
 
     Users with fewer than ``min_length`` interactions stay whole in train and are not
-    evaluated. The test stage reads train + the validation item.
+    evaluated. The test stage reads train + the validation item. ``drop_seen_targets``: a test
+    target the user already has in that history is not evaluated (the eSASRec authors' splitter,
+    ``filter_already_seen``) instead of counting as a miss, since seen items are never ranked.
     """
     if min_length < 3:
         raise ValueError(f"leave-one-out needs min_length >= 3, got {min_length}")
@@ -186,7 +188,7 @@ def leave_one_out_split(interactions: Interactions, min_length: int = 3) -> Spli
     train = interactions.subset(~(test_mask | valid_mask))
     valid = interactions.subset(valid_mask)
     test = interactions.subset(test_mask)
-    split = _assemble("leave_one_out", train, valid, test, test_reads_valid=True)
+    split = _assemble("leave_one_out", train, valid, test, test_reads_valid=True, drop_seen_targets=drop_seen_targets)
     split.report["users_too_short_to_evaluate"] = int(np.sum((lengths > 0) & (lengths < min_length)))
     return split
 
@@ -368,8 +370,10 @@ def _assemble(
     *,
     test_reads_valid: bool,
     context: Interactions | None = None,
+    drop_seen_targets: bool = False,
 ) -> SplitData:
-    """The stages of a split. ``context``: rows read as test history only (and skipped by its ranking)."""
+    """The stages of a split. ``context``: rows read as test history only (and skipped by its ranking);
+    ``drop_seen_targets``: test targets already in the user's test history are not evaluated."""
     report: dict[str, int] = {
         "train_rows": len(train),
         "valid_rows": len(valid),
@@ -394,7 +398,9 @@ def _assemble(
     if protocol in _TESTS_COLD_ITEMS:
         known_items = known_items.copy()
         known_items[test.frame["item"].to_numpy()] = True
-    test_stage = _stage(test_history, test, known_items, test_exclude.sign().tocsr(), "test", report)
+    test_stage = _stage(
+        test_history, test, known_items, test_exclude.sign().tocsr(), "test", report, drop_seen=drop_seen_targets
+    )
     return SplitData(protocol, train, valid, test, valid_stage, test_stage, report, context)
 
 
@@ -405,15 +411,22 @@ def _stage(
     exclude: sp.csr_matrix,
     name: str,
     report: dict[str, int],
+    drop_seen: bool = False,
 ) -> EvalStage:
     frame = held_out.frame
+    users, items = frame["user"].to_numpy(), frame["item"].to_numpy()
     has_history = np.zeros(history.n_users, dtype=bool)
     has_history[history.frame["user"].to_numpy()] = True
-    cold_item = ~known_items[frame["item"].to_numpy()]
-    cold_user = ~has_history[frame["user"].to_numpy()]
+    cold_item = ~known_items[items]
+    cold_user = ~has_history[users]
     report[f"{name}_targets_dropped_cold_item"] = int(np.sum(cold_item))
     report[f"{name}_targets_dropped_cold_user"] = int(np.sum(cold_user & ~cold_item))
-    targets = held_out.subset(~cold_item & ~cold_user).csr()
+    kept = ~cold_item & ~cold_user
+    if drop_seen:
+        seen = np.asarray(exclude[users, items]).ravel() > 0
+        report[f"{name}_targets_dropped_seen"] = int(np.sum(seen & kept))
+        kept &= ~seen
+    targets = held_out.subset(kept).csr()
     report[f"{name}_users_evaluated"] = int(np.sum(np.diff(targets.indptr) > 0))
     return EvalStage(history=history, targets=targets, exclude=exclude.tocsr())
 
@@ -435,6 +448,7 @@ SPLITTERS: dict[str, Callable[..., SplitData]] = {
     "item_disjoint": item_disjoint_split,
     "predefined": predefined_split,
 }
+SEEN_TARGETS_DROPPED = "test_targets_dropped_seen"  # in a split's report when drop_seen_targets applied
 # Protocols whose test targets are items no training row holds, kept on purpose (ranked from features).
 _TESTS_COLD_ITEMS = frozenset({"item_disjoint"})
 _TEST_READS_VALID = {
@@ -483,6 +497,7 @@ def load_split(folder: Path) -> SplitData:
         test,
         test_reads_valid=_TEST_READS_VALID[meta["protocol"]],
         context=context if len(context) else None,
+        drop_seen_targets=SEEN_TARGETS_DROPPED in meta["report"],  # the report names the rule it applied
     )
     split.report.update({k: v for k, v in meta["report"].items() if k not in split.report})
     return dataclasses.replace(split, item_features=ItemSideFeatures.load(folder))

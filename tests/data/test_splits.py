@@ -279,6 +279,34 @@ def test_leave_one_out_short_users_stay_in_train(tmp_path):
     assert_same_split(loaded, split)
 
 
+def test_leave_one_out_can_leave_out_a_test_target_the_user_has_already_seen(tmp_path):
+    """The eSASRec authors' splitter (filter_already_seen): c's last item x is in c's history, so c is not
+    tested rather than counted as a miss; the default keeps c (a miss, since seen items are never ranked)."""
+    frame = hand_rows(
+        ("c", "x", 1),
+        ("c", "y", 2),
+        ("c", "z", 3),
+        ("c", "x", 4),
+        ("d", "x", 1),
+        ("d", "y", 2),
+        ("d", "z", 3),
+        ("d", "w", 4),
+        ("e", "w", 1),
+        ("e", "z", 2),
+        ("e", "x", 3),
+    )
+    data = Interactions.from_frame(frame)
+    kept = leave_one_out_split(data)
+    dropped = leave_one_out_split(data, drop_seen_targets=True)
+    c, d, e = (int(np.flatnonzero(data.user_ids == name)[0]) for name in "cde")
+    np.testing.assert_array_equal(kept.test.users, [c, d, e])
+    np.testing.assert_array_equal(dropped.test.users, [d, e])
+    assert dropped.report["test_targets_dropped_seen"] == 1 and "test_targets_dropped_seen" not in kept.report
+    np.testing.assert_array_equal(dropped.valid.users, kept.valid.users)  # validation is untouched
+    save_split(dropped, tmp_path)
+    assert_same_split(load_split(tmp_path), dropped)  # the rule survives persistence
+
+
 def test_leave_one_out_min_length():
     data = Interactions.from_frame(hand_rows(("a", "x", 1), ("a", "y", 2), ("a", "z", 3), ("a", "w", 4)))
     with pytest.raises(ValueError, match="min_length"):
