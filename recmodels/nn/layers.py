@@ -47,6 +47,7 @@ class AttentionGrid:
     length: int
     mask: torch.Tensor  # [batch, 1, length, length] additive attention mask
     slots: torch.Tensor | None  # each of the grid's stream tokens' flat index in it; None: every slot
+    empty_slots: torch.Tensor  # [batch] slots of each sequence's max_len window its items leave empty
 
 
 @dataclass(frozen=True)
@@ -70,10 +71,11 @@ class TokenLayout:
     @classmethod
     def of(cls, padding: torch.Tensor, causal: torch.Tensor, pack: bool, attention_grids: int = 8) -> TokenLayout:
         batch, length = padding.shape
-        if not pack or padding.all():  # a batch without tokens has nothing to pack
-            grid = AttentionGrid(batch, length, attention_mask(causal, padding), None)
-            return cls(batch, length, (grid,), None, (batch * length,))
         lengths = (~padding).sum(1)
+        empty_slots = causal.shape[0] - lengths
+        if not pack or padding.all():  # a batch without tokens has nothing to pack
+            grid = AttentionGrid(batch, length, attention_mask(causal, padding), None, empty_slots)
+            return cls(batch, length, (grid,), None, (batch * length,))
         grids, rows = [], []
         for members in lengths.argsort(stable=True).tensor_split(attention_grids):
             grid_length = int(lengths[members].max()) if len(members) else 0
@@ -82,7 +84,11 @@ class TokenLayout:
             columns = torch.arange(length - grid_length, length, device=padding.device)
             grid_padding = padding[members][:, columns]
             slots = (~grid_padding).flatten().nonzero().squeeze(1)
-            grids.append(AttentionGrid(len(members), grid_length, attention_mask(causal, grid_padding), slots))
+            grids.append(
+                AttentionGrid(
+                    len(members), grid_length, attention_mask(causal, grid_padding), slots, empty_slots[members]
+                )
+            )
             rows.append((members[:, None] * length + columns).flatten()[slots])
         return cls(batch, length, tuple(grids), torch.cat(rows), tuple(len(grid.slots) for grid in grids))
 
@@ -123,15 +129,19 @@ class TokenLayout:
 class SelfAttention(nn.Module):
     """Multi-head attention through ``scaled_dot_product_attention`` (fused kernels on CPU and CUDA).
 
-    Projections run on the token stream; only the attention itself runs on grids.
+    Projections run on the token stream; only the attention itself runs on grids. ``padding_sink``: every
+    query also attends to its window's empty slots, as RecTools' SASRec does without a key padding mask
+    (the eSASRec authors' SASRec+SS): their inputs are zeroed, so each is the projections' biases, and the
+    slots count as one key whose weight is multiplied by their number.
     """
 
-    def __init__(self, dim: int, heads: int, dropout: float) -> None:
+    def __init__(self, dim: int, heads: int, dropout: float, padding_sink: bool = False) -> None:
         super().__init__()
         if dim % heads:
             raise ValueError(f"dim {dim} is not divisible by heads {heads}")
         self.heads = heads
         self.dropout = dropout
+        self.padding_sink = padding_sink
         self.query = nn.Linear(dim, dim)
         self.key_value = nn.Linear(dim, 2 * dim)
         self.output = nn.Linear(dim, dim)
@@ -146,16 +156,26 @@ class SelfAttention(nn.Module):
             layout.to_attention_grids(self.key_value(keys)),
         ):
             q = q.view(grid.batch, grid.length, heads, dim // heads).transpose(1, 2)
-            k, v = kv.view(grid.batch, grid.length, 2, heads, dim // heads).unbind(2)
+            k, v = (part.transpose(1, 2) for part in kv.view(grid.batch, grid.length, 2, heads, dim // heads).unbind(2))
+            mask = grid.mask
+            if self.padding_sink:
+                k, v, mask = self._with_padding_sink(k, v, grid)
             out = F.scaled_dot_product_attention(
-                q,
-                k.transpose(1, 2),
-                v.transpose(1, 2),
-                attn_mask=grid.mask,
-                dropout_p=self.dropout if self.training else 0.0,
+                q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0
             )
             attended.append(out.transpose(1, 2).reshape(grid.batch, grid.length, dim))
         return self.output(layout.from_attention_grids(attended))
+
+    def _with_padding_sink(
+        self, k: torch.Tensor, v: torch.Tensor, grid: AttentionGrid
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``k``, ``v`` ``[B, H, L, d_h]`` with the empty slots' key and value first; the mask gives it
+        ``log(empty slots)`` (``-inf`` for a full window), the sum of that many identical weights."""
+        key_bias, value_bias = self.key_value.bias.view(2, self.heads, 1, k.shape[-1]).unbind(0)
+        k = torch.cat([key_bias.expand(grid.batch, -1, -1, -1), k], dim=2)
+        v = torch.cat([value_bias.expand(grid.batch, -1, -1, -1), v], dim=2)
+        sink = grid.empty_slots.to(grid.mask.dtype).log().view(grid.batch, 1, 1, 1).expand(-1, -1, grid.length, -1)
+        return k, v, torch.cat([sink, grid.mask], dim=-1)
 
 
 class TransformerBlock(nn.Module, ABC):
@@ -171,11 +191,20 @@ class SASRecBlock(TransformerBlock):
     the normalised queries; a ReLU point-wise feed-forward with its own residual.
     """
 
-    def __init__(self, dim: int, heads: int, dropout: float, attention_dropout: float, ff_mult: int) -> None:
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        dropout: float,
+        attention_dropout: float,
+        ff_mult: int,
+        config: SASRecBlockConfig | None = None,
+    ) -> None:
         super().__init__()
+        config = config or SASRecBlockConfig()
         self.attention_norm = nn.LayerNorm(dim, eps=1e-8)
-        self.attention = SelfAttention(dim, heads, attention_dropout)
-        self.output_dropout = nn.Dropout(dropout)
+        self.attention = SelfAttention(dim, heads, attention_dropout, padding_sink=config.attend_to_padding)
+        self.output_dropout = nn.Dropout(dropout if config.attention_output_dropout else 0.0)
         self.feed_forward_norm = nn.LayerNorm(dim, eps=1e-8)
         self.feed_forward = nn.Sequential(
             nn.Linear(dim, ff_mult * dim),
@@ -233,13 +262,22 @@ class LiGRBlock(TransformerBlock):
 
 @dataclass(frozen=True)
 class SASRecBlockConfig(PartConfig):
-    """The SASRec authors' stack ends with a LayerNorm (``final_norm``)."""
+    """The SASRec authors' stack ends with a LayerNorm (``final_norm``).
+
+    RecTools' SASRec layer (the eSASRec authors' SASRec+SS) differs in two ways, each an option:
+    it drops out the attention weights but not the attention's output (``attention_output_dropout``
+    off), and without a key padding mask its queries also attend to the window's empty slots
+    (``attend_to_padding``), which on short histories (Beauty: 8.9 items in a window of 50) take
+    much of the attention.
+    """
 
     kind = "sasrec_block"
     final_norm: bool = True
+    attention_output_dropout: bool = True
+    attend_to_padding: bool = False
 
     def build(self, dim: int, heads: int, dropout: float, attention_dropout: float, ff_mult: int) -> TransformerBlock:
-        return SASRecBlock(dim, heads, dropout, attention_dropout, ff_mult)
+        return SASRecBlock(dim, heads, dropout, attention_dropout, ff_mult, self)
 
 
 @dataclass(frozen=True)
