@@ -24,7 +24,11 @@ from recmodels.nn.layers import (
 )
 
 N_ITEMS = 30
-BLOCKS = {"sasrec": SASRecBlockConfig(), "ligr": LiGRBlockConfig()}
+BLOCKS = {
+    "sasrec": SASRecBlockConfig(),
+    "sasrec_rectools": SASRecBlockConfig(attention_output_dropout=False, attend_to_padding=True),
+    "ligr": LiGRBlockConfig(),
+}
 INF = float("inf")
 
 
@@ -115,6 +119,34 @@ def test_self_attention_matches_manual_multi_head_attention():
         outputs.append(torch.softmax(logits, dim=-1) @ v[..., part])
     expected = torch.cat(outputs, dim=-1) @ attention.output.weight.T + attention.output.bias
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("pack", [False, True])
+@pytest.mark.parametrize("cut", [0, 1])
+def test_padding_sink_equals_attending_to_the_zeroed_empty_slots(pack, cut):
+    """RecTools' SASRec has no key padding mask: a query attends to every earlier slot of its max_len window,
+    the empty ones holding zeros. One bias key weighted by their count must give the same outputs."""
+    torch.manual_seed(2)
+    dim, heads, max_len = 8, 2, 6
+    attention = SelfAttention(dim, heads, dropout=0.0, padding_sink=True).eval()
+    lengths = torch.tensor([2, 5, 6 - cut, 1])  # one full window, or a batch's grid shorter than it
+    padding = torch.arange(max_len)[None, :] < (max_len - lengths)[:, None]
+    window = torch.randn(len(lengths), max_len, dim).masked_fill(padding[..., None], 0.0)
+    layout = TokenLayout.of(padding[:, cut:], causal_mask(max_len), pack=pack)  # the count comes from max_len
+    stream = layout.to_stream(window[:, cut:])
+    got = layout.to_grid(attention(stream, stream, layout))
+
+    q = attention.query(window).view(len(lengths), max_len, heads, -1).transpose(1, 2)
+    k, v = (
+        part.transpose(1, 2) for part in attention.key_value(window).view(len(lengths), max_len, 2, heads, -1).unbind(2)
+    )
+    logits = q @ k.transpose(-1, -2) / math.sqrt(dim // heads) + causal_mask(max_len)  # no padding mask
+    expected = attention.output((logits.softmax(-1) @ v).transpose(1, 2).reshape(len(lengths), max_len, dim))
+    real = ~padding[:, cut:]
+    torch.testing.assert_close(got[real], expected[:, cut:][real], atol=1e-5, rtol=1e-5)
+    plain = SelfAttention(dim, heads, dropout=0.0).eval()
+    plain.load_state_dict(attention.state_dict())
+    assert not torch.allclose(plain(stream, stream, layout), attention(stream, stream, layout), atol=1e-3)
 
 
 def test_self_attention_rejects_indivisible_heads():
