@@ -1,9 +1,9 @@
 """The eSASRec paper's leave-one-out settings per dataset, as data: ``paper_settings.toml`` read into typed rows.
 
 A row holds what the authors' configuration files and trainer state (sizes, negatives, optimiser, the epoch cap,
-the stopping rule); ``PaperSetting.apply`` puts it on a preset of the SASRec family, so the benchmark and the model
-assets train the paper's configuration without a branch per dataset. What their files leave to RecTools' defaults
-(initialisation, item-table dropout, Adam's betas) stays the preset's: those are the measured changes of the
+the stopping rule, the key padding mask) and whether to train as their RecTools code does (what the files leave to
+RecTools' defaults); ``PaperSetting.apply`` puts it on a preset of the SASRec family, so the benchmark and the model
+assets train the paper's configuration without a branch per dataset. Each part is a measured change of the
 reproduction (docs/sequential.md).
 """
 
@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from recmodels.config import Configurable
+from recmodels.models.sasrec import rectools_training
 
 TABLE = Path(__file__).with_name("paper_settings.toml")
 
@@ -41,6 +42,8 @@ class PaperSetting(Configurable):
     max_epochs: int
     patience: int
     stop_on: str
+    rectools_training: bool
+    key_padding_mask: bool
     published_recall_at_10: float
     published_ndcg_at_10: float
 
@@ -53,7 +56,8 @@ class PaperSetting(Configurable):
                 raise ValueError(f"{name} must be {kind.__name__}, got {value!r}")
 
     def apply(self, config: Any) -> Any:
-        """``config`` (a ``SASRecConfig``) with this row's sizes, negatives, optimiser and stopping rule."""
+        """``config`` (a ``SASRecConfig``) with this row's sizes, negatives, optimiser and stopping rule, trained as
+        RecTools trains (``rectools_training``) where the row says so."""
         backbone = dataclasses.replace(
             config.backbone,
             dim=self.dim,
@@ -70,7 +74,8 @@ class PaperSetting(Configurable):
             config.trainer, lr=self.lr, batch_size=self.batch_size, epochs=self.max_epochs, patience=self.patience
         )
         loss = dataclasses.replace(config.loss, n_negatives=self.n_negatives)
-        return dataclasses.replace(config, backbone=backbone, trainer=trainer, loss=loss, valid_metric=self.stop_on)
+        config = dataclasses.replace(config, backbone=backbone, trainer=trainer, loss=loss, valid_metric=self.stop_on)
+        return rectools_training(config, self.key_padding_mask) if self.rectools_training else config
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from recmodels.data.interactions import Interactions
 from recmodels.data.splits import leave_one_out_split
 from recmodels.evaluation import stage_metric
 from recmodels.models.paper_settings import PaperSetting, paper_settings
-from recmodels.models.sasrec import SASRec, SASRecConfig, esasrec, sasrec_ss
+from recmodels.models.sasrec import SASRec, SASRecConfig, esasrec, rectools_training, sasrec_ss
 
 ROOT = Path(__file__).resolve().parents[2]
 BEAUTY = "amazon-yelp-seq/Beauty.txt"
@@ -75,7 +75,7 @@ def test_a_row_with_an_unknown_or_missing_field_or_a_repeated_key_fails_naming_i
         paper_settings().row("yelp", "esasrec")
 
 
-def test_a_row_replaces_the_papers_fields_and_keeps_the_presets_training_details():
+def test_a_row_replaces_the_papers_fields_and_trains_as_rectools_where_it_says_so():
     beauty = paper_settings().row("beauty", "esasrec")
     config = beauty.apply(esasrec())
     backbone = config.backbone
@@ -90,8 +90,25 @@ def test_a_row_replaces_the_papers_fields_and_keeps_the_presets_training_details
     )
     assert config.loss.n_negatives == 256 and config.loss.per_position
     assert config.valid_metric == "recall@10"
-    plain = paper_settings().row("beauty", "sasrec_ss").apply(sasrec_ss())
-    assert (plain.backbone.ff_mult, plain.backbone.attention_dropout, plain.backbone.item_dropout) == (1, 0.0, 0.0)
+    assert config == beauty.apply(config)  # the eSASRec preset already trains as RecTools does
+    vanilla = paper_settings().row("beauty", "sasrec_ss").apply(sasrec_ss()).backbone
+    assert (vanilla.ff_mult, vanilla.attention_dropout, vanilla.item_dropout, vanilla.xavier_init) == (
+        1,
+        0.2,
+        0.2,
+        True,
+    )
+    assert vanilla.block.attend_to_padding and not vanilla.block.attention_output_dropout  # RecTools' SASRec layer
+    ml1m = paper_settings().row("ml-1m", "sasrec_ss")
+    assert not ml1m.rectools_training  # the README's ML-1M SASRec+SS figures were measured with the preset's training
+    preset = ml1m.apply(sasrec_ss())
+    assert preset.backbone.block == sasrec_ss().backbone.block and not preset.backbone.xavier_init
+    assert preset.trainer.adam_betas == sasrec_ss().trainer.adam_betas and preset.group_by_length
+
+
+def test_rectools_training_refuses_unmasked_padding_on_ligr_blocks():
+    with pytest.raises(ValueError, match="ligr_block blocks always mask padded keys"):
+        rectools_training(esasrec(), key_padding_mask=False)
 
 
 def test_without_the_table_the_benchmark_trains_the_run_behind_the_ml1m_figures():
