@@ -192,7 +192,8 @@ PAPER_SETTING_FIELD = (
         default="",
         description="A dataset of the eSASRec paper's settings table (recmodels/models/paper_settings.toml: "
         + ", ".join(sorted({row.dataset for row in paper_settings().rows}))
-        + "): its sizes, negatives, optimiser, epoch cap and stopping rule replace the fields above. "
+        + "): its sizes, negatives, optimiser, epoch cap, stopping rule and, where the row says so, RecTools' "
+        "training replace the fields above. "
         "Pair it with the split's leave_one_out and drop_seen_targets for the authors' protocol.",
     ),
 )
