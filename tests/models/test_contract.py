@@ -31,8 +31,8 @@ from recmodels.models.efficientrec import (
     TransitionGraphConfig,
 )
 from recmodels.models.multimodal import GatedFusionConfig, GradientContributionConfig, demure, fused, modalities_only
-from recmodels.models.sasrec import GNNOConfig, esasrec, sasrec, sasrec_ss, with_gnno
-from recmodels.nn.losses import FullSoftmaxConfig, SampledSoftmaxConfig
+from recmodels.models.sasrec import GNNOConfig, esasrec, rectools_training, sasrec, sasrec_ss, with_gnno
+from recmodels.nn.losses import FullSoftmaxConfig
 from recmodels.train import TrainerConfig
 
 SMALL_BACKBONE = {"dim": 16, "max_len": 20, "ff_mult": 2}
@@ -78,10 +78,8 @@ CASES = {
     "sasrec_full_softmax": ("sasrec", _short(dataclasses.replace(sasrec(**SMALL_BACKBONE), loss=FullSoftmaxConfig()))),
     "esasrec": ("sasrec", _short(esasrec(**SMALL_BACKBONE))),
     "esasrec_gnno": ("sasrec", _short(with_gnno(esasrec(**SMALL_BACKBONE), QUICK_GNNO))),
-    "esasrec_per_position_negatives": (
-        "sasrec",
-        _short(dataclasses.replace(esasrec(**SMALL_BACKBONE), loss=SampledSoftmaxConfig(per_position=True))),
-    ),
+    # the Amazon paper rows' SASRec+SS: RecTools' training and SASRec layer, attending to empty slots
+    "sasrec_ss_rectools": ("sasrec", _short(rectools_training(sasrec_ss(**SMALL_BACKBONE), key_padding_mask=False))),
     "sasrec_gnno": ("sasrec", _short(with_gnno(sasrec(**SMALL_BACKBONE), QUICK_GNNO))),
     "diffrec": ("diffrec", _small_diffrec(diffrec())),
     "l_diffrec": ("diffrec", _small_diffrec(l_diffrec())),
