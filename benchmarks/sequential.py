@@ -1,9 +1,10 @@
 """SASRec, SASRec+SS, eSASRec, with and without GNNO hard negatives: leave-one-out, full ranking.
 
 Settings: by default the eSASRec paper's for the dataset, from the typed table
-``recmodels/models/paper_settings.toml`` (``--paper-setting auto``; a name such as ``beauty_readme`` picks
-another row of the table): sizes, 256 negatives, Adam lr 1e-3, batch 128, the epoch cap, and the authors'
-stopping rule (best validation Recall@10, patience 50, best weights restored), on their leave-one-out
+``recmodels/models/paper_settings.toml`` (``--paper-setting auto``, the first row naming the dataset file;
+a name such as ``beauty`` picks another row): sizes, 256 negatives, Adam lr 1e-3, batch 128, the epoch cap,
+RecTools' training, and the authors' stopping rule (best validation Recall@10, patience 50, best weights
+restored), on their leave-one-out
 split (a test target the user has already seen is not evaluated). ``--paper-setting none`` trains the
 presets as the README's earlier figures did (ML-1M: d=64, 2 blocks, max length 200, dropout 0.1; elsewhere
 max length 50, dropout 0.2), stopping on validation NDCG@10 (``--patience``, default 10). Test metrics at

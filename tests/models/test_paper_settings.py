@@ -45,7 +45,7 @@ def test_every_row_round_trips_and_every_dataset_has_both_variants_and_a_file():
         (d, v) for d in datasets for v in ("sasrec_ss", "esasrec")
     }
     assert set(table.files) == datasets
-    assert table.dataset_of(BEAUTY) == "beauty"  # the config files' row, not the README's
+    assert table.dataset_of(BEAUTY) == "beauty_readme"  # the README's d 64, the row that reproduces
     assert table.row("beauty", "esasrec_gnno") == table.row("beauty", "esasrec")
 
 
@@ -129,7 +129,7 @@ def test_the_benchmark_records_the_row_it_trained_with(data_dir, tmp_path):
     command += ["--model", "sasrec_ss", "--quick", "--epochs", "1"]
     run = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600, check=True)
     result = json.loads(run.stdout.strip().splitlines()[-1])["results"][0]
-    row = paper_settings().row("beauty", "sasrec_ss")
+    row = paper_settings().row("beauty_readme", "sasrec_ss")  # auto: the first name of the file
     assert result["paper_setting"] == row.to_dict()
     trained = SASRecConfig.from_dict(result["config"])
     assert trained == dataclasses.replace(
