@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from recmodels.nn.layers import (
     BackboneConfig,
@@ -301,6 +302,41 @@ def test_initialisation_follows_the_config():
         bare.load_state_dict(backbone.state_dict(), strict=False)
         expected = bare.item_embeddings.weight[[5, 7]] * scale + bare.position_embeddings(positions)
         assert torch.allclose(bare.eval()(items)[0, 1:], expected)
+
+
+@pytest.mark.parametrize("block", [LiGRBlockConfig(), SASRecBlockConfig(attend_to_padding=True)])
+def test_xavier_as_rectools_draws_over_rectools_parameter_shapes(block):
+    """RecTools re-draws every matrix of torch's ``nn.MultiheadAttention`` (one packed in-projection,
+    biases left at torch's zeros) and of its two-matrix SwiGLU; Xavier's spread follows those shapes."""
+    dim, ff_mult = 256, 4
+    torch.manual_seed(0)
+    config = BackboneConfig(dim=dim, blocks=1, max_len=20, ff_mult=ff_mult, block=block, xavier_init=True)
+    ours = SequenceBackbone(100, dataclasses.replace(config, xavier_as_rectools=True)).blocks[0]
+    reference = nn.MultiheadAttention(dim, 1)
+    fan_out, fan_in = reference.in_proj_weight.shape
+    packed_std = math.sqrt(2.0 / (fan_in + fan_out))
+    for projection in (ours.attention.query, ours.attention.key_value):
+        assert projection.weight.std().item() == pytest.approx(packed_std, rel=0.02)
+    for ours_bias, torch_bias in (
+        (ours.attention.query.bias, reference.in_proj_bias[:dim]),
+        (ours.attention.key_value.bias, reference.in_proj_bias[dim:]),
+        (ours.attention.output.bias, reference.out_proj.bias),
+    ):
+        assert torch.equal(ours_bias.detach(), torch_bias.detach())
+    plain = SequenceBackbone(100, config).blocks[0]
+    assert plain.attention.query.weight.std().item() == pytest.approx(math.sqrt(2.0 / (2 * dim)), rel=0.02)
+    assert plain.attention.query.bias.abs().max() > 0
+    if isinstance(block, LiGRBlockConfig):
+        hidden = nn.Linear(dim, ff_mult * dim, bias=False).weight
+        for half in ours.feed_forward.gate_and_value.weight.chunk(2):
+            assert half.std().item() == pytest.approx(math.sqrt(2.0 / sum(hidden.shape)), rel=0.02)
+        packed = plain.feed_forward.gate_and_value.weight
+        assert packed.std().item() == pytest.approx(math.sqrt(2.0 / sum(packed.shape)), rel=0.02)
+
+
+def test_xavier_as_rectools_needs_xavier_init():
+    with pytest.raises(ValueError, match="needs backbone.xavier_init"):
+        BackboneConfig(xavier_as_rectools=True)
 
 
 def test_item_dropout_drops_one_table_per_batch_only_while_training():
