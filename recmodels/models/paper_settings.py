@@ -43,6 +43,7 @@ class PaperSetting(Configurable):
     patience: int
     stop_on: str
     rectools_training: bool
+    xavier_as_rectools: bool
     key_padding_mask: bool
     published_recall_at_10: float
     published_ndcg_at_10: float
@@ -54,10 +55,12 @@ class PaperSetting(Configurable):
             allowed = (int, float) if kind is float else kind
             if not isinstance(value, allowed) or (kind is not bool and isinstance(value, bool)):
                 raise ValueError(f"{name} must be {kind.__name__}, got {value!r}")
+        if self.xavier_as_rectools and not self.rectools_training:
+            raise ValueError("xavier_as_rectools draws RecTools' Xavier-normal start: it needs rectools_training")
 
     def apply(self, config: Any) -> Any:
         """``config`` (a ``SASRecConfig``) with this row's sizes, negatives, optimiser and stopping rule, trained as
-        RecTools trains (``rectools_training``) where the row says so."""
+        RecTools trains (``rectools_training``) and started over RecTools' parameter shapes where the row says so."""
         backbone = dataclasses.replace(
             config.backbone,
             dim=self.dim,
@@ -75,7 +78,11 @@ class PaperSetting(Configurable):
         )
         loss = dataclasses.replace(config.loss, n_negatives=self.n_negatives)
         config = dataclasses.replace(config, backbone=backbone, trainer=trainer, loss=loss, valid_metric=self.stop_on)
-        return rectools_training(config, self.key_padding_mask) if self.rectools_training else config
+        if not self.rectools_training:
+            return config
+        config = rectools_training(config, self.key_padding_mask)
+        backbone = dataclasses.replace(config.backbone, xavier_as_rectools=self.xavier_as_rectools)
+        return dataclasses.replace(config, backbone=backbone)
 
 
 @dataclass(frozen=True)
