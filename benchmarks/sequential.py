@@ -16,6 +16,7 @@ the selected epoch; every result records the table row it trained with.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import time
 from pathlib import Path
 from typing import Any
@@ -101,8 +102,9 @@ def run_one(
     )
     model = SASRec(config)
     started = time.perf_counter()
-    run_name = "-".join([variant, *overrides, f"seed{seed}"]).replace("/", "_")
-    checkpoint_dir = None if checkpoints is None else checkpoints / Path(dataset).stem / run_name
+    checkpoint_dir = (
+        None if checkpoints is None else checkpoints / Path(dataset).stem / run_name(variant, overrides, seed)
+    )
     model.fit(split, checkpoint_dir=checkpoint_dir)
     train_seconds = time.perf_counter() - started
     beyond = BeyondAccuracyInputs(split.train.item_user_counts(), len(split.train.users_with_data()))
@@ -129,6 +131,15 @@ def run_one(
         "config": config.to_dict(),
         "upstream": model.upstream,
     }
+
+
+def run_name(variant: str, overrides: list[str], seed: int) -> str:
+    """The checkpoint folder of one run: readable, one per variant, override list and seed, and a valid file name
+    however many overrides there are (the overrides enter as a digest, which a file name's 255 bytes always hold)."""
+    if not overrides:
+        return f"{variant}-seed{seed}"
+    digest = hashlib.sha256("\0".join(overrides).encode()).hexdigest()[:12]
+    return f"{variant}-set{digest}-seed{seed}"
 
 
 def main() -> None:

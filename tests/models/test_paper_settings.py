@@ -179,3 +179,11 @@ def test_the_papers_stopping_rule_keeps_the_best_validation_recall_and_stops_aft
     assert len(history.valid_score) == min(row.max_epochs, best + row.patience + 1)
     # the weights kept are the best epoch's: recall@10 on validation again gives its score
     assert stage_metric(model, split.valid, "recall@10") == pytest.approx(history.best_score, abs=1e-9)
+
+
+def test_a_runs_checkpoint_folder_is_a_valid_name_however_many_overrides_and_one_per_override_list():
+    sequential = _benchmark()
+    many = [f"backbone.block.attention_output_dropout_{i}=false" for i in range(20)]
+    names = {sequential.run_name("sasrec_ss", overrides, 0) for overrides in ([], many, many[:-1], many[::-1])}
+    assert len(names) == 4 and max(len(name) for name in names) < 64
+    assert sequential.run_name("sasrec_ss", [], 0) != sequential.run_name("sasrec_ss", [], 1)
